@@ -1,0 +1,1 @@
+//! keyman's redis transport.

@@ -1,0 +1,112 @@
+//! The transport layer of keyman: a [`Bus`] only moves bytes between channels.
+//!
+//! It knows nothing about keys. The orchestrator and the clients of `keyman` are
+//! written against this trait, so the same code runs over Redis, NATS or memory.
+
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// One message received from a [`Bus`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The channel (Redis) or subject (NATS) it was published on.
+    pub channel: String,
+    /// The payload, as published.
+    pub payload: Vec<u8>,
+    /// Where the sender waits for a direct answer, on transports with native
+    /// request/reply (NATS); `None` elsewhere.
+    pub reply_to: Option<String>,
+}
+
+/// What a [`Subscription`] yields: messages and changes of the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusEvent {
+    /// A message on one of the subscribed channels.
+    Message(Message),
+    /// The connection to the broker was lost; messages published meanwhile may be lost.
+    Disconnected {
+        /// Why, for logs.
+        reason: String,
+    },
+    /// The connection is back and every channel of the subscription is subscribed again.
+    /// Whoever waits for an answer should send its request again.
+    Reconnected,
+}
+
+/// The errors of a transport.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// The broker cannot be reached now (connection refused, lost, or not yet back).
+    #[error("disconnected from the broker: {0}")]
+    Disconnected(String),
+    /// The broker did not answer within the time allowed.
+    #[error("the broker did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A native request found nobody subscribed to answer it (NATS "no responders").
+    #[error("no responder is subscribed to {0}")]
+    NoResponders(String),
+    /// The transport does not offer this operation (for example native request/reply on Redis).
+    #[error("this transport does not support {0}")]
+    Unsupported(&'static str),
+    /// The URL or the options given to the transport are wrong.
+    #[error("bad transport configuration: {0}")]
+    Config(String),
+    /// The bus was closed by its owner.
+    #[error("the bus is closed")]
+    Closed,
+    /// Any other failure reported by the broker's client library.
+    #[error("broker error: {0}")]
+    Broker(String),
+}
+
+/// A stream of [`BusEvent`]s for a set of channels. Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: tokio::sync::mpsc::Receiver<BusEvent>,
+}
+
+impl Subscription {
+    /// Wraps the receiving end of a channel that a transport fills.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<BusEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event; `None` once the bus is closed for good.
+    pub async fn next(&mut self) -> Option<BusEvent> {
+        self.rx.recv().await
+    }
+}
+
+/// A pub/sub transport: publish bytes on a channel, subscribe to channels.
+///
+/// Implementations are cheap to share (`Arc<dyn Bus>`), deliver the messages of
+/// one publisher on one channel in order, and report connection losses and
+/// recoveries to every subscription as [`BusEvent`]s.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes `payload` on `channel`. Returns once the broker took it (or failed);
+    /// never blocks longer than the transport's operation timeout.
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError>;
+
+    /// Subscribes to `channels`; the subscription is live when this returns, so a
+    /// message published afterwards on one of them is delivered.
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError>;
+
+    /// Native request/reply: publishes `payload` on `channel` with a private reply
+    /// address and waits up to `timeout` for the first answer. Transports without it
+    /// return [`BusError::Unsupported`], and callers fall back to reply channels.
+    async fn request(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let _ = (channel, payload, timeout);
+        Err(BusError::Unsupported("native request/reply"))
+    }
+
+    /// Whether [`Bus::request`] is supported.
+    fn supports_request(&self) -> bool {
+        false
+    }
+}
