@@ -1,0 +1,623 @@
+//! [`KeyPool`]: the keys of every platform, each in exactly one state.
+//!
+//! A key is **fresh** (may be handed out), **expired** until a refresh time (rate
+//! limited), or **invalid** (permanently bad; never handed out, never refreshed).
+//! Platforms are independent pools that appear on the first publish.
+//!
+//! The pool does no I/O: the caller passes the current time into every operation
+//! that depends on it, and the random generator into [`KeyPool::assign`].
+//! Expired keys whose refresh time has come become fresh the next time their
+//! platform is touched with a later `now`; [`KeyPool::refresh_due`] does it for
+//! all platforms at once, and [`KeyPool::next_refresh`] says when that is next due.
+//!
+//! Costs are given per operation in `n`, the number of keys of the platform, and
+//! `P`, the number of platforms (a handful in practice). "Refreshing `r` keys" is
+//! `O(r log n)` and is paid once per key per expiry, however many operations follow.
+
+use crate::time::Timestamp;
+use rand_core::Rng;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// How [`KeyPool::assign`] chooses among the fresh keys of a platform.
+///
+/// New strategies (most remaining quota, leases with a concurrency cap) are added
+/// here: the pool keeps the fresh keys in a dense array, so a strategy only has to
+/// pick an index into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// Uniformly at random, as Augur's orchestrator does. `O(1)`.
+    #[default]
+    Uniform,
+    /// Each fresh key in turn. `O(1)`. The order changes when keys leave the fresh set.
+    RoundRobin,
+}
+
+/// The state of one key in one platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// May be handed out.
+    Fresh,
+    /// Rate limited; becomes fresh when the clock reaches `until`.
+    Expired {
+        /// The refresh time.
+        until: Timestamp,
+    },
+    /// Permanently bad; only a publish brings it back.
+    Invalid,
+}
+
+/// What [`KeyPool::assign`] answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment<'a> {
+    /// A fresh key.
+    Key(&'a str),
+    /// No key is fresh; the earliest expired key refreshes at `until`.
+    Wait {
+        /// The earliest refresh time of the platform.
+        until: Timestamp,
+    },
+    /// No key was ever published for this platform.
+    UnknownPlatform,
+    /// The platform has no fresh and no expired key (all invalid or unpublished).
+    NoKeys,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The key is new to the platform and fresh now.
+    Added,
+    /// The key was invalid and is fresh again.
+    Revived,
+    /// The key was already fresh or expired; nothing changed (publish is idempotent,
+    /// and an expired key stays expired until its refresh time).
+    Unchanged,
+}
+
+/// What an expire did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// The key was fresh and is now expired until the given time.
+    Expired,
+    /// The key was already expired until an earlier time; it is now expired until
+    /// the later one (the later of two refresh times wins: the API said so).
+    Extended,
+    /// Nothing changed: the key is unknown, invalid, already expired until a later
+    /// time, or the refresh time is not after `now`.
+    Unchanged,
+}
+
+/// What an invalidate did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidated {
+    /// The key was fresh or expired and is invalid now.
+    Invalidated,
+    /// The key was already invalid.
+    AlreadyInvalid,
+    /// The platform or the key is unknown; nothing changed.
+    Unknown,
+}
+
+/// How many keys of a platform are in each state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Keys that may be handed out.
+    pub fresh: usize,
+    /// Rate-limited keys waiting for their refresh time.
+    pub expired: usize,
+    /// Permanently bad keys.
+    pub invalid: usize,
+}
+
+impl Counts {
+    /// All keys of the platform.
+    pub fn total(&self) -> usize {
+        self.fresh + self.expired + self.invalid
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// Index into `PlatformPool::fresh`.
+    Fresh(usize),
+    Expired(Timestamp),
+    Invalid,
+}
+
+#[derive(Debug, Default)]
+struct PlatformPool {
+    slots: HashMap<Arc<str>, Slot>,
+    /// Dense array of the fresh keys: `O(1)` random choice and removal.
+    fresh: Vec<Arc<str>>,
+    /// Expired keys ordered by refresh time: `O(log n)` refresh of the earliest.
+    expired: BTreeSet<(Timestamp, Arc<str>)>,
+    /// Invalid keys, ordered for stable listing.
+    invalid: BTreeSet<Arc<str>>,
+    /// Cursor of [`Selection::RoundRobin`].
+    cursor: usize,
+}
+
+impl PlatformPool {
+    fn push_fresh(&mut self, key: Arc<str>) {
+        let idx = self.fresh.len();
+        self.fresh.push(key.clone());
+        self.slots.insert(key, Slot::Fresh(idx));
+    }
+
+    /// Removes `fresh[idx]` in `O(1)` and fixes the index of the key moved into its place.
+    fn remove_fresh(&mut self, idx: usize) -> Arc<str> {
+        let key = self.fresh.swap_remove(idx);
+        if let Some(moved) = self.fresh.get(idx) {
+            if let Some(slot) = self.slots.get_mut(moved) {
+                *slot = Slot::Fresh(idx);
+            }
+        }
+        key
+    }
+
+    fn refresh(&mut self, now: Timestamp) -> usize {
+        let mut n = 0;
+        while let Some((until, _)) = self.expired.first() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, key)) = self.expired.pop_first() {
+                self.push_fresh(key);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn earliest_refresh(&self) -> Option<Timestamp> {
+        self.expired.first().map(|(t, _)| *t)
+    }
+
+    fn counts(&self) -> Counts {
+        Counts {
+            fresh: self.fresh.len(),
+            expired: self.expired.len(),
+            invalid: self.invalid.len(),
+        }
+    }
+}
+
+/// The keys of every platform and their states. See the [module docs](self).
+#[derive(Debug, Default)]
+pub struct KeyPool {
+    /// Platforms in the order they were first published.
+    platforms: Vec<(String, PlatformPool)>,
+    index: HashMap<String, usize>,
+    selection: Selection,
+}
+
+impl KeyPool {
+    /// An empty pool that picks keys uniformly at random.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty pool with the given selection strategy.
+    pub fn with_selection(selection: Selection) -> Self {
+        Self {
+            selection,
+            ..Self::default()
+        }
+    }
+
+    fn platform(&self, platform: &str) -> Option<&PlatformPool> {
+        self.index.get(platform).map(|&i| &self.platforms[i].1)
+    }
+
+    fn platform_mut(&mut self, platform: &str) -> Option<&mut PlatformPool> {
+        match self.index.get(platform) {
+            Some(&i) => Some(&mut self.platforms[i].1),
+            None => None,
+        }
+    }
+
+    /// Adds `key` to `platform` as fresh, creating the platform on first use.
+    /// Idempotent; an invalid key is revived; an expired key stays expired.
+    /// `O(1)` amortized (`O(log n)` to revive an invalid key).
+    pub fn publish(&mut self, platform: &str, key: &str) -> Published {
+        let pool = match self.index.get(platform) {
+            Some(&i) => &mut self.platforms[i].1,
+            None => {
+                self.index
+                    .insert(platform.to_string(), self.platforms.len());
+                self.platforms
+                    .push((platform.to_string(), PlatformPool::default()));
+                let last = self.platforms.len() - 1;
+                &mut self.platforms[last].1
+            }
+        };
+        match pool.slots.get(key).copied() {
+            None => {
+                pool.push_fresh(Arc::from(key));
+                Published::Added
+            }
+            Some(Slot::Invalid) => {
+                if let Some(k) = pool.invalid.take(key) {
+                    pool.push_fresh(k);
+                }
+                Published::Revived
+            }
+            Some(Slot::Fresh(_) | Slot::Expired(_)) => Published::Unchanged,
+        }
+    }
+
+    /// Removes `key` from `platform` whatever its state. Returns whether it was there.
+    /// The platform itself stays known, even when empty. `O(1)` for a fresh key,
+    /// `O(log n)` otherwise.
+    pub fn unpublish(&mut self, platform: &str, key: &str) -> bool {
+        let Some(pool) = self.platform_mut(platform) else {
+            return false;
+        };
+        match pool.slots.remove(key) {
+            None => false,
+            Some(Slot::Fresh(idx)) => {
+                pool.remove_fresh(idx);
+                true
+            }
+            Some(Slot::Expired(until)) => {
+                let k: Arc<str> = Arc::from(key);
+                pool.expired.remove(&(until, k));
+                true
+            }
+            Some(Slot::Invalid) => {
+                pool.invalid.remove(key);
+                true
+            }
+        }
+    }
+
+    /// Hands out a fresh key of `platform` chosen by the pool's [`Selection`],
+    /// after refreshing the platform's due keys. The key stays fresh (keys are
+    /// shared, as in Augur). `O(1)` plus the refresh of due keys.
+    pub fn assign<R: Rng + ?Sized>(
+        &mut self,
+        platform: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Assignment<'_> {
+        let selection = self.selection;
+        let Some(pool) = self.platform_mut(platform) else {
+            return Assignment::UnknownPlatform;
+        };
+        pool.refresh(now);
+        let len = pool.fresh.len();
+        if len == 0 {
+            return match pool.earliest_refresh() {
+                Some(until) => Assignment::Wait { until },
+                None => Assignment::NoKeys,
+            };
+        }
+        let idx = match selection {
+            Selection::Uniform => uniform_index(rng.next_u64(), len),
+            Selection::RoundRobin => {
+                let i = pool.cursor % len;
+                pool.cursor = i + 1;
+                i
+            }
+        };
+        Assignment::Key(&pool.fresh[idx])
+    }
+
+    /// Marks `key` of `platform` rate limited until `until`. A fresh key becomes
+    /// expired; an expired key takes the later of its two refresh times; an invalid
+    /// or unknown key is left alone, and so is any key when `until` is not after
+    /// `now` (it would be fresh again at once). `O(log n)`.
+    pub fn expire(
+        &mut self,
+        platform: &str,
+        key: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Expired {
+        let Some(pool) = self.platform_mut(platform) else {
+            return Expired::Unchanged;
+        };
+        pool.refresh(now);
+        if until <= now {
+            return Expired::Unchanged;
+        }
+        match pool.slots.get(key).copied() {
+            Some(Slot::Fresh(idx)) => {
+                let k = pool.remove_fresh(idx);
+                pool.slots.insert(k.clone(), Slot::Expired(until));
+                pool.expired.insert((until, k));
+                Expired::Expired
+            }
+            Some(Slot::Expired(old)) if until > old => {
+                let k: Arc<str> = Arc::from(key);
+                if let Some((_, k)) = pool.expired.take(&(old, k)) {
+                    pool.slots.insert(k.clone(), Slot::Expired(until));
+                    pool.expired.insert((until, k));
+                }
+                Expired::Extended
+            }
+            _ => Expired::Unchanged,
+        }
+    }
+
+    /// Marks `key` of `platform` permanently invalid: it is never handed out or
+    /// refreshed again, until an admin publishes it. `O(log n)`.
+    pub fn invalidate(&mut self, platform: &str, key: &str, now: Timestamp) -> Invalidated {
+        let Some(pool) = self.platform_mut(platform) else {
+            return Invalidated::Unknown;
+        };
+        pool.refresh(now);
+        let k = match pool.slots.get(key).copied() {
+            None => return Invalidated::Unknown,
+            Some(Slot::Invalid) => return Invalidated::AlreadyInvalid,
+            Some(Slot::Fresh(idx)) => pool.remove_fresh(idx),
+            Some(Slot::Expired(until)) => match pool.expired.take(&(until, Arc::from(key))) {
+                Some((_, k)) => k,
+                None => Arc::from(key),
+            },
+        };
+        pool.slots.insert(k.clone(), Slot::Invalid);
+        pool.invalid.insert(k);
+        Invalidated::Invalidated
+    }
+
+    /// The state of `key` in `platform` at `now`, or `None` if it is not there.
+    /// Does not change the pool. `O(1)`.
+    pub fn state(&self, platform: &str, key: &str, now: Timestamp) -> Option<KeyState> {
+        let pool = self.platform(platform)?;
+        Some(match pool.slots.get(key)? {
+            Slot::Fresh(_) => KeyState::Fresh,
+            Slot::Expired(until) if *until <= now => KeyState::Fresh,
+            Slot::Expired(until) => KeyState::Expired { until: *until },
+            Slot::Invalid => KeyState::Invalid,
+        })
+    }
+
+    /// The platforms, in the order they were first published. `O(P)`.
+    pub fn platforms(&self) -> impl Iterator<Item = &str> {
+        self.platforms.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// Whether `platform` has ever been published to. `O(1)`.
+    pub fn has_platform(&self, platform: &str) -> bool {
+        self.index.contains_key(platform)
+    }
+
+    /// The fresh and expired keys of `platform` (fresh first, then expired by
+    /// refresh time), after refreshing due keys; `None` for an unknown platform. `O(n)`.
+    pub fn keys(&mut self, platform: &str, now: Timestamp) -> Option<Vec<String>> {
+        let pool = self.platform_mut(platform)?;
+        pool.refresh(now);
+        Some(
+            pool.fresh
+                .iter()
+                .chain(pool.expired.iter().map(|(_, k)| k))
+                .map(|k| k.to_string())
+                .collect(),
+        )
+    }
+
+    /// The invalid keys of `platform`, sorted; `None` for an unknown platform. `O(n)`.
+    pub fn invalid_keys(&self, platform: &str) -> Option<Vec<String>> {
+        let pool = self.platform(platform)?;
+        Some(pool.invalid.iter().map(|k| k.to_string()).collect())
+    }
+
+    /// How many keys of `platform` are in each state at `now`, after refreshing due
+    /// keys; `None` for an unknown platform. `O(1)` plus the refresh of due keys.
+    pub fn counts(&mut self, platform: &str, now: Timestamp) -> Option<Counts> {
+        let pool = self.platform_mut(platform)?;
+        pool.refresh(now);
+        Some(pool.counts())
+    }
+
+    /// Refreshes the due keys of every platform; returns how many became fresh.
+    /// `O(P)` plus `O(log n)` per refreshed key.
+    pub fn refresh_due(&mut self, now: Timestamp) -> usize {
+        self.platforms.iter_mut().map(|(_, p)| p.refresh(now)).sum()
+    }
+
+    /// The earliest refresh time of any expired key, if any. `O(P log n)`.
+    pub fn next_refresh(&self) -> Option<Timestamp> {
+        self.platforms
+            .iter()
+            .filter_map(|(_, p)| p.earliest_refresh())
+            .min()
+    }
+
+    /// The earliest refresh time of `platform`'s expired keys. `O(log n)`.
+    pub fn next_refresh_of(&self, platform: &str) -> Option<Timestamp> {
+        self.platform(platform)?.earliest_refresh()
+    }
+
+    /// Checks the pool's internal consistency (every key in exactly one state, the
+    /// indexes agree). For tests and fuzzing; `O(n)` over all platforms.
+    pub fn check_consistency(&self) -> Result<(), String> {
+        if self.index.len() != self.platforms.len() {
+            return Err("platform index and platform list differ in length".into());
+        }
+        for (i, (name, pool)) in self.platforms.iter().enumerate() {
+            if self.index.get(name) != Some(&i) {
+                return Err(format!("platform {name} is not indexed at {i}"));
+            }
+            let c = pool.counts();
+            if c.total() != pool.slots.len() {
+                return Err(format!(
+                    "platform {name}: {} fresh + {} expired + {} invalid != {} keys",
+                    c.fresh,
+                    c.expired,
+                    c.invalid,
+                    pool.slots.len()
+                ));
+            }
+            for (idx, k) in pool.fresh.iter().enumerate() {
+                match pool.slots.get(k) {
+                    Some(Slot::Fresh(j)) if *j == idx => {}
+                    other => {
+                        return Err(format!("platform {name}: fresh[{idx}] has slot {other:?}"));
+                    }
+                }
+            }
+            for (until, k) in &pool.expired {
+                match pool.slots.get(k) {
+                    Some(Slot::Expired(t)) if t == until => {}
+                    other => {
+                        return Err(format!("platform {name}: expired key has slot {other:?}"));
+                    }
+                }
+            }
+            for k in &pool.invalid {
+                if !matches!(pool.slots.get(k), Some(Slot::Invalid)) {
+                    return Err(format!("platform {name}: invalid key not marked invalid"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Maps a uniform 64-bit word to `0..len` by multiply-shift (bias below `len / 2^64`).
+fn uniform_index(word: u64, len: usize) -> usize {
+    ((u128::from(word) * len as u128) >> 64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn t(secs: u64) -> Timestamp {
+        Timestamp::from_secs(secs)
+    }
+
+    #[test]
+    fn assign_answers_each_outcome() {
+        let mut pool = KeyPool::new();
+        let mut rng = SplitMix64::new(1);
+        assert_eq!(
+            pool.assign("gh", t(0), &mut rng),
+            Assignment::UnknownPlatform
+        );
+        pool.publish("gh", "k1");
+        assert_eq!(pool.assign("gh", t(0), &mut rng), Assignment::Key("k1"));
+        assert_eq!(pool.expire("gh", "k1", t(100), t(0)), Expired::Expired);
+        assert_eq!(
+            pool.assign("gh", t(50), &mut rng),
+            Assignment::Wait { until: t(100) }
+        );
+        assert_eq!(pool.assign("gh", t(100), &mut rng), Assignment::Key("k1"));
+        assert_eq!(
+            pool.invalidate("gh", "k1", t(100)),
+            Invalidated::Invalidated
+        );
+        assert_eq!(pool.assign("gh", t(200), &mut rng), Assignment::NoKeys);
+        pool.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn publish_is_idempotent_and_revives_invalid_keys() {
+        let mut pool = KeyPool::new();
+        assert_eq!(pool.publish("gh", "k"), Published::Added);
+        assert_eq!(pool.publish("gh", "k"), Published::Unchanged);
+        assert_eq!(pool.keys("gh", t(0)).unwrap(), vec!["k".to_string()]);
+        pool.invalidate("gh", "k", t(0));
+        assert_eq!(pool.invalid_keys("gh").unwrap(), vec!["k".to_string()]);
+        assert!(pool.keys("gh", t(0)).unwrap().is_empty());
+        assert_eq!(pool.publish("gh", "k"), Published::Revived);
+        assert!(pool.invalid_keys("gh").unwrap().is_empty());
+        assert_eq!(pool.state("gh", "k", t(0)), Some(KeyState::Fresh));
+        pool.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn the_later_refresh_time_wins_and_publish_keeps_an_expired_key_expired() {
+        let mut pool = KeyPool::new();
+        pool.publish("gh", "k");
+        assert_eq!(pool.expire("gh", "k", t(10), t(0)), Expired::Expired);
+        assert_eq!(pool.expire("gh", "k", t(5), t(0)), Expired::Unchanged);
+        assert_eq!(pool.expire("gh", "k", t(20), t(0)), Expired::Extended);
+        assert_eq!(pool.publish("gh", "k"), Published::Unchanged);
+        assert_eq!(
+            pool.state("gh", "k", t(15)),
+            Some(KeyState::Expired { until: t(20) })
+        );
+        assert_eq!(pool.next_refresh(), Some(t(20)));
+        assert_eq!(pool.refresh_due(t(20)), 1);
+        assert_eq!(pool.next_refresh(), None);
+        pool.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn expire_in_the_past_or_of_unknown_keys_changes_nothing() {
+        let mut pool = KeyPool::new();
+        pool.publish("gh", "k");
+        assert_eq!(pool.expire("gh", "k", t(10), t(10)), Expired::Unchanged);
+        assert_eq!(pool.expire("gh", "nope", t(20), t(10)), Expired::Unchanged);
+        assert_eq!(pool.expire("gl", "k", t(20), t(10)), Expired::Unchanged);
+        pool.invalidate("gh", "k", t(10));
+        assert_eq!(pool.expire("gh", "k", t(20), t(10)), Expired::Unchanged);
+        assert_eq!(pool.state("gh", "k", t(10)), Some(KeyState::Invalid));
+    }
+
+    #[test]
+    fn unpublish_removes_a_key_in_any_state_and_keeps_the_platform() {
+        let mut pool = KeyPool::new();
+        for k in ["a", "b", "c"] {
+            pool.publish("gh", k);
+        }
+        pool.expire("gh", "b", t(10), t(0));
+        pool.invalidate("gh", "c", t(0));
+        assert!(pool.unpublish("gh", "a"));
+        assert!(pool.unpublish("gh", "b"));
+        assert!(pool.unpublish("gh", "c"));
+        assert!(!pool.unpublish("gh", "c"));
+        assert!(!pool.unpublish("zz", "c"));
+        assert_eq!(pool.counts("gh", t(0)), Some(Counts::default()));
+        assert_eq!(pool.platforms().collect::<Vec<_>>(), vec!["gh"]);
+        let mut rng = SplitMix64::new(2);
+        assert_eq!(pool.assign("gh", t(0), &mut rng), Assignment::NoKeys);
+        pool.check_consistency().unwrap();
+    }
+
+    #[test]
+    fn platforms_are_independent_and_listed_in_publish_order() {
+        let mut pool = KeyPool::new();
+        pool.publish("github_rest", "k");
+        pool.publish("github_graphql", "k");
+        pool.publish("github_search", "k");
+        pool.expire("github_rest", "k", t(10), t(0));
+        assert_eq!(
+            pool.state("github_graphql", "k", t(0)),
+            Some(KeyState::Fresh)
+        );
+        assert_eq!(
+            pool.platforms().collect::<Vec<_>>(),
+            vec!["github_rest", "github_graphql", "github_search"]
+        );
+    }
+
+    #[test]
+    fn round_robin_visits_every_fresh_key_in_turn() {
+        let mut pool = KeyPool::with_selection(Selection::RoundRobin);
+        for k in ["a", "b", "c"] {
+            pool.publish("gh", k);
+        }
+        let mut rng = SplitMix64::new(3);
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            if let Assignment::Key(k) = pool.assign("gh", t(0), &mut rng) {
+                seen.push(k.to_string());
+            }
+        }
+        assert_eq!(seen, vec!["a", "b", "c", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn uniform_index_stays_in_range() {
+        for len in [1usize, 2, 3, 1000] {
+            assert_eq!(uniform_index(0, len), 0);
+            assert_eq!(uniform_index(u64::MAX, len), len - 1);
+        }
+    }
+}
