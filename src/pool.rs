@@ -148,10 +148,12 @@ impl PlatformPool {
     /// Removes `fresh[idx]` in `O(1)` and fixes the index of the key moved into its place.
     fn remove_fresh(&mut self, idx: usize) -> Arc<str> {
         let key = self.fresh.swap_remove(idx);
-        if let Some(moved) = self.fresh.get(idx) {
-            if let Some(slot) = self.slots.get_mut(moved) {
-                *slot = Slot::Fresh(idx);
-            }
+        if let Some(slot) = self
+            .fresh
+            .get(idx)
+            .and_then(|moved| self.slots.get_mut(moved))
+        {
+            *slot = Slot::Fresh(idx);
         }
         key
     }
