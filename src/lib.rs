@@ -13,13 +13,18 @@
 #![warn(missing_docs)]
 
 pub mod engine;
+pub mod error;
 pub mod mask;
 pub mod pool;
 pub mod protocol;
 pub mod rng;
 pub mod time;
 
+#[cfg(feature = "tokio")]
+pub mod service;
+
 pub use engine::{Engine, EngineConfig, Event, KeyEvent, Stats, Transmit};
+pub use error::KeyError;
 pub use mask::Masked;
 pub use pool::{Assignment, Counts, KeyPool, KeyState, Selection};
 pub use protocol::{Channels, DecodeError, ErrorCode, Id, Reply, ReplyTo};

@@ -1,0 +1,2 @@
+//! The `keyman` command-line program.
+fn main() {}

@@ -1,0 +1,77 @@
+//! The service layer (feature `tokio`): an orchestrator that drives an
+//! [`Engine`](crate::Engine) over any [`Bus`], the clients that talk to it, and an
+//! embedded pool for programs that need no server at all.
+//!
+//! Application code is written against [`KeySource`] (workers) and [`KeyAdmin`]
+//! (admins), so it does not care whether keys come from the same process, from
+//! Redis or from NATS.
+
+use crate::error::KeyError;
+use crate::protocol::PlatformStatus;
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use std::time::Duration;
+
+pub use keyman_transport::{Bus, BusError, BusEvent, Message, Subscription};
+
+/// The default deadline of a client call.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Where workers get keys: request one, report one as rate limited or invalid and
+/// get another. Every call returns within its deadline.
+#[async_trait]
+pub trait KeySource: Send + Sync {
+    /// A fresh key of `platform`, waiting (up to the source's deadline) while all
+    /// its keys are rate limited.
+    async fn request(&self, platform: &str) -> Result<String, KeyError>;
+
+    /// Like [`request`](Self::request) with an explicit deadline.
+    async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError>;
+
+    /// Reports `key` as rate limited until `reset` (from the API's reset header)
+    /// and returns another key of `platform`.
+    async fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<String, KeyError>;
+
+    /// Reports `key` as permanently invalid (HTTP 401) and returns another key.
+    async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError>;
+}
+
+/// What admins do: publish and unpublish keys, look at the pool, stop the service.
+#[async_trait]
+pub trait KeyAdmin: Send + Sync {
+    /// Adds `key` to `platform` (idempotent; revives an invalid key).
+    async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError>;
+    /// Removes `key` from `platform`.
+    async fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError>;
+    /// Waits until the orchestrator answers, having handled everything sent before.
+    async fn ping(&self) -> Result<(), KeyError>;
+    /// The platform names.
+    async fn platforms(&self) -> Result<Vec<String>, KeyError>;
+    /// The fresh and expired keys of `platform`.
+    async fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError>;
+    /// The invalid keys of `platform`.
+    async fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError>;
+    /// Key counts per platform.
+    async fn status(&self) -> Result<Vec<PlatformStatus>, KeyError>;
+    /// Stops the orchestrator once it has handled everything sent before.
+    async fn shutdown(&self) -> Result<(), KeyError>;
+}
+
+/// The current wall-clock time, for the service layer (the core never reads it).
+pub fn wall_clock() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+/// A [`Clock`](crate::Clock) that reads the system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl crate::time::Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        wall_clock()
+    }
+}
