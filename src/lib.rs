@@ -18,6 +18,7 @@ pub mod mask;
 pub mod pool;
 pub mod protocol;
 pub mod rng;
+pub mod simulate;
 pub mod time;
 
 #[cfg(feature = "tokio")]

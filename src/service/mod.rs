@@ -75,3 +75,5 @@ impl crate::time::Clock for SystemClock {
         wall_clock()
     }
 }
+
+pub mod embedded;

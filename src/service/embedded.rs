@@ -1,0 +1,1 @@
+//! The embedded key pool: keyman in one process, without a server.

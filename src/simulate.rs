@@ -1,0 +1,1 @@
+//! `keyman simulate`: the real Engine in virtual time against a simulated rate-limited API.
