@@ -77,3 +77,46 @@ impl crate::time::Clock for SystemClock {
 }
 
 pub mod embedded;
+pub mod blocking;
+mod client;
+mod orchestrator;
+mod rpc;
+
+pub use client::{ClientConfig, KeyClient, KeyPublisher};
+pub use orchestrator::{Orchestrator, OrchestratorError, Stopped};
+
+/// Connects to the broker named by `url`, choosing the transport by its scheme:
+/// `redis://` and `rediss://` (feature `redis`), `nats://` and `tls://` (feature
+/// `nats`).
+pub async fn connect_url(url: &str) -> Result<std::sync::Arc<dyn Bus>, KeyError> {
+    let scheme = url.split("://").next().unwrap_or("");
+    match scheme {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let bus = keyman_redis::RedisBus::connect(url, keyman_redis::RedisOptions::default())
+                .await
+                .map_err(rpc::bus_error)?;
+            Ok(std::sync::Arc::new(bus))
+        }
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => {
+            let bus = keyman_nats::NatsBus::connect(url, keyman_nats::NatsOptions::default())
+                .await
+                .map_err(rpc::bus_error)?;
+            Ok(std::sync::Arc::new(bus))
+        }
+        _ => Err(KeyError::InvalidArgument(format!(
+            "unsupported broker URL scheme {scheme:?} (this build supports: {})",
+            supported_schemes()
+        ))),
+    }
+}
+
+fn supported_schemes() -> &'static str {
+    match (cfg!(feature = "redis"), cfg!(feature = "nats")) {
+        (true, true) => "redis://, rediss://, nats://, tls://",
+        (true, false) => "redis://, rediss://",
+        (false, true) => "nats://, tls://",
+        (false, false) => "none: enable the redis or nats feature",
+    }
+}

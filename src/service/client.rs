@@ -1,0 +1,396 @@
+//! [`KeyClient`] (workers) and [`KeyPublisher`] (admins): talk to an orchestrator
+//! over any [`Bus`], ours or Augur's.
+
+use super::rpc::{Expect, Rpc, RpcConfig, bus_error, unique_requester_id};
+use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource};
+use crate::error::KeyError;
+use crate::protocol::{
+    Announce, Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, PlatformStatus, Reply, ReplyMessage,
+    ReplyTo, Request,
+};
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How a [`KeyClient`] or [`KeyPublisher`] behaves.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The channel ids (Augur's by default).
+    pub channels: Channels,
+    /// The deadline of each call.
+    pub deadline: Duration,
+    /// The requester id that names the reply channel; unique per client by default.
+    pub requester_id: Option<String>,
+    /// How often a call still waiting is sent again (only once the orchestrator
+    /// is known to echo request ids, or after a reconnect).
+    pub resend_interval: Duration,
+    /// The largest reply accepted.
+    pub max_payload: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            channels: Channels::default(),
+            deadline: DEFAULT_DEADLINE,
+            requester_id: None,
+            resend_interval: Duration::from_secs(1),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+struct Inner {
+    rpc: Rpc,
+    config: ClientConfig,
+    requester_id: String,
+}
+
+impl Inner {
+    async fn start(
+        bus: Arc<dyn Bus>,
+        config: ClientConfig,
+        announce: bool,
+    ) -> Result<Inner, KeyError> {
+        let requester_id = config
+            .requester_id
+            .clone()
+            .unwrap_or_else(unique_requester_id);
+        let rid = requester_id.clone().into();
+        let reply_channel = if announce {
+            config.channels.announce_reply(&rid)
+        } else {
+            config.channels.request_reply(&rid)
+        };
+        let rpc_config = RpcConfig {
+            resend_interval: config.resend_interval,
+            max_payload: config.max_payload,
+        };
+        let rpc = Rpc::start(bus, reply_channel, rpc_config).await?;
+        Ok(Inner {
+            rpc,
+            config,
+            requester_id,
+        })
+    }
+
+    fn reply_to(&self, id: u64) -> ReplyTo {
+        ReplyTo::new(self.requester_id.clone()).with_request_id(id)
+    }
+
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), KeyError> {
+        let deadline = self.config.deadline;
+        match tokio::time::timeout(deadline, self.rpc.bus().publish(channel, payload)).await {
+            Ok(r) => r.map_err(bus_error),
+            Err(_) => Err(KeyError::Timeout(deadline)),
+        }
+    }
+}
+
+fn check(what: &str, value: &str) -> Result<(), KeyError> {
+    if value.is_empty() {
+        Err(KeyError::InvalidArgument(format!("{what} must not be empty")))
+    } else {
+        Ok(())
+    }
+}
+
+fn error_reply(code: ErrorCode, message: String, platform: &str) -> KeyError {
+    match code {
+        ErrorCode::UnknownPlatform => KeyError::UnknownPlatform(platform.to_string()),
+        ErrorCode::NoKeys => KeyError::NoKeys(platform.to_string()),
+        ErrorCode::BadRequest => KeyError::Rejected(message),
+        ErrorCode::Other(code) => KeyError::Protocol(format!("error {code}: {message}")),
+    }
+}
+
+fn unexpected(reply: &Reply) -> KeyError {
+    let shape = match reply {
+        Reply::Key(_) | Reply::NullKey => "a key",
+        Reply::Wait(_) => "a wait",
+        Reply::Error { .. } => "an error",
+        Reply::Ack => "an acknowledgement",
+        Reply::List(_) | Reply::ListError(_) => "a list",
+        Reply::Status(_) => "a status report",
+    };
+    KeyError::Protocol(format!("unexpected reply: {shape}"))
+}
+
+/// A worker's client: asks the orchestrator for keys and reports rate-limited
+/// and invalid ones.
+///
+/// `Clone + Send + Sync`: clones share one reply channel and one dispatcher, and
+/// any number of calls may run at once. Each client has its own requester id
+/// (not the process id alone), so any number of clients per process work. Every
+/// call returns within its deadline with a key or a typed [`KeyError`]. Works
+/// against Augur's orchestrator too, which echoes no `request_id`.
+#[derive(Clone)]
+pub struct KeyClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KeyClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyClient")
+            .field("requester_id", &self.inner.requester_id)
+            .finish()
+    }
+}
+
+impl KeyClient {
+    /// Connects a client over `bus`; its reply channel is subscribed when this returns.
+    pub async fn connect(bus: Arc<dyn Bus>, config: ClientConfig) -> Result<Self, KeyError> {
+        Ok(Self {
+            inner: Arc::new(Inner::start(bus, config, false).await?),
+        })
+    }
+
+    /// The requester id this client's replies are addressed to.
+    pub fn requester_id(&self) -> &str {
+        &self.inner.requester_id
+    }
+
+    async fn report(&self, msg: Request) -> Result<(), KeyError> {
+        let channel = &self.inner.config.channels.request;
+        self.inner.publish(channel, &msg.encode()).await
+    }
+}
+
+#[async_trait]
+impl KeySource for KeyClient {
+    async fn request(&self, platform: &str) -> Result<String, KeyError> {
+        self.request_within(platform, self.inner.config.deadline)
+            .await
+    }
+
+    async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
+        check("platform", platform)?;
+        let inner = &self.inner;
+        let until = Instant::now() + deadline;
+        loop {
+            let id = inner.rpc.next_id();
+            let msg = Request::New {
+                platform: platform.to_string(),
+                reply: inner.reply_to(id),
+            };
+            let channel = &inner.config.channels.request;
+            let ReplyMessage { reply, .. } = inner
+                .rpc
+                .call(channel, msg.encode(), id, Expect::Key, until)
+                .await
+                .map_err(|e| match e {
+                    KeyError::Timeout(_) => KeyError::Timeout(deadline),
+                    other => other,
+                })?;
+            match reply {
+                Reply::Key(k) => return Ok(k),
+                Reply::NullKey => return Err(KeyError::NoKeys(platform.to_string())),
+                Reply::Wait(secs) => {
+                    let wake = Instant::now() + Duration::from_secs(secs.max(1));
+                    if wake >= until {
+                        tokio::time::sleep_until(until).await;
+                        return Err(KeyError::Timeout(deadline));
+                    }
+                    tokio::time::sleep_until(wake).await;
+                }
+                Reply::Error { code, message } => {
+                    return Err(error_reply(code, message, platform));
+                }
+                other => return Err(unexpected(&other)),
+            }
+        }
+    }
+
+    async fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<String, KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        self.report(Request::Expire {
+            key: key.to_string(),
+            platform: platform.to_string(),
+            refresh_time: reset,
+            requester_id: Some(self.inner.requester_id.clone().into()),
+        })
+        .await?;
+        self.request(platform).await
+    }
+
+    async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        self.report(Request::Invalidate {
+            key: key.to_string(),
+            platform: platform.to_string(),
+            requester_id: Some(self.inner.requester_id.clone().into()),
+        })
+        .await?;
+        self.request(platform).await
+    }
+}
+
+/// An admin's client: publishes and unpublishes keys, lists them, waits for the
+/// orchestrator, shuts it down. `Clone + Send + Sync`, like [`KeyClient`].
+#[derive(Clone)]
+pub struct KeyPublisher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for KeyPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPublisher")
+            .field("requester_id", &self.inner.requester_id)
+            .finish()
+    }
+}
+
+impl KeyPublisher {
+    /// Connects a publisher over `bus`; its reply channel is subscribed when this returns.
+    pub async fn connect(bus: Arc<dyn Bus>, config: ClientConfig) -> Result<Self, KeyError> {
+        Ok(Self {
+            inner: Arc::new(Inner::start(bus, config, true).await?),
+        })
+    }
+
+    /// The requester id this publisher's replies are addressed to.
+    pub fn requester_id(&self) -> &str {
+        &self.inner.requester_id
+    }
+
+    async fn announce(&self, msg: Announce) -> Result<(), KeyError> {
+        let channel = &self.inner.config.channels.announce;
+        self.inner.publish(channel, &msg.encode()).await
+    }
+
+    async fn ask(
+        &self,
+        make: impl Fn(ReplyTo) -> Announce,
+        expect: Expect,
+        deadline: Duration,
+    ) -> Result<Reply, KeyError> {
+        let inner = &self.inner;
+        let id = inner.rpc.next_id();
+        let msg = make(inner.reply_to(id));
+        let until = Instant::now() + deadline;
+        let channel = &inner.config.channels.announce;
+        let m = inner
+            .rpc
+            .call(channel, msg.encode(), id, expect, until)
+            .await?;
+        Ok(m.reply)
+    }
+
+    async fn list(&self, platform: Option<&str>, invalid: bool) -> Result<Vec<String>, KeyError> {
+        let deadline = self.inner.config.deadline;
+        let reply = self
+            .ask(
+                |reply| match (platform, invalid) {
+                    (None, _) => Announce::ListPlatforms { reply },
+                    (Some(p), false) => Announce::ListKeys {
+                        platform: p.to_string(),
+                        reply,
+                    },
+                    (Some(p), true) => Announce::ListInvalidKeys {
+                        platform: p.to_string(),
+                        reply,
+                    },
+                },
+                Expect::List,
+                deadline,
+            )
+            .await?;
+        match reply {
+            Reply::List(items) => Ok(items),
+            Reply::ListError(status) => match (platform, status.strip_prefix("unknown platform: ")) {
+                (Some(p), Some(_)) => Err(KeyError::UnknownPlatform(p.to_string())),
+                _ => Err(KeyError::Orchestrator(status)),
+            },
+            Reply::Error { code, message } => Err(error_reply(code, message, platform.unwrap_or(""))),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits until the orchestrator answers an ACK within `deadline`, asking
+    /// again every resend interval (so it also waits for an orchestrator that is
+    /// still starting, like Augur's `wait(republish=True)`).
+    pub async fn ping_within(&self, deadline: Duration) -> Result<(), KeyError> {
+        let until = Instant::now() + deadline;
+        let step = self.inner.config.resend_interval;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(KeyError::Timeout(deadline));
+            }
+            match self
+                .ask(|reply| Announce::Ack { reply }, Expect::Ack, left.min(step))
+                .await
+            {
+                Ok(Reply::Ack) => return Ok(()),
+                Ok(other) => return Err(unexpected(&other)),
+                Err(KeyError::Timeout(_)) => continue,
+                Err(KeyError::NoOrchestrator(_) | KeyError::Disconnected(_))
+                    if Instant::now() + step < until =>
+                {
+                    tokio::time::sleep(step).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for KeyPublisher {
+    async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        self.announce(Announce::Publish {
+            key: key.to_string(),
+            platform: platform.to_string(),
+        })
+        .await
+    }
+
+    async fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        self.announce(Announce::Unpublish {
+            key: key.to_string(),
+            platform: platform.to_string(),
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), KeyError> {
+        self.ping_within(self.inner.config.deadline).await
+    }
+
+    async fn platforms(&self) -> Result<Vec<String>, KeyError> {
+        self.list(None, false).await
+    }
+
+    async fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        check("platform", platform)?;
+        self.list(Some(platform), false).await
+    }
+
+    async fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        check("platform", platform)?;
+        self.list(Some(platform), true).await
+    }
+
+    async fn status(&self) -> Result<Vec<PlatformStatus>, KeyError> {
+        let deadline = self.inner.config.deadline;
+        match self
+            .ask(|reply| Announce::Status { reply }, Expect::Status, deadline)
+            .await?
+        {
+            Reply::Status(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn shutdown(&self) -> Result<(), KeyError> {
+        self.announce(Announce::Shutdown).await
+    }
+}

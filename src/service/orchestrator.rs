@@ -1,0 +1,194 @@
+//! [`Orchestrator`]: runs an [`Engine`] over a [`Bus`].
+
+use super::rpc::random_seed;
+use super::{Bus, BusError, BusEvent, SystemClock};
+use crate::engine::{Engine, EngineConfig, Event, KeyEvent, Transmit};
+use crate::rng::SplitMix64;
+use crate::time::{Clock, Timestamp};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why [`Orchestrator::run`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The request channels could not be subscribed.
+    #[error("could not subscribe the request channels: {0}")]
+    Subscribe(BusError),
+    /// The bus was closed under the orchestrator.
+    #[error("the bus was closed")]
+    BusClosed,
+}
+
+/// How [`Orchestrator::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A SHUTDOWN message was handled.
+    Shutdown,
+    /// The `stop` future given to [`Orchestrator::run_until`] completed (a signal).
+    Stopped,
+}
+
+/// The key orchestrator as a service: subscribes both request channels, feeds
+/// each message to an [`Engine`] with the current wall-clock time, publishes the
+/// engine's replies, wakes up when the engine asks, and stops cleanly on
+/// SHUTDOWN or when told to.
+pub struct Orchestrator {
+    bus: Arc<dyn Bus>,
+    engine: Engine<SplitMix64>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("config", self.engine.config())
+            .finish()
+    }
+}
+
+/// How many replies may wait to be published before the orchestrator stops
+/// reading new requests (back-pressure, bounded memory).
+const OUTBOX: usize = 4096;
+
+impl Orchestrator {
+    /// An orchestrator over `bus` with an empty pool and a random seed.
+    pub fn new(bus: Arc<dyn Bus>, config: EngineConfig) -> Self {
+        Self::with_engine(bus, Engine::new(config, SplitMix64::new(random_seed())))
+    }
+
+    /// An orchestrator over `bus` driving the given engine (for example one whose
+    /// pool was restored, or one with a fixed seed).
+    pub fn with_engine(bus: Arc<dyn Bus>, engine: Engine<SplitMix64>) -> Self {
+        Self {
+            bus,
+            engine,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Uses `clock` instead of the system's wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs until a SHUTDOWN message is handled.
+    pub async fn run(self) -> Result<Stopped, OrchestratorError> {
+        self.run_until(std::future::pending::<()>()).await
+    }
+
+    /// Runs until a SHUTDOWN message is handled or `stop` completes (for example
+    /// on SIGINT or SIGTERM). Either way, every reply already produced is
+    /// published before this returns.
+    pub async fn run_until(
+        mut self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Stopped, OrchestratorError> {
+        let channels = self.engine.config().channels.clone();
+        let mut sub = self
+            .bus
+            .subscribe(&[channels.announce.clone(), channels.request.clone()])
+            .await
+            .map_err(OrchestratorError::Subscribe)?;
+        tracing::info!(announce = %channels.announce, request = %channels.request, "orchestrator ready");
+
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<Transmit>(OUTBOX);
+        let publisher = tokio::spawn(publish_loop(self.bus.clone(), out_rx));
+        tokio::pin!(stop);
+
+        let result = loop {
+            let wake = self.engine.poll_timeout();
+            let sleep = async {
+                match wake {
+                    Some(at) => {
+                        let now = self.clock.now();
+                        tokio::time::sleep(at.saturating_since(now) + Duration::from_millis(1))
+                            .await
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                ev = sub.next() => match ev {
+                    Some(BusEvent::Message(m)) => {
+                        let now = self.clock.now();
+                        self.engine.handle_with_reply(now, &m.channel, &m.payload, m.reply_to.as_deref());
+                    }
+                    Some(BusEvent::Disconnected { reason }) => {
+                        tracing::warn!(%reason, "lost the broker; reconnecting");
+                    }
+                    Some(BusEvent::Reconnected) => {
+                        tracing::info!("broker connection is back; request channels subscribed again");
+                    }
+                    None => break Err(OrchestratorError::BusClosed),
+                },
+                _ = sleep => self.engine.handle_timeout(self.clock.now()),
+                _ = &mut stop => {
+                    tracing::info!("stop requested");
+                    break Ok(Stopped::Stopped);
+                }
+            }
+            while let Some(ev) = self.engine.poll_event() {
+                log_event(&ev);
+            }
+            let mut closed = false;
+            while let Some(tx) = self.engine.poll_transmit() {
+                if out_tx.send(tx).await.is_err() {
+                    closed = true;
+                }
+            }
+            if closed {
+                break Err(OrchestratorError::BusClosed);
+            }
+            if self.engine.is_shutdown() {
+                break Ok(Stopped::Shutdown);
+            }
+        };
+        drop(out_tx);
+        let _ = publisher.await;
+        let stats = self.engine.stats();
+        tracing::info!(
+            handled = stats.handled,
+            rejected = stats.rejected,
+            assigned = stats.assigned,
+            waits = stats.waits,
+            errors = stats.errors,
+            "orchestrator stopped"
+        );
+        result
+    }
+}
+
+async fn publish_loop(bus: Arc<dyn Bus>, mut rx: tokio::sync::mpsc::Receiver<Transmit>) {
+    while let Some(tx) = rx.recv().await {
+        if let Err(e) = bus.publish(&tx.channel, &tx.payload).await {
+            // The requester waits with a deadline and asks again; nothing else to do.
+            tracing::warn!(channel = %tx.channel, error = %e, "could not publish a reply");
+        }
+    }
+}
+
+fn log_event(ev: &Event) {
+    match ev {
+        Event::Rejected { channel, error } => {
+            tracing::warn!(%channel, %error, "dropped a message");
+        }
+        Event::UnknownChannel { channel } => {
+            tracing::warn!(%channel, "message on a channel this orchestrator does not serve");
+        }
+        Event::UnknownPlatform { platform } => {
+            tracing::warn!(%platform, "key requested for a platform with no published keys");
+        }
+        Event::Key { platform, key, what } => match what {
+            KeyEvent::Published => tracing::info!(%platform, %key, "key published"),
+            KeyEvent::Revived => tracing::info!(%platform, %key, "invalid key published again"),
+            KeyEvent::Unpublished => tracing::info!(%platform, %key, "key unpublished"),
+            KeyEvent::Expired(until) => {
+                tracing::debug!(%platform, %key, until = %Timestamp::as_secs(*until), "key rate limited")
+            }
+            KeyEvent::Invalidated => tracing::warn!(%platform, %key, "key invalidated"),
+        },
+        Event::Shutdown => tracing::info!("SHUTDOWN received"),
+    }
+}
