@@ -6,6 +6,16 @@
 use async_trait::async_trait;
 use std::time::Duration;
 
+mod backoff;
+mod memory;
+mod queue;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backoff::Backoff;
+pub use memory::MemoryBus;
+pub use queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
+
 /// One message received from a [`Bus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -60,15 +70,34 @@ pub enum BusError {
 }
 
 /// A stream of [`BusEvent`]s for a set of channels. Dropping it unsubscribes.
-#[derive(Debug)]
 pub struct Subscription {
     rx: tokio::sync::mpsc::Receiver<BusEvent>,
+    /// Dropped together with the subscription; transports use it to unsubscribe.
+    guard: Option<Box<dyn Send + Sync>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("rx", &self.rx)
+            .field("guard", &self.guard.is_some())
+            .finish()
+    }
 }
 
 impl Subscription {
     /// Wraps the receiving end of a channel that a transport fills.
     pub fn new(rx: tokio::sync::mpsc::Receiver<BusEvent>) -> Self {
-        Self { rx }
+        Self { rx, guard: None }
+    }
+
+    /// Attaches a value that is dropped when the subscription is dropped, such as
+    /// a handle that unsubscribes or stops the task feeding it. Replaces an
+    /// earlier one, which is dropped.
+    #[must_use]
+    pub fn with_guard(mut self, guard: impl Send + Sync + 'static) -> Self {
+        self.guard = Some(Box::new(guard));
+        self
     }
 
     /// The next event; `None` once the bus is closed for good.

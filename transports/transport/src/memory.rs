@@ -1,0 +1,242 @@
+//! An in-process [`Bus`], for embedding keyman in one program and for tests.
+
+use crate::queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
+use crate::{Bus, BusError, BusEvent, Message, Subscription};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+/// The prefix of the private reply channels that [`MemoryBus::request`] makes up.
+const INBOX_PREFIX: &str = "_INBOX.memory.";
+
+/// A [`Bus`] inside one process. Cloning it is cheap and gives another handle to
+/// the same bus.
+///
+/// `publish` delivers to every live subscription of the channel, in the order of
+/// the calls, and never waits for a subscriber. Each subscription has a bounded
+/// queue ([`MemoryBus::with_queue_capacity`], default 4096 events); a subscriber
+/// that lets it fill up loses the messages that do not fit and is told so by a
+/// `Disconnected` / `Reconnected` pair (see [`SubscriptionSender`]). Dropping a
+/// [`Subscription`] unsubscribes it at once.
+///
+/// It supports native request/reply: [`MemoryBus::request`] delivers the message
+/// with a private `reply_to` channel and waits for the first message published
+/// there.
+#[derive(Debug, Clone)]
+pub struct MemoryBus {
+    shared: Arc<BusShared>,
+}
+
+#[derive(Debug)]
+struct BusShared {
+    queue_capacity: usize,
+    next_inbox: AtomicU64,
+    state: Mutex<BusState>,
+}
+
+#[derive(Debug, Default)]
+struct BusState {
+    closed: bool,
+    next_subscriber: u64,
+    /// The live subscriptions of each channel that has any.
+    channels: HashMap<String, Vec<Subscriber>>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    id: u64,
+    sender: SubscriptionSender,
+}
+
+/// Removes a subscription from its channels when the [`Subscription`] is dropped.
+struct Unsubscribe {
+    bus: Weak<BusShared>,
+    id: u64,
+    channels: Vec<String>,
+}
+
+impl Drop for Unsubscribe {
+    fn drop(&mut self) {
+        let Some(bus) = self.bus.upgrade() else {
+            return;
+        };
+        let mut state = bus.lock();
+        for channel in &self.channels {
+            if let Some(subscribers) = state.channels.get_mut(channel) {
+                subscribers.retain(|subscriber| subscriber.id != self.id);
+                if subscribers.is_empty() {
+                    state.channels.remove(channel);
+                }
+            }
+        }
+    }
+}
+
+impl BusShared {
+    fn lock(&self) -> MutexGuard<'_, BusState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBus {
+    /// A new, empty bus whose subscriptions queue up to 4096 events each.
+    pub fn new() -> Self {
+        Self::with_queue_capacity(DEFAULT_QUEUE_CAPACITY)
+    }
+
+    /// A new, empty bus whose subscriptions queue up to `capacity` events each (at least 8).
+    pub fn with_queue_capacity(capacity: usize) -> Self {
+        Self {
+            shared: Arc::new(BusShared {
+                queue_capacity: capacity,
+                next_inbox: AtomicU64::new(0),
+                state: Mutex::new(BusState::default()),
+            }),
+        }
+    }
+
+    /// How many live subscriptions `channel` has.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        let state = self.shared.lock();
+        state.channels.get(channel).map_or(0, |subscribers| {
+            subscribers
+                .iter()
+                .filter(|subscriber| !subscriber.sender.is_closed())
+                .count()
+        })
+    }
+
+    /// Closes the bus: every subscription ends (its `next` returns `None`), and
+    /// every later call on any handle returns [`BusError::Closed`].
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        state.channels.clear();
+    }
+
+    /// Registers a new subscription on `channels` (each once) while the state is locked.
+    fn subscribe_locked(
+        &self,
+        state: &mut BusState,
+        channels: &[String],
+        capacity: usize,
+    ) -> Subscription {
+        let id = state.next_subscriber;
+        state.next_subscriber += 1;
+        let (sender, subscription) = Subscription::channel(capacity);
+        let mut unique: Vec<String> = Vec::with_capacity(channels.len());
+        for channel in channels {
+            if !unique.contains(channel) {
+                unique.push(channel.clone());
+            }
+        }
+        for channel in &unique {
+            state
+                .channels
+                .entry(channel.clone())
+                .or_default()
+                .push(Subscriber {
+                    id,
+                    sender: sender.clone(),
+                });
+        }
+        subscription.with_guard(Unsubscribe {
+            bus: Arc::downgrade(&self.shared),
+            id,
+            channels: unique,
+        })
+    }
+
+    /// Delivers a message to the live subscribers of `channel`; returns how many there were.
+    fn deliver_locked(
+        state: &mut BusState,
+        channel: &str,
+        payload: &[u8],
+        reply_to: Option<&str>,
+    ) -> usize {
+        let Some(subscribers) = state.channels.get_mut(channel) else {
+            return 0;
+        };
+        subscribers.retain(|subscriber| {
+            let message = Message {
+                channel: channel.to_owned(),
+                payload: payload.to_vec(),
+                reply_to: reply_to.map(str::to_owned),
+            };
+            subscriber.sender.send_message(message) == Delivery::Accepted
+        });
+        let delivered = subscribers.len();
+        if delivered == 0 {
+            state.channels.remove(channel);
+        }
+        delivered
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(BusError::Closed);
+        }
+        Self::deliver_locked(&mut state, channel, payload, None);
+        Ok(())
+    }
+
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(BusError::Closed);
+        }
+        Ok(self.subscribe_locked(&mut state, channels, self.shared.queue_capacity))
+    }
+
+    async fn request(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let mut reply = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(BusError::Closed);
+            }
+            let inbox = format!(
+                "{INBOX_PREFIX}{}",
+                self.shared.next_inbox.fetch_add(1, Ordering::Relaxed)
+            );
+            let reply = self.subscribe_locked(&mut state, std::slice::from_ref(&inbox), 8);
+            if Self::deliver_locked(&mut state, channel, payload, Some(&inbox)) == 0 {
+                // `reply` is dropped on return and unregisters the inbox.
+                drop(state);
+                return Err(BusError::NoResponders(channel.to_owned()));
+            }
+            reply
+        };
+        let answer = tokio::time::timeout(timeout, async {
+            loop {
+                match reply.next().await {
+                    Some(BusEvent::Message(message)) => return Ok(message.payload),
+                    Some(_) => continue,
+                    None => return Err(BusError::Closed),
+                }
+            }
+        })
+        .await;
+        answer.unwrap_or(Err(BusError::Timeout(timeout)))
+    }
+
+    fn supports_request(&self) -> bool {
+        true
+    }
+}

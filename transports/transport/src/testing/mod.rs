@@ -1,0 +1,17 @@
+//! Test support for transports (feature `testing`): throwaway brokers and the
+//! conformance suite every [`Bus`](crate::Bus) must pass.
+//!
+//! ```no_run
+//! # async fn example() {
+//! use keyman_transport::testing::{conformance, RedisServer};
+//! let server = RedisServer::start().expect("redis-server starts");
+//! let url = server.url();
+//! // conformance::run_all(|| async { MyBus::connect(&url).await.unwrap() }).await;
+//! # let _ = url;
+//! # }
+//! ```
+
+pub mod conformance;
+mod servers;
+
+pub use servers::{NATS_SERVER_BINARY, NatsServer, REDIS_SERVER_BINARY, RedisServer};

@@ -1,0 +1,306 @@
+//! Throwaway `redis-server` and `nats-server` processes for tests.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to accept connections after it was started.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(15);
+/// How often a starting server is probed.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// How many fresh ports [`ServerProcess::start`] tries when a port turns out to be taken.
+const PORT_ATTEMPTS: usize = 5;
+
+/// The `redis-server` binary the tests run.
+pub const REDIS_SERVER_BINARY: &str = "/usr/bin/redis-server";
+/// The `nats-server` binary the tests run.
+pub const NATS_SERVER_BINARY: &str = "/usr/sbin/nats-server";
+
+/// A `redis-server` on a free loopback port, with no persistence, in its own
+/// temporary directory. It is killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    process: ServerProcess,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers `PING`.
+    pub fn start() -> io::Result<Self> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra command-line arguments, for example
+    /// `["--requirepass", "secret"]`, and waits until it answers.
+    pub fn start_with_args(extra: &[&str]) -> io::Result<Self> {
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        let process = ServerProcess::start(ServerKind::Redis, extra)?;
+        Ok(Self { process })
+    }
+
+    /// The loopback port it listens on; it stays the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.process.port)
+    }
+
+    /// The server's temporary directory, which also holds its log, `server.log`.
+    pub fn dir(&self) -> &Path {
+        self.process.dir.path()
+    }
+
+    /// Kills the server and waits for it to exit. Does nothing if it is stopped.
+    pub fn stop(&mut self) -> io::Result<()> {
+        self.process.stop()
+    }
+
+    /// Stops the server if it runs, starts it again on the same port, and waits
+    /// until it answers.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.process.restart()
+    }
+}
+
+/// A `nats-server` with JetStream on a free loopback port, storing in its own
+/// temporary directory. It is killed when dropped.
+#[derive(Debug)]
+pub struct NatsServer {
+    process: ServerProcess,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it greets a client with `INFO`.
+    pub fn start() -> io::Result<Self> {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a server with extra command-line arguments, for example
+    /// `["--user", "alice", "--pass", "secret"]`, and waits until it greets a client.
+    pub fn start_with_args(extra: &[&str]) -> io::Result<Self> {
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        let process = ServerProcess::start(ServerKind::Nats, extra)?;
+        Ok(Self { process })
+    }
+
+    /// The loopback port it listens on; it stays the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.process.port)
+    }
+
+    /// The server's temporary directory, which also holds its log, `server.log`.
+    pub fn dir(&self) -> &Path {
+        self.process.dir.path()
+    }
+
+    /// Kills the server and waits for it to exit. Does nothing if it is stopped.
+    pub fn stop(&mut self) -> io::Result<()> {
+        self.process.stop()
+    }
+
+    /// Stops the server if it runs, starts it again on the same port (JetStream
+    /// keeps its store), and waits until it greets a client.
+    pub fn restart(&mut self) -> io::Result<()> {
+        self.process.restart()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ServerKind {
+    Redis,
+    Nats,
+}
+
+impl ServerKind {
+    fn binary(self) -> &'static str {
+        match self {
+            ServerKind::Redis => REDIS_SERVER_BINARY,
+            ServerKind::Nats => NATS_SERVER_BINARY,
+        }
+    }
+
+    fn args(self, port: u16, dir: &Path) -> Vec<String> {
+        let port = port.to_string();
+        let dir = dir.display().to_string();
+        let args: Vec<&str> = match self {
+            ServerKind::Redis => vec![
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &dir,
+            ],
+            ServerKind::Nats => vec!["-a", "127.0.0.1", "-p", &port, "-js", "-sd", &dir],
+        };
+        args.into_iter().map(str::to_owned).collect()
+    }
+
+    /// Whether a server on `port` is up: Redis answers a `PING` (with `+PONG`,
+    /// or an error if it wants a password), NATS greets with `INFO`.
+    fn is_ready(self, port: u16) -> bool {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+            return false;
+        };
+        if stream
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .is_err()
+        {
+            return false;
+        }
+        match self {
+            ServerKind::Redis => {
+                if stream.write_all(b"PING\r\n").is_err() {
+                    return false;
+                }
+                let mut first = [0u8; 1];
+                matches!(stream.read_exact(&mut first), Ok(()) if first[0] == b'+' || first[0] == b'-')
+            }
+            ServerKind::Nats => {
+                let mut line = String::new();
+                BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ")
+            }
+        }
+    }
+}
+
+/// A server process that can be stopped and started again on the same port.
+#[derive(Debug)]
+struct ServerProcess {
+    kind: ServerKind,
+    extra: Vec<String>,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Starts on a free port; tries another port if the chosen one was taken meanwhile.
+    fn start(kind: ServerKind, extra: Vec<String>) -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix(match kind {
+                ServerKind::Redis => "keyman-redis-",
+                ServerKind::Nats => "keyman-nats-",
+            })
+            .tempdir()?;
+        let mut process = Self {
+            kind,
+            extra,
+            port: 0,
+            dir,
+            child: None,
+        };
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            process.port = free_port()?;
+            match process.spawn() {
+                Ok(()) => return Ok(process),
+                Err(err) => last_error = Some(err),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| io::Error::other("the server did not start")))
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    /// Spawns the server on `self.port` and waits until it is ready.
+    fn spawn(&mut self) -> io::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut args = self.kind.args(self.port, self.dir.path());
+        args.extend(self.extra.iter().cloned());
+        let mut child = Command::new(self.kind.binary())
+            .args(&args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|err| {
+                io::Error::new(
+                    err.kind(),
+                    format!("cannot run {}: {err}", self.kind.binary()),
+                )
+            })?;
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(io::Error::other(format!(
+                    "{} exited with {status} before it accepted connections on port {}; log:\n{}",
+                    self.kind.binary(),
+                    self.port,
+                    self.log_tail()
+                )));
+            }
+            if self.kind.is_ready(self.port) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{} did not accept connections on port {} within {STARTUP_DEADLINE:?}; log:\n{}",
+                        self.kind.binary(),
+                        self.port,
+                        self.log_tail()
+                    ),
+                ));
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self) -> io::Result<()> {
+        self.stop()?;
+        self.spawn()
+    }
+
+    /// The last lines of the server's log, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A loopback port that nothing listened on a moment ago.
+fn free_port() -> io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
