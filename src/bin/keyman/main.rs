@@ -1,2 +1,448 @@
-//! The `keyman` command-line program.
-fn main() {}
+//! The `keyman` command-line program: the orchestrator (`serve`), admin and
+//! worker subcommands for scripts, and `simulate`.
+
+use clap::{Args, Parser, Subcommand};
+use keyman::service::{ClientConfig, KeyAdmin, KeyClient, KeyPublisher, KeySource, Orchestrator};
+use keyman::{Channels, EngineConfig, KeyError, Masked, Timestamp};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Hands rate-limited API keys to many workers; a drop-in for Augur's key orchestrator.
+#[derive(Parser, Debug)]
+#[command(name = "keyman", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every subcommand that talks to a broker takes.
+#[derive(Args, Debug, Clone)]
+struct Connection {
+    /// The Redis server (`redis://` or `rediss://`, with user, password and database).
+    #[arg(
+        long,
+        env = "REDIS_CONN_STRING",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// Use NATS at this URL (`nats://host:port`) instead of Redis.
+    #[arg(long, env = "KEYMAN_NATS_URL")]
+    nats_url: Option<String>,
+    /// The id of the admin channel.
+    #[arg(long, default_value = keyman::protocol::DEFAULT_ANNOUNCE)]
+    announce_channel: String,
+    /// The id of the worker channel.
+    #[arg(long, default_value = keyman::protocol::DEFAULT_REQUEST)]
+    request_channel: String,
+    /// Seconds to wait for an answer before giving up.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Print machine-readable JSON instead of text for people.
+    #[arg(long)]
+    json: bool,
+    /// Print keys whole instead of masked.
+    #[arg(long)]
+    show_keys: bool,
+}
+
+impl Connection {
+    fn url(&self) -> &str {
+        self.nats_url.as_deref().unwrap_or(&self.redis_url)
+    }
+
+    fn channels(&self) -> Channels {
+        Channels {
+            announce: self.announce_channel.clone(),
+            request: self.request_channel.clone(),
+        }
+    }
+
+    fn deadline(&self) -> Duration {
+        Duration::try_from_secs_f64(self.timeout.max(0.0)).unwrap_or(Duration::MAX)
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            channels: self.channels(),
+            deadline: self.deadline(),
+            ..ClientConfig::default()
+        }
+    }
+
+    fn show(&self, key: &str) -> String {
+        if self.show_keys {
+            key.to_string()
+        } else {
+            Masked(key).to_string()
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the orchestrator (in place of Augur's `python keyman/Orchestrator.py`).
+    Serve {
+        #[command(flatten)]
+        conn: Connection,
+        /// The largest payload accepted, in bytes.
+        #[arg(long, default_value_t = keyman::protocol::DEFAULT_MAX_PAYLOAD)]
+        max_payload: usize,
+    },
+    /// Publish keys to a platform.
+    Publish {
+        #[command(flatten)]
+        conn: Connection,
+        /// The platform (e.g. github_rest).
+        #[arg(long)]
+        platform: String,
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Remove keys from a platform.
+    Unpublish {
+        #[command(flatten)]
+        conn: Connection,
+        /// The platform.
+        #[arg(long)]
+        platform: String,
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// List the platforms.
+    Platforms {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// List the fresh and expired keys of a platform.
+    Keys {
+        #[command(flatten)]
+        conn: Connection,
+        /// The platform.
+        #[arg(long)]
+        platform: String,
+    },
+    /// List the invalid keys of a platform.
+    Invalid {
+        #[command(flatten)]
+        conn: Connection,
+        /// The platform.
+        #[arg(long)]
+        platform: String,
+    },
+    /// Key counts per platform and state (keyman's orchestrator only).
+    Status {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Wait until the orchestrator answers (ACK).
+    Ping {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Stop the orchestrator once it has handled everything sent before.
+    Shutdown {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Get a key for a platform.
+    Request {
+        #[command(flatten)]
+        conn: Connection,
+        /// The platform.
+        #[arg(long)]
+        platform: String,
+    },
+    /// Report a key as rate limited until a reset time; prints another key.
+    Expire {
+        #[command(flatten)]
+        conn: Connection,
+        /// The platform.
+        #[arg(long)]
+        platform: String,
+        /// The rate-limited key.
+        key: String,
+        /// When its quota resets, in Unix epoch seconds (the API's reset header).
+        #[arg(long)]
+        reset: u64,
+    },
+    /// Report a key as permanently invalid; prints another key.
+    Invalidate {
+        #[command(flatten)]
+        conn: Connection,
+        /// The platform.
+        #[arg(long)]
+        platform: String,
+        /// The invalid key.
+        key: String,
+    },
+}
+
+/// Exit codes, so scripts can tell failures apart.
+fn exit_code(e: &KeyError) -> u8 {
+    match e {
+        KeyError::UnknownPlatform(_) => 3,
+        KeyError::NoKeys(_) => 4,
+        KeyError::Timeout(_) => 5,
+        KeyError::Disconnected(_) | KeyError::NoOrchestrator(_) | KeyError::ShutDown => 6,
+        KeyError::InvalidArgument(_) => 2,
+        _ => 1,
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyman: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyman: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn print_list(conn: &Connection, items: &[String], keys: bool) {
+    let shown: Vec<String> = items
+        .iter()
+        .map(|k| if keys { conn.show(k) } else { k.clone() })
+        .collect();
+    if conn.json {
+        println!("{}", serde_json::Value::from(shown));
+    } else {
+        for s in shown {
+            println!("{s}");
+        }
+    }
+}
+
+fn print_key(conn: &Connection, key: &str) {
+    if conn.json {
+        println!("{}", serde_json::json!({ "key": conn.show(key) }));
+    } else {
+        println!("{}", conn.show(key));
+    }
+}
+
+async fn publisher(conn: &Connection) -> Result<KeyPublisher, KeyError> {
+    let bus = keyman::service::connect_url(conn.url()).await?;
+    KeyPublisher::connect(bus, conn.client_config()).await
+}
+
+async fn client(conn: &Connection) -> Result<KeyClient, KeyError> {
+    let bus = keyman::service::connect_url(conn.url()).await?;
+    KeyClient::connect(bus, conn.client_config()).await
+}
+
+async fn run(command: Command) -> Result<(), KeyError> {
+    match command {
+        Command::Serve { conn, max_payload } => serve(conn, max_payload).await,
+        Command::Publish {
+            conn,
+            platform,
+            keys,
+        } => announce_keys(&conn, &platform, &keys, true).await,
+        Command::Unpublish {
+            conn,
+            platform,
+            keys,
+        } => announce_keys(&conn, &platform, &keys, false).await,
+        Command::Platforms { conn } => {
+            let list = publisher(&conn).await?.platforms().await?;
+            print_list(&conn, &list, false);
+            Ok(())
+        }
+        Command::Keys { conn, platform } => {
+            let list = publisher(&conn).await?.keys(&platform).await?;
+            print_list(&conn, &list, true);
+            Ok(())
+        }
+        Command::Invalid { conn, platform } => {
+            let list = publisher(&conn).await?.invalid_keys(&platform).await?;
+            print_list(&conn, &list, true);
+            Ok(())
+        }
+        Command::Status { conn } => {
+            let status = publisher(&conn).await?.status().await?;
+            if conn.json {
+                let items: Vec<serde_json::Value> = status
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "platform": p.platform, "fresh": p.fresh, "expired": p.expired,
+                            "invalid": p.invalid, "next_refresh": p.next_refresh,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::from(items));
+            } else {
+                println!(
+                    "{:<24} {:>8} {:>8} {:>8}  next refresh",
+                    "platform", "fresh", "expired", "invalid"
+                );
+                for p in status {
+                    let next = p.next_refresh.map_or("-".to_string(), |s| {
+                        let now = keyman::service::wall_clock().as_secs();
+                        format!("in {}s", s.saturating_sub(now))
+                    });
+                    println!(
+                        "{:<24} {:>8} {:>8} {:>8}  {next}",
+                        p.platform, p.fresh, p.expired, p.invalid
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Ping { conn } => {
+            let start = std::time::Instant::now();
+            publisher(&conn).await?.ping().await?;
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            if conn.json {
+                println!("{}", serde_json::json!({ "ok": true, "ms": ms }));
+            } else {
+                println!("orchestrator answered in {ms:.1} ms");
+            }
+            Ok(())
+        }
+        Command::Shutdown { conn } => {
+            let p = publisher(&conn).await?;
+            p.shutdown().await?;
+            if conn.json {
+                println!("{}", serde_json::json!({ "ok": true }));
+            } else {
+                println!("shutdown sent");
+            }
+            Ok(())
+        }
+        Command::Request { conn, platform } => {
+            let key = client(&conn).await?.request(&platform).await?;
+            print_key(&conn, &key);
+            Ok(())
+        }
+        Command::Expire {
+            conn,
+            platform,
+            key,
+            reset,
+        } => {
+            let next = client(&conn)
+                .await?
+                .expire(&platform, &key, Timestamp::from_secs(reset))
+                .await?;
+            print_key(&conn, &next);
+            Ok(())
+        }
+        Command::Invalidate {
+            conn,
+            platform,
+            key,
+        } => {
+            let next = client(&conn).await?.invalidate(&platform, &key).await?;
+            print_key(&conn, &next);
+            Ok(())
+        }
+    }
+}
+
+async fn announce_keys(
+    conn: &Connection,
+    platform: &str,
+    keys: &[String],
+    publish: bool,
+) -> Result<(), KeyError> {
+    let p = publisher(conn).await?;
+    for key in keys {
+        if publish {
+            p.publish(platform, key).await?;
+        } else {
+            p.unpublish(platform, key).await?;
+        }
+    }
+    let verb = if publish { "published" } else { "unpublished" };
+    if conn.json {
+        println!(
+            "{}",
+            serde_json::json!({ "ok": true, verb: keys.len(), "platform": platform })
+        );
+    } else {
+        println!("{verb} {} key(s) on {platform}", keys.len());
+    }
+    Ok(())
+}
+
+async fn serve(conn: Connection, max_payload: usize) -> Result<(), KeyError> {
+    let bus = keyman::service::connect_url(conn.url()).await?;
+    let config = EngineConfig {
+        channels: conn.channels(),
+        max_payload,
+        ..EngineConfig::default()
+    };
+    tracing::info!(url = %redact(conn.url()), "connected");
+    let stopped = Orchestrator::new(bus, config)
+        .run_until(shutdown_signal())
+        .await
+        .map_err(|e| KeyError::Disconnected(e.to_string()))?;
+    tracing::info!(?stopped, "bye");
+    Ok(())
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
