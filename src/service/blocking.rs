@@ -52,7 +52,8 @@ impl KeyClient {
 
     /// See [`KeySource::request_within`].
     pub fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
-        self.rt.block_on(self.inner.request_within(platform, deadline))
+        self.rt
+            .block_on(self.inner.request_within(platform, deadline))
     }
 
     /// See [`KeySource::expire`].

@@ -91,7 +91,9 @@ impl Inner {
 
 fn check(what: &str, value: &str) -> Result<(), KeyError> {
     if value.is_empty() {
-        Err(KeyError::InvalidArgument(format!("{what} must not be empty")))
+        Err(KeyError::InvalidArgument(format!(
+            "{what} must not be empty"
+        )))
     } else {
         Ok(())
     }
@@ -203,7 +205,12 @@ impl KeySource for KeyClient {
         }
     }
 
-    async fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<String, KeyError> {
+    async fn expire(
+        &self,
+        platform: &str,
+        key: &str,
+        reset: Timestamp,
+    ) -> Result<String, KeyError> {
         check("platform", platform)?;
         check("key", key)?;
         self.report(Request::Expire {
@@ -301,11 +308,14 @@ impl KeyPublisher {
             .await?;
         match reply {
             Reply::List(items) => Ok(items),
-            Reply::ListError(status) => match (platform, status.strip_prefix("unknown platform: ")) {
+            Reply::ListError(status) => match (platform, status.strip_prefix("unknown platform: "))
+            {
                 (Some(p), Some(_)) => Err(KeyError::UnknownPlatform(p.to_string())),
                 _ => Err(KeyError::Orchestrator(status)),
             },
-            Reply::Error { code, message } => Err(error_reply(code, message, platform.unwrap_or(""))),
+            Reply::Error { code, message } => {
+                Err(error_reply(code, message, platform.unwrap_or("")))
+            }
             other => Err(unexpected(&other)),
         }
     }

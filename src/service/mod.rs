@@ -30,7 +30,8 @@ pub trait KeySource: Send + Sync {
 
     /// Reports `key` as rate limited until `reset` (from the API's reset header)
     /// and returns another key of `platform`.
-    async fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<String, KeyError>;
+    async fn expire(&self, platform: &str, key: &str, reset: Timestamp)
+    -> Result<String, KeyError>;
 
     /// Reports `key` as permanently invalid (HTTP 401) and returns another key.
     async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError>;
@@ -76,9 +77,9 @@ impl crate::time::Clock for SystemClock {
     }
 }
 
-pub mod embedded;
 pub mod blocking;
 mod client;
+pub mod embedded;
 mod orchestrator;
 mod rpc;
 

@@ -180,7 +180,11 @@ fn log_event(ev: &Event) {
         Event::UnknownPlatform { platform } => {
             tracing::warn!(%platform, "key requested for a platform with no published keys");
         }
-        Event::Key { platform, key, what } => match what {
+        Event::Key {
+            platform,
+            key,
+            what,
+        } => match what {
             KeyEvent::Published => tracing::info!(%platform, %key, "key published"),
             KeyEvent::Revived => tracing::info!(%platform, %key, "invalid key published again"),
             KeyEvent::Unpublished => tracing::info!(%platform, %key, "key unpublished"),
