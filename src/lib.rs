@@ -14,6 +14,8 @@
 
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mask;
 pub mod pool;
 pub mod protocol;
