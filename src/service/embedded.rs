@@ -1,1 +1,635 @@
 //! The embedded key pool: keyman in one process, without a server.
+//!
+//! [`EmbeddedPool`] is a handle over one shared [`KeyPool`]: cheap to clone
+//! (an [`Arc`] inside), `Send + Sync`, usable from any number of tokio tasks.
+//! [`BlockingEmbeddedPool`] is the same pool for plain threads with no async
+//! runtime. Nothing is serialized and there is no bus: a call locks the pool for
+//! the few microseconds the pool operation takes.
+//!
+//! Both implement the same operations with the same typed errors as the remote
+//! clients ([`KeySource`] and [`KeyAdmin`]), so application code does not care
+//! whether its keys come from this process, from Redis or from NATS:
+//!
+//! - [`KeyError::UnknownPlatform`] for a platform no key was ever published to;
+//! - [`KeyError::NoKeys`] when all keys of a platform are invalid or unpublished;
+//! - [`KeyError::Timeout`] when no key becomes fresh within the deadline;
+//! - [`KeyError::ShutDown`] after [`KeyAdmin::shutdown`];
+//! - [`KeyError::InvalidArgument`] for an empty platform name or key.
+//!
+//! A request that finds every key rate limited waits, without polling: it sleeps
+//! until the platform's earliest refresh time (converted from the pool's
+//! [`Clock`] to a sleep: `min(refresh - now, time left)`), and is woken at once
+//! when a key is published, unpublished, revived or invalidated, or when
+//! [`EmbeddedPool::wake_waiters`] is called (after moving an injected
+//! [`ManualClock`](crate::ManualClock) forward, for example).
+//!
+//! Costs: every operation holds one lock for the cost of the [`KeyPool`]
+//! operation it wraps (`O(1)` to hand out a key, `O(log n)` to expire or
+//! invalidate one, `O(n)` to list `n` keys). Calls from many threads serialize on
+//! that lock; there is no other contention.
+
+use super::{DEFAULT_DEADLINE, KeyAdmin, KeySource, SystemClock};
+use crate::error::KeyError;
+use crate::mask::Masked;
+use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published, Selection};
+use crate::protocol::PlatformStatus;
+use crate::rng::SplitMix64;
+use crate::time::{Clock, Timestamp};
+use async_trait::async_trait;
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// An in-process key pool shared by every clone of this handle. See the
+/// [module docs](self).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), keyman::KeyError> {
+/// use keyman::service::{KeyAdmin, KeySource, embedded::EmbeddedPool};
+///
+/// let pool = EmbeddedPool::new();
+/// pool.publish("github_rest", "ghp_example_token").await?;
+/// let key = pool.request("github_rest").await?;
+/// assert_eq!(key, "ghp_example_token");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EmbeddedPool {
+    shared: Arc<Shared>,
+}
+
+/// The [`EmbeddedPool`] for plain threads: every call blocks the calling thread
+/// (waiting on a condition variable, not polling) and needs no async runtime.
+/// Cheap to clone; clones share one pool, and so do [`EmbeddedPool`] handles made
+/// with [`EmbeddedPool::blocking`] or [`BlockingEmbeddedPool::as_async`].
+///
+/// Do not call it from inside an async task: it would block that task's thread.
+#[derive(Clone)]
+pub struct BlockingEmbeddedPool {
+    shared: Arc<Shared>,
+}
+
+/// How to build an [`EmbeddedPool`]: its clock, random seed, default deadline and
+/// key selection. Start from [`EmbeddedPool::builder`].
+pub struct EmbeddedPoolBuilder {
+    clock: Arc<dyn Clock>,
+    seed: Option<u64>,
+    deadline: Duration,
+    selection: Selection,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes async requests waiting for a fresh key.
+    changed: Notify,
+    /// Wakes blocking requests waiting for a fresh key (paired with `state`).
+    changed_blocking: Condvar,
+    clock: Arc<dyn Clock>,
+    deadline: Duration,
+}
+
+struct State {
+    pool: KeyPool,
+    rng: SplitMix64,
+    shut_down: bool,
+}
+
+/// What one look at the pool gave a request.
+enum Attempt {
+    Key(String),
+    /// No key is fresh; the earliest refreshes at this time.
+    WaitUntil(Timestamp),
+}
+
+impl Default for EmbeddedPoolBuilder {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            seed: None,
+            deadline: DEFAULT_DEADLINE,
+            selection: Selection::Uniform,
+        }
+    }
+}
+
+impl EmbeddedPoolBuilder {
+    /// Reads the time from `clock` instead of the system's wall clock (a
+    /// [`ManualClock`](crate::ManualClock) in tests and simulations). Refresh
+    /// times given to [`KeySource::expire`] are compared with this clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Draws keys with a generator seeded by `seed`, so the sequence of keys
+    /// handed out is reproducible. Without it the seed comes from the system time.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The deadline of [`KeySource::request`], [`KeySource::expire`] and
+    /// [`KeySource::invalidate`] (default [`DEFAULT_DEADLINE`]).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// How keys are chosen among the fresh ones (default uniformly at random, as
+    /// Augur does).
+    pub fn with_selection(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// An empty pool with these settings.
+    pub fn build(self) -> EmbeddedPool {
+        let seed = self.seed.unwrap_or_else(seed_from_system_time);
+        EmbeddedPool {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    pool: KeyPool::with_selection(self.selection),
+                    rng: SplitMix64::new(seed),
+                    shut_down: false,
+                }),
+                changed: Notify::new(),
+                changed_blocking: Condvar::new(),
+                clock: self.clock,
+                deadline: self.deadline,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for EmbeddedPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedPoolBuilder")
+            .field("seed", &self.seed)
+            .field("deadline", &self.deadline)
+            .field("selection", &self.selection)
+            .finish_non_exhaustive()
+    }
+}
+
+fn seed_from_system_time() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Fold the 128-bit nanosecond count into 64 bits.
+    (nanos as u64) ^ ((nanos >> 64) as u64)
+}
+
+fn check(what: &str, value: &str) -> Result<(), KeyError> {
+    if value.is_empty() {
+        Err(KeyError::InvalidArgument(format!(
+            "{what} must not be empty"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Locks the pool state. A panic while the lock was held cannot leave the
+    /// pool half-changed (its operations do not panic midway), so a poisoned lock
+    /// is taken over.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every waiting request, async and blocking, to look at the pool again.
+    fn wake_all(&self) {
+        self.changed.notify_waiters();
+        self.changed_blocking.notify_all();
+    }
+
+    fn attempt(&self, state: &mut State, platform: &str) -> Result<Attempt, KeyError> {
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        let now = self.clock.now();
+        let State { pool, rng, .. } = state;
+        match pool.assign(platform, now, rng) {
+            Assignment::Key(k) => Ok(Attempt::Key(k.to_string())),
+            Assignment::Wait { until } => Ok(Attempt::WaitUntil(until)),
+            Assignment::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
+            Assignment::NoKeys => Err(KeyError::NoKeys(platform.to_string())),
+        }
+    }
+
+    /// How long to sleep before looking again: until the refresh time by the
+    /// pool's clock, but never past the deadline. `None` once the deadline passed.
+    fn sleep_for(&self, until: Timestamp, give_up: std::time::Instant) -> Option<Duration> {
+        let left = give_up.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        Some(until.saturating_since(self.clock.now()).min(left))
+    }
+
+    fn request_blocking(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
+        check("platform", platform)?;
+        let give_up = std::time::Instant::now() + deadline;
+        let mut state = self.lock();
+        loop {
+            let until = match self.attempt(&mut state, platform)? {
+                Attempt::Key(k) => return Ok(k),
+                Attempt::WaitUntil(until) => until,
+            };
+            let sleep = self
+                .sleep_for(until, give_up)
+                .ok_or(KeyError::Timeout(deadline))?;
+            state = self
+                .changed_blocking
+                .wait_timeout(state, sleep)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    async fn request(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
+        check("platform", platform)?;
+        let give_up = std::time::Instant::now() + deadline;
+        loop {
+            // Register for wake-ups before looking at the pool, so that a publish
+            // between the look and the wait is not missed.
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let until = {
+                let mut state = self.lock();
+                match self.attempt(&mut state, platform)? {
+                    Attempt::Key(k) => return Ok(k),
+                    Attempt::WaitUntil(until) => until,
+                }
+            };
+            let sleep = self
+                .sleep_for(until, give_up)
+                .ok_or(KeyError::Timeout(deadline))?;
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<(), KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        let mut state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        let now = self.clock.now();
+        match state.pool.expire(platform, key, reset, now) {
+            Expired::Expired | Expired::Extended => {
+                tracing::debug!(platform, key = %Masked(key), until = %reset, "key rate limited");
+            }
+            Expired::Unchanged => {}
+        }
+        Ok(())
+    }
+
+    fn invalidate(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        let mut state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        let now = self.clock.now();
+        if state.pool.invalidate(platform, key, now) == Invalidated::Invalidated {
+            tracing::info!(platform, key = %Masked(key), "key invalidated");
+            // Waiters may now have no usable key at all: let them say so at once.
+            self.wake_all();
+        }
+        Ok(())
+    }
+
+    fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        let mut state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        match state.pool.publish(platform, key) {
+            Published::Added => {
+                tracing::debug!(platform, key = %Masked(key), "key published");
+                self.wake_all();
+            }
+            Published::Revived => {
+                tracing::info!(platform, key = %Masked(key), "invalid key published again");
+                self.wake_all();
+            }
+            Published::Unchanged => {}
+        }
+        Ok(())
+    }
+
+    fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        check("platform", platform)?;
+        check("key", key)?;
+        let mut state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        if state.pool.unpublish(platform, key) {
+            tracing::debug!(platform, key = %Masked(key), "key unpublished");
+            self.wake_all();
+        }
+        Ok(())
+    }
+
+    fn ping(&self) -> Result<(), KeyError> {
+        if self.lock().shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        Ok(())
+    }
+
+    fn platforms(&self) -> Result<Vec<String>, KeyError> {
+        let state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        Ok(state.pool.platforms().map(str::to_string).collect())
+    }
+
+    fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        check("platform", platform)?;
+        let mut state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        let now = self.clock.now();
+        state
+            .pool
+            .keys(platform, now)
+            .ok_or_else(|| KeyError::UnknownPlatform(platform.to_string()))
+    }
+
+    fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        check("platform", platform)?;
+        let state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        state
+            .pool
+            .invalid_keys(platform)
+            .ok_or_else(|| KeyError::UnknownPlatform(platform.to_string()))
+    }
+
+    fn status(&self) -> Result<Vec<PlatformStatus>, KeyError> {
+        let mut state = self.lock();
+        if state.shut_down {
+            return Err(KeyError::ShutDown);
+        }
+        let now = self.clock.now();
+        let pool = &mut state.pool;
+        pool.refresh_due(now);
+        let names: Vec<String> = pool.platforms().map(str::to_string).collect();
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let counts = pool.counts(&name, now).unwrap_or_default();
+                let next_refresh = pool
+                    .next_refresh_of(&name)
+                    .map(|t| t.as_millis().div_ceil(1000));
+                PlatformStatus {
+                    platform: name,
+                    fresh: counts.fresh as u64,
+                    expired: counts.expired as u64,
+                    invalid: counts.invalid as u64,
+                    next_refresh,
+                }
+            })
+            .collect())
+    }
+
+    fn shutdown(&self) {
+        let mut state = self.lock();
+        if !state.shut_down {
+            state.shut_down = true;
+            tracing::info!("embedded key pool shut down");
+        }
+        drop(state);
+        self.wake_all();
+    }
+}
+
+impl EmbeddedPool {
+    /// An empty pool on the system clock, with a seed from the system time, the
+    /// default deadline and uniform selection.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder to choose the clock, seed, deadline and selection.
+    pub fn builder() -> EmbeddedPoolBuilder {
+        EmbeddedPoolBuilder::default()
+    }
+
+    /// A blocking handle on the same pool, for plain threads. `O(1)`.
+    pub fn blocking(&self) -> BlockingEmbeddedPool {
+        BlockingEmbeddedPool {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// The deadline of [`KeySource::request`], [`KeySource::expire`] and
+    /// [`KeySource::invalidate`].
+    pub fn deadline(&self) -> Duration {
+        self.shared.deadline
+    }
+
+    /// Wakes every waiting request to look at the pool again. Publishing,
+    /// unpublishing and invalidating do this by themselves, and a waiting request
+    /// wakes by itself at the earliest refresh time; call it after moving an
+    /// injected [`ManualClock`](crate::ManualClock) forward. `O(waiters)`.
+    pub fn wake_waiters(&self) {
+        self.shared.wake_all();
+    }
+}
+
+impl Default for EmbeddedPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for EmbeddedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedPool")
+            .field("deadline", &self.shared.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for BlockingEmbeddedPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingEmbeddedPool")
+            .field("deadline", &self.shared.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Requests wait without polling (see the [module docs](self)); the other
+/// operations return at once. Each costs the [`KeyPool`] operation it wraps,
+/// under one lock.
+#[async_trait]
+impl KeySource for EmbeddedPool {
+    /// A fresh key of `platform`, waiting up to the pool's deadline while all its
+    /// keys are rate limited. `O(1)` per look at the pool.
+    async fn request(&self, platform: &str) -> Result<String, KeyError> {
+        self.shared.request(platform, self.shared.deadline).await
+    }
+
+    /// Like [`request`](KeySource::request) with an explicit deadline.
+    async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
+        self.shared.request(platform, deadline).await
+    }
+
+    /// Marks `key` rate limited until `reset` (the later of two reset times wins;
+    /// a reset not after now, an unknown or an invalid key change nothing), then
+    /// requests another key. `O(log n)` plus a request.
+    async fn expire(
+        &self,
+        platform: &str,
+        key: &str,
+        reset: Timestamp,
+    ) -> Result<String, KeyError> {
+        self.shared.expire(platform, key, reset)?;
+        self.shared.request(platform, self.shared.deadline).await
+    }
+
+    /// Marks `key` permanently invalid (an unknown key changes nothing), then
+    /// requests another key. `O(log n)` plus a request.
+    async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
+        self.shared.invalidate(platform, key)?;
+        self.shared.request(platform, self.shared.deadline).await
+    }
+}
+
+#[async_trait]
+impl KeyAdmin for EmbeddedPool {
+    /// Adds `key` to `platform` (idempotent; revives an invalid key) and wakes
+    /// waiting requests. `O(1)`.
+    async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        self.shared.publish(platform, key)
+    }
+
+    /// Removes `key` from `platform`, whatever its state. `O(log n)`.
+    async fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        self.shared.unpublish(platform, key)
+    }
+
+    /// Succeeds at once unless the pool was shut down: there is no server to wait for.
+    async fn ping(&self) -> Result<(), KeyError> {
+        self.shared.ping()
+    }
+
+    /// The platform names, in the order of their first publish. `O(P)`.
+    async fn platforms(&self) -> Result<Vec<String>, KeyError> {
+        self.shared.platforms()
+    }
+
+    /// The fresh and expired keys of `platform`. `O(n)`.
+    async fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        self.shared.keys(platform)
+    }
+
+    /// The invalid keys of `platform`, sorted. `O(n)`.
+    async fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        self.shared.invalid_keys(platform)
+    }
+
+    /// Key counts per platform, after refreshing due keys. `O(P)`.
+    async fn status(&self) -> Result<Vec<PlatformStatus>, KeyError> {
+        self.shared.status()
+    }
+
+    /// Stops the pool: waiting requests and every later call return
+    /// [`KeyError::ShutDown`]. Idempotent.
+    async fn shutdown(&self) -> Result<(), KeyError> {
+        self.shared.shutdown();
+        Ok(())
+    }
+}
+
+impl BlockingEmbeddedPool {
+    /// An async handle on the same pool. `O(1)`.
+    pub fn as_async(&self) -> EmbeddedPool {
+        EmbeddedPool {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// A fresh key of `platform`, blocking up to the pool's deadline while all its
+    /// keys are rate limited. See [`KeySource::request`].
+    pub fn request(&self, platform: &str) -> Result<String, KeyError> {
+        self.shared.request_blocking(platform, self.shared.deadline)
+    }
+
+    /// Like [`request`](Self::request) with an explicit deadline.
+    pub fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
+        self.shared.request_blocking(platform, deadline)
+    }
+
+    /// Marks `key` rate limited until `reset` and returns another key. See
+    /// [`KeySource::expire`].
+    pub fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<String, KeyError> {
+        self.shared.expire(platform, key, reset)?;
+        self.shared.request_blocking(platform, self.shared.deadline)
+    }
+
+    /// Marks `key` permanently invalid and returns another key. See
+    /// [`KeySource::invalidate`].
+    pub fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
+        self.shared.invalidate(platform, key)?;
+        self.shared.request_blocking(platform, self.shared.deadline)
+    }
+
+    /// Adds `key` to `platform`. See [`KeyAdmin::publish`].
+    pub fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        self.shared.publish(platform, key)
+    }
+
+    /// Removes `key` from `platform`. See [`KeyAdmin::unpublish`].
+    pub fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        self.shared.unpublish(platform, key)
+    }
+
+    /// The platform names. See [`KeyAdmin::platforms`].
+    pub fn platforms(&self) -> Result<Vec<String>, KeyError> {
+        self.shared.platforms()
+    }
+
+    /// The fresh and expired keys of `platform`. See [`KeyAdmin::keys`].
+    pub fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        self.shared.keys(platform)
+    }
+
+    /// The invalid keys of `platform`. See [`KeyAdmin::invalid_keys`].
+    pub fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
+        self.shared.invalid_keys(platform)
+    }
+
+    /// Key counts per platform. See [`KeyAdmin::status`].
+    pub fn status(&self) -> Result<Vec<PlatformStatus>, KeyError> {
+        self.shared.status()
+    }
+
+    /// Stops the pool. See [`KeyAdmin::shutdown`].
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// Wakes every waiting request. See [`EmbeddedPool::wake_waiters`].
+    pub fn wake_waiters(&self) {
+        self.shared.wake_all();
+    }
+}
