@@ -1,1 +1,585 @@
-//! keyman's nats transport.
+//! keyman's NATS transport: [`NatsBus`] moves bytes over NATS core pub/sub,
+//! with native request/reply.
+//!
+//! Channel ids are NATS subjects, byte for byte (so `*` and `>` in a channel id
+//! are wildcards). One connection per bus carries everything. The NATS client
+//! reconnects and subscribes again by itself; [`NatsBus`] turns its connection
+//! events into [`BusEvent::Disconnected`](keyman_transport::BusEvent) and
+//! [`BusEvent::Reconnected`](keyman_transport::BusEvent) on every live
+//! subscription. `Reconnected` is sent only after a round trip through the
+//! server has shown that the subscriptions are in place again.
+//!
+//! # Publishing while disconnected
+//!
+//! The NATS client buffers outgoing messages while it reconnects. To keep a
+//! caller from waiting on that, [`Bus::publish`] fails at once with
+//! [`BusError::Disconnected`] while the client knows it is disconnected, and
+//! otherwise waits until the message is written to the server's connection,
+//! at most [`NatsOptions::operation_timeout`]. A publish that fails with
+//! [`BusError::Timeout`] because the connection broke meanwhile stays in the
+//! client's buffer and may still be delivered after the reconnection.
+
+use async_nats::client::{FlushErrorKind, PublishErrorKind, RequestErrorKind};
+use async_nats::connection::State;
+use async_nats::{ConnectErrorKind, Event, ServerAddr};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::SelectAll;
+use keyman_transport::{
+    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Message, Subscription,
+    SubscriptionSender,
+};
+use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Settings of a [`NatsBus`]; [`NatsOptions::default`] suits most uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// The longest a connection attempt, a publish or a subscribe may take
+    /// before it fails with [`BusError::Timeout`]. Default 3 s.
+    pub operation_timeout: Duration,
+    /// The waits between reconnection attempts. Default 50 ms doubling up to 1 s.
+    pub reconnect: Backoff,
+    /// How many events a subscription queues for a slow reader before it drops
+    /// messages and reports the gap (see
+    /// [`SubscriptionSender`](keyman_transport::SubscriptionSender)). Default 4096.
+    pub queue_capacity: usize,
+    /// The client name the server shows for this connection, if any.
+    pub client_name: Option<String>,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            operation_timeout: Duration::from_secs(3),
+            reconnect: Backoff::default(),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            client_name: None,
+        }
+    }
+}
+
+/// A [`Bus`] over NATS core pub/sub. Cloning it is cheap and shares the connection.
+#[derive(Clone)]
+pub struct NatsBus {
+    shared: Arc<BusShared>,
+}
+
+struct BusShared {
+    client: async_nats::Client,
+    options: NatsOptions,
+    /// `host:port` of the first server, for messages; never the password.
+    server: String,
+    /// The state of the connection as the subscriptions should see it.
+    link: watch::Receiver<LinkStatus>,
+}
+
+/// What subscriptions are told about the connection.
+#[derive(Debug, Clone, Default)]
+struct LinkStatus {
+    /// Whether the connection is up and every subscription is in place.
+    up: bool,
+    /// How often the connection was lost so far.
+    losses: u64,
+    /// Why it was lost the last time.
+    reason: String,
+    /// How often the client dropped messages for a slow subscription.
+    overflows: u64,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("server", &self.shared.server)
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBus {
+    /// Connects to a NATS server, such as `nats://user:password@host:4222`
+    /// (`tls://` for TLS; several servers separated by commas).
+    ///
+    /// Fails with [`BusError::Config`] for a bad URL or refused credentials,
+    /// with [`BusError::Disconnected`] if the server cannot be reached, and with
+    /// [`BusError::Timeout`] if it does not answer within the operation timeout.
+    /// Error messages name the server, never the password.
+    pub async fn connect(url: &str, options: NatsOptions) -> Result<Self, BusError> {
+        let servers = parse_servers(url)?;
+        let server = servers
+            .first()
+            .map(|addr| format!("{}:{}", addr.host(), addr.port()))
+            .unwrap_or_default();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let backoff = options.reconnect;
+        let mut connect_options = async_nats::ConnectOptions::new()
+            .connection_timeout(options.operation_timeout)
+            .request_timeout(None)
+            .reconnect_delay_callback(move |attempts| {
+                backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
+            })
+            .event_callback(move |event| {
+                // Fails only when the bus is gone, and then nobody listens.
+                let _ = events_tx.send(event);
+                async {}
+            });
+        if let Some(credentials) = servers.iter().find_map(url_credentials) {
+            connect_options = match credentials {
+                Credentials::UserPassword(user, password) => {
+                    connect_options.user_and_password(user, password)
+                }
+                Credentials::Token(token) => connect_options.token(token),
+            };
+        }
+        if let Some(name) = &options.client_name {
+            connect_options = connect_options.name(name);
+        }
+        let connecting = connect_options.connect(servers);
+        let client = match tokio::time::timeout(options.operation_timeout, connecting).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => return Err(connect_error(&err, &server, options.operation_timeout)),
+            Err(_) => return Err(BusError::Timeout(options.operation_timeout)),
+        };
+        let (link_tx, link) = watch::channel(LinkStatus {
+            up: true,
+            ..LinkStatus::default()
+        });
+        let shared = Arc::new(BusShared {
+            client,
+            options,
+            server,
+            link,
+        });
+        tokio::spawn(watch_connection(
+            Arc::downgrade(&shared),
+            events_rx,
+            link_tx,
+        ));
+        Ok(Self { shared })
+    }
+
+    /// The options it was connected with.
+    pub fn options(&self) -> &NatsOptions {
+        &self.shared.options
+    }
+
+    /// `host:port` of the (first) server it talks to.
+    pub fn server(&self) -> &str {
+        &self.shared.server
+    }
+}
+
+/// Parses a comma-separated list of server URLs.
+fn parse_servers(url: &str) -> Result<Vec<ServerAddr>, BusError> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            ServerAddr::from_str(part)
+                .map_err(|err| BusError::Config(format!("bad NATS URL: {err}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(BusError::Config("no NATS server URL given".to_owned()));
+    }
+    Ok(servers)
+}
+
+/// Credentials written into a server URL.
+enum Credentials {
+    /// `nats://user:password@host`.
+    UserPassword(String, String),
+    /// `nats://token@host`.
+    Token(String),
+}
+
+/// The credentials in a server URL, which the NATS client does not pick up by itself.
+fn url_credentials(addr: &ServerAddr) -> Option<Credentials> {
+    let user = percent_decode(addr.username()?);
+    Some(match addr.password() {
+        Some(password) => Credentials::UserPassword(user, percent_decode(password)),
+        None => Credentials::Token(user),
+    })
+}
+
+/// Decodes the `%XX` escapes of a URL part; leaves malformed escapes as they are.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+fn connect_error(err: &async_nats::ConnectError, server: &str, timeout: Duration) -> BusError {
+    match err.kind() {
+        ConnectErrorKind::ServerParse => BusError::Config(format!("bad NATS URL: {err}")),
+        ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+            BusError::Config(format!(
+                "the NATS server at {server} refused the credentials: {err}"
+            ))
+        }
+        ConnectErrorKind::Tls => BusError::Config(format!(
+            "TLS with the NATS server at {server} failed: {err}"
+        )),
+        ConnectErrorKind::TimedOut => BusError::Timeout(timeout),
+        ConnectErrorKind::Dns | ConnectErrorKind::Io | ConnectErrorKind::MaxReconnects => {
+            BusError::Disconnected(format!("NATS server at {server}: {err}"))
+        }
+    }
+}
+
+impl BusShared {
+    /// Fails unless the client is connected now.
+    fn ensure_connected(&self) -> Result<(), BusError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            State::Pending | State::Disconnected => Err(BusError::Disconnected(format!(
+                "not connected to the NATS server at {}",
+                self.server
+            ))),
+        }
+    }
+
+    /// Runs `operation` within the operation timeout.
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, BusError>>,
+    ) -> Result<T, BusError> {
+        tokio::time::timeout(self.options.operation_timeout, operation)
+            .await
+            .unwrap_or(Err(BusError::Timeout(self.options.operation_timeout)))
+    }
+
+    fn lost(&self, what: &str, err: impl std::fmt::Display) -> BusError {
+        BusError::Disconnected(format!(
+            "{what} to the NATS server at {}: {err}",
+            self.server
+        ))
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(|err| match err.kind() {
+            FlushErrorKind::SendError | FlushErrorKind::FlushError => self.lost("flush", &err),
+        })
+    }
+
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
+        self.client
+            .publish(channel.to_owned(), payload.to_vec().into())
+            .await
+            .map_err(|err| match err.kind() {
+                PublishErrorKind::InvalidSubject => {
+                    BusError::Config(format!("{channel:?} is not a valid NATS subject"))
+                }
+                PublishErrorKind::MaxPayloadExceeded => BusError::Broker(format!(
+                    "a payload of {} bytes exceeds the limit of the NATS server at {}: {err}",
+                    payload.len(),
+                    self.server
+                )),
+                PublishErrorKind::Send => self.lost("publish", &err),
+            })?;
+        self.flush().await
+    }
+
+    /// Subscribes the client to each channel and makes sure the server has seen it.
+    async fn open_subscription(
+        &self,
+        channels: &[String],
+    ) -> Result<SelectAll<async_nats::Subscriber>, BusError> {
+        let mut subscribers = SelectAll::new();
+        for channel in channels {
+            let subscriber = self
+                .client
+                .subscribe(channel.clone())
+                .await
+                .map_err(|err| {
+                    BusError::Config(format!("cannot subscribe to {channel:?}: {err}"))
+                })?;
+            subscribers.push(subscriber);
+        }
+        self.round_trip().await?;
+        Ok(subscribers)
+    }
+
+    /// Sends a message to itself through the server. When it comes back, the
+    /// server has handled everything this client sent before it.
+    async fn round_trip(&self) -> Result<(), BusError> {
+        let inbox = self.client.new_inbox();
+        let mut probe = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| self.lost("subscribe", err))?;
+        self.client
+            .publish(inbox, Vec::new().into())
+            .await
+            .map_err(|err| self.lost("publish", err))?;
+        self.flush().await?;
+        match probe.next().await {
+            Some(_) => Ok(()),
+            None => Err(BusError::Disconnected(format!(
+                "the connection to the NATS server at {} closed",
+                self.server
+            ))),
+        }
+    }
+}
+
+/// Turns the client's connection events into the [`LinkStatus`] the
+/// subscriptions watch. Ends when the bus and its subscriptions are gone.
+async fn watch_connection(
+    bus: Weak<BusShared>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+    link: watch::Sender<LinkStatus>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            Event::Disconnected => {
+                let server = bus
+                    .upgrade()
+                    .map(|bus| bus.server.clone())
+                    .unwrap_or_default();
+                tracing::warn!(%server, "NATS connection lost");
+                link.send_modify(|status| {
+                    status.up = false;
+                    status.losses += 1;
+                    status.reason = format!("connection to the NATS server at {server} lost");
+                });
+            }
+            Event::Connected => {
+                if link.borrow().up {
+                    // The first connection, reported late.
+                    continue;
+                }
+                // The client has queued the subscriptions again; report the
+                // connection back once the server has them.
+                let mut attempt: u32 = 0;
+                loop {
+                    let Some(shared) = bus.upgrade() else {
+                        return;
+                    };
+                    if shared.bounded(shared.round_trip()).await.is_ok() {
+                        tracing::info!(server = %shared.server, "NATS connection back");
+                        link.send_modify(|status| status.up = true);
+                        break;
+                    }
+                    if !events.is_empty() {
+                        // Lost again meanwhile: handle that first.
+                        break;
+                    }
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(shared.options.reconnect.delay(attempt)).await;
+                }
+            }
+            Event::SlowConsumer(_) => {
+                tracing::warn!("NATS client dropped messages for a slow subscription");
+                link.send_modify(|status| status.overflows += 1);
+            }
+            Event::Closed => {
+                link.send_modify(|status| {
+                    status.up = false;
+                    status.losses += 1;
+                    status.reason = "the NATS connection was closed".to_owned();
+                });
+            }
+            other => tracing::info!(event = %other, "NATS client event"),
+        }
+    }
+}
+
+/// Stops the task feeding a subscription when the subscription is dropped.
+struct StopOnDrop(tokio::task::AbortHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    /// Publishes and waits until the message is written to the server's
+    /// connection; see the crate documentation for what happens while disconnected.
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
+        self.shared.ensure_connected()?;
+        self.shared
+            .bounded(self.shared.publish(channel, payload))
+            .await
+    }
+
+    /// Subscribes to each channel and waits for a round trip through the
+    /// server, so the subscription is live when this returns. Messages carry
+    /// the NATS reply subject as `reply_to`.
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
+        let mut unique: Vec<String> = Vec::with_capacity(channels.len());
+        for channel in channels {
+            if !unique.contains(channel) {
+                unique.push(channel.clone());
+            }
+        }
+        if unique.is_empty() {
+            return Err(BusError::Config(
+                "subscribe needs at least one channel".to_owned(),
+            ));
+        }
+        self.shared.ensure_connected()?;
+        let link = self.shared.link.clone();
+        let subscribers = self
+            .shared
+            .bounded(self.shared.open_subscription(&unique))
+            .await?;
+        let (sender, subscription) = Subscription::channel(self.shared.options.queue_capacity);
+        let task = tokio::spawn(feed_subscription(subscribers, link, sender));
+        Ok(subscription.with_guard(StopOnDrop(task.abort_handle())))
+    }
+
+    /// A NATS request: fails fast with [`BusError::NoResponders`] when nobody
+    /// is subscribed to `channel`, and with [`BusError::Timeout`] when nobody
+    /// answers within `timeout`.
+    async fn request(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        self.shared.ensure_connected()?;
+        let request = async_nats::Request::new()
+            .payload(payload.to_vec().into())
+            .timeout(Some(timeout));
+        let asking = self.shared.client.send_request(channel.to_owned(), request);
+        let answer = match tokio::time::timeout(timeout, asking).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(BusError::Timeout(timeout)),
+        };
+        match answer {
+            Ok(message) => Ok(message.payload.to_vec()),
+            Err(err) => Err(match err.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders(channel.to_owned()),
+                RequestErrorKind::TimedOut => BusError::Timeout(timeout),
+                RequestErrorKind::InvalidSubject => {
+                    BusError::Config(format!("{channel:?} is not a valid NATS subject"))
+                }
+                RequestErrorKind::MaxPayloadExceeded => BusError::Broker(format!(
+                    "a payload of {} bytes exceeds the limit of the NATS server at {}: {err}",
+                    payload.len(),
+                    self.shared.server
+                )),
+                RequestErrorKind::Other => self.shared.lost("request", &err),
+            }),
+        }
+    }
+
+    fn supports_request(&self) -> bool {
+        true
+    }
+}
+
+/// Feeds one subscription until it is dropped: forwards messages and reports
+/// changes of the connection.
+async fn feed_subscription(
+    mut subscribers: SelectAll<async_nats::Subscriber>,
+    mut link: watch::Receiver<LinkStatus>,
+    sender: SubscriptionSender,
+) {
+    let mut seen = link.borrow_and_update().clone();
+    loop {
+        tokio::select! {
+            () = sender.closed() => return,
+            message = subscribers.next() => {
+                let Some(message) = message else {
+                    // The client is closed for good.
+                    sender.send_disconnected("the NATS connection was closed");
+                    return;
+                };
+                let message = Message {
+                    channel: message.subject.as_str().to_owned(),
+                    payload: message.payload.to_vec(),
+                    reply_to: message.reply.map(|reply| reply.as_str().to_owned()),
+                };
+                if sender.send_message(message) == Delivery::Closed {
+                    return;
+                }
+            }
+            changed = link.changed() => {
+                if changed.is_err() {
+                    sender.send_disconnected("the NATS connection was closed");
+                    return;
+                }
+                let now = link.borrow_and_update().clone();
+                if report_link_change(&sender, &seen, &now) == Delivery::Closed {
+                    return;
+                }
+                seen = now;
+            }
+        }
+    }
+}
+
+/// Tells a subscription what changed between two states of the connection.
+fn report_link_change(
+    sender: &SubscriptionSender,
+    before: &LinkStatus,
+    now: &LinkStatus,
+) -> Delivery {
+    let mut delivery = Delivery::Accepted;
+    if now.losses > before.losses {
+        delivery = sender.send_disconnected(now.reason.clone());
+    }
+    if now.overflows > before.overflows {
+        delivery = sender.send_disconnected(
+            "the NATS client dropped messages because a subscription fell behind",
+        );
+        if now.up {
+            delivery = sender.send_reconnected();
+        }
+    }
+    if now.up && (!before.up || now.losses > before.losses) {
+        delivery = sender.send_reconnected();
+    }
+    delivery
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_in_credentials_are_decoded() {
+        assert_eq!(percent_decode("p%40ss%3Aword"), "p@ss:word");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        let addr = ServerAddr::from_str("nats://al%20ice:p%40ss@127.0.0.1:4222").expect("url");
+        match url_credentials(&addr) {
+            Some(Credentials::UserPassword(user, password)) => {
+                assert_eq!((user.as_str(), password.as_str()), ("al ice", "p@ss"));
+            }
+            _ => panic!("expected a user and a password"),
+        }
+        let addr = ServerAddr::from_str("nats://t0ken@127.0.0.1").expect("url");
+        assert!(
+            matches!(url_credentials(&addr), Some(Credentials::Token(token)) if token == "t0ken")
+        );
+        let addr = ServerAddr::from_str("nats://127.0.0.1").expect("url");
+        assert!(url_credentials(&addr).is_none());
+    }
+}
