@@ -118,7 +118,8 @@ pub trait Bus: Send + Sync + 'static {
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError>;
 
     /// Subscribes to `channels`; the subscription is live when this returns, so a
-    /// message published afterwards on one of them is delivered.
+    /// message published afterwards on one of them is delivered. A channel listed
+    /// twice is delivered once; an empty list is a [`BusError::Config`] error.
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError>;
 
     /// Native request/reply: publishes `payload` on `channel` with a private reply

@@ -193,6 +193,11 @@ impl Bus for MemoryBus {
     }
 
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
+        if channels.is_empty() {
+            return Err(BusError::Config(
+                "subscribe needs at least one channel".to_owned(),
+            ));
+        }
         let mut state = self.shared.lock();
         if state.closed {
             return Err(BusError::Closed);

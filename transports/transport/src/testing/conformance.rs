@@ -38,6 +38,7 @@ where
     large_payload(publisher, subscriber).await;
     unsubscribe_on_drop(publisher, subscriber).await;
     publish_without_subscriber(publisher).await;
+    subscribe_to_no_channel_is_refused(subscriber).await;
     request_reply(publisher, subscriber).await;
 }
 
@@ -235,6 +236,29 @@ pub async fn publish_without_subscriber(bus: &dyn Bus) {
     for _ in 0..10 {
         publish(bus, &channel, b"into the void").await;
     }
+}
+
+/// Subscribing to an empty list of channels fails with [`BusError::Config`],
+/// and a channel listed twice is delivered once.
+pub async fn subscribe_to_no_channel_is_refused(bus: &dyn Bus) {
+    let result = bus.subscribe(&[]).await;
+    assert!(
+        matches!(result, Err(BusError::Config(_))),
+        "subscribe to no channel: {result:?}"
+    );
+    let channel = unique_channel("listed-twice");
+    let mut subscription = subscribe(bus, &[channel.clone(), channel.clone()]).await;
+    publish(bus, &channel, b"once").await;
+    publish(bus, &channel, b"twice").await;
+    assert_eq!(
+        next_message(&mut subscription, "once").await.payload,
+        b"once"
+    );
+    assert_eq!(
+        next_message(&mut subscription, "twice").await.payload,
+        b"twice",
+        "a channel listed twice is delivered once"
+    );
 }
 
 /// Native request/reply: on a transport with it, a request nobody subscribed to
