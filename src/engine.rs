@@ -21,7 +21,8 @@ use crate::protocol::{
 };
 use crate::time::Timestamp;
 use rand_core::Rng;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 /// How an [`Engine`] is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub struct EngineConfig {
     pub max_payload: usize,
     /// How keys are chosen among the fresh ones.
     pub selection: Selection,
+    /// The longest a NEW that asks to be held (`hold_ms`, ext) is held.
+    pub max_hold: Duration,
+    /// The most NEW requests held at once; beyond it they get `{"wait": n}` at once.
+    pub max_held: usize,
 }
 
 impl Default for EngineConfig {
@@ -40,8 +45,19 @@ impl Default for EngineConfig {
             channels: Channels::default(),
             max_payload: DEFAULT_MAX_PAYLOAD,
             selection: Selection::Uniform,
+            max_hold: Duration::from_secs(60),
+            max_held: 10_000,
         }
     }
+}
+
+/// A NEW held until a key of its platform is fresh, or until `until`.
+#[derive(Debug, Clone)]
+struct Held {
+    dest: String,
+    requester_id: Id,
+    request_id: Option<Id>,
+    until: Timestamp,
 }
 
 /// A payload to publish on a channel.
@@ -115,6 +131,8 @@ pub struct Stats {
     pub waits: u64,
     /// Error replies sent.
     pub errors: u64,
+    /// NEW requests held for a key (ext `hold_ms`).
+    pub held: u64,
 }
 
 /// The orchestrator's state machine. See the [module docs](self).
@@ -127,6 +145,11 @@ pub struct Engine<R> {
     events: VecDeque<Event>,
     shutdown: bool,
     stats: Stats,
+    /// Held NEW requests per platform, oldest first.
+    held: BTreeMap<String, VecDeque<Held>>,
+    held_count: usize,
+    /// The earliest `until` of the held requests.
+    next_hold_expiry: Option<Timestamp>,
 }
 
 impl<R: Rng> Engine<R> {
@@ -145,7 +168,15 @@ impl<R: Rng> Engine<R> {
             events: VecDeque::new(),
             shutdown: false,
             stats: Stats::default(),
+            held: BTreeMap::new(),
+            held_count: 0,
+            next_hold_expiry: None,
         }
+    }
+
+    /// How many NEW requests are held waiting for a key.
+    pub fn held(&self) -> usize {
+        self.held_count
     }
 
     /// The pool, for inspection.
@@ -217,23 +248,129 @@ impl<R: Rng> Engine<R> {
                 channel: channel.to_string(),
             });
         }
+        if self.held_count > 0 {
+            self.serve_held(now, false);
+        }
     }
 
     /// Refreshes the keys whose refresh time has come. Call it at (or after) the
     /// time [`poll_timeout`](Self::poll_timeout) gave; calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.pool.refresh_due(now);
+        if self.held_count > 0 {
+            self.serve_held(now, true);
+        }
     }
 
     /// When the engine next needs [`handle_timeout`](Self::handle_timeout): the
-    /// earliest refresh time of an expired key, or `None` if nothing is pending.
-    /// The engine is correct without it (refreshes also happen lazily on each
-    /// request); waking up keeps listings and counts current.
+    /// earliest refresh time of an expired key or end of a held request, or
+    /// `None` if nothing is pending. Held requests are answered only through it
+    /// (or the next message); refreshes of expired keys also happen lazily.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         if self.shutdown {
             return None;
         }
-        self.pool.next_refresh()
+        match (self.pool.next_refresh(), self.next_hold_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Answers held requests: with a key, oldest first, while the platform has a
+    /// fresh key; with an error once it has no keys at all; and, when
+    /// `expire` is set, with `{"wait": n}` once their hold has ended.
+    fn serve_held(&mut self, now: Timestamp, expire: bool) {
+        let platforms: Vec<String> = self.held.keys().cloned().collect();
+        let mut changed = false;
+        for platform in platforms {
+            let Some(mut queue) = self.held.remove(&platform) else {
+                continue;
+            };
+            let before = queue.len();
+            while let Some(front) = queue.front() {
+                let answer = match self.pool.assign(&platform, now, &mut self.rng) {
+                    Assignment::Key(k) => Reply::Key(k.to_string()),
+                    Assignment::Wait { .. } => break,
+                    Assignment::NoKeys | Assignment::UnknownPlatform => Reply::Error {
+                        code: ErrorCode::NoKeys,
+                        message: format!("no usable keys for platform: {platform}"),
+                    },
+                };
+                match answer {
+                    Reply::Key(_) => self.stats.assigned += 1,
+                    _ => self.stats.errors += 1,
+                }
+                let dest = front.dest.clone();
+                let rid = front.request_id.clone();
+                queue.pop_front();
+                self.send(dest, &answer, rid.as_ref());
+            }
+            if expire {
+                let next = self.pool.next_refresh_of(&platform).unwrap_or(now);
+                let wait = Reply::Wait(wait_seconds(now, next));
+                let mut kept = VecDeque::with_capacity(queue.len());
+                for h in queue.drain(..) {
+                    if h.until <= now {
+                        self.stats.waits += 1;
+                        self.transmits.push_back(Transmit {
+                            channel: h.dest,
+                            payload: wait.encode(h.request_id.as_ref()),
+                        });
+                    } else {
+                        kept.push_back(h);
+                    }
+                }
+                queue = kept;
+            }
+            if queue.len() != before {
+                changed = true;
+                self.held_count -= before - queue.len();
+            }
+            if !queue.is_empty() {
+                self.held.insert(platform, queue);
+            }
+        }
+        if changed {
+            self.next_hold_expiry = self.held.values().flatten().map(|h| h.until).min();
+        }
+    }
+
+    /// Holds a NEW that found no fresh key, if it asked to be held and there is
+    /// room; returns whether it was held (or was a duplicate of a held one).
+    fn hold(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        dest: &str,
+        reply: &ReplyTo,
+        hold_ms: u64,
+    ) -> bool {
+        if hold_ms == 0 || self.held_count >= self.config.max_held {
+            return false;
+        }
+        let queue = self.held.entry(platform.to_string()).or_default();
+        // A request sent again (after a reconnect, or to a new native reply
+        // subject) is held once, and answered where it was last sent from.
+        if let Some(h) = queue.iter_mut().find(|h| {
+            reply.request_id.is_some()
+                && h.request_id == reply.request_id
+                && h.requester_id == reply.requester_id
+        }) {
+            h.dest = dest.to_string();
+            return true;
+        }
+        let hold = Duration::from_millis(hold_ms).min(self.config.max_hold);
+        let until = now.saturating_add(hold);
+        queue.push_back(Held {
+            dest: dest.to_string(),
+            requester_id: reply.requester_id.clone(),
+            request_id: reply.request_id.clone(),
+            until,
+        });
+        self.held_count += 1;
+        self.stats.held += 1;
+        self.next_hold_expiry = Some(self.next_hold_expiry.map_or(until, |t| t.min(until)));
+        true
     }
 
     /// The next payload to publish, in order; `None` when there is nothing more.
@@ -299,7 +436,11 @@ impl<R: Rng> Engine<R> {
 
     fn on_request(&mut self, now: Timestamp, req: Request, reply_subject: Option<&str>) {
         match req {
-            Request::New { platform, reply } => {
+            Request::New {
+                platform,
+                reply,
+                hold_ms,
+            } => {
                 let dest = self.destination(&reply, reply_subject, false);
                 let rid = reply.request_id.as_ref();
                 let answer = match self.pool.assign(&platform, now, &mut self.rng) {
@@ -308,6 +449,11 @@ impl<R: Rng> Engine<R> {
                         Reply::Key(k.to_string())
                     }
                     Assignment::Wait { until } => {
+                        if let Some(ms) = hold_ms
+                            && self.hold(now, &platform, &dest, &reply, ms)
+                        {
+                            return;
+                        }
                         self.stats.waits += 1;
                         Reply::Wait(wait_seconds(now, until))
                     }
@@ -415,6 +561,18 @@ impl<R: Rng> Engine<R> {
                 );
             }
             Announce::Shutdown => {
+                // Held requests are answered as if they had not been held.
+                let held = std::mem::take(&mut self.held);
+                for (platform, queue) in held {
+                    let next = self.pool.next_refresh_of(&platform).unwrap_or(now);
+                    let wait = Reply::Wait(wait_seconds(now, next));
+                    for h in queue {
+                        self.stats.waits += 1;
+                        self.send(h.dest, &wait, h.request_id.as_ref());
+                    }
+                }
+                self.held_count = 0;
+                self.next_hold_expiry = None;
                 self.shutdown = true;
                 self.events.push_back(Event::Shutdown);
             }
@@ -700,6 +858,119 @@ mod tests {
             Some("_INBOX.x"),
         );
         assert_eq!(drain(&mut e)[0].channel, "_INBOX.x");
+    }
+
+    #[test]
+    fn held_requests_are_answered_when_a_key_is_published_or_refreshes() {
+        let mut e = engine();
+        e.handle(
+            t(0),
+            ANN,
+            br#"{"type":"PUBLISH","key_str":"a","key_platform":"p"}"#,
+        );
+        e.handle(
+            t(0),
+            REQ,
+            br#"{"type":"EXPIRE","key_str":"a","key_platform":"p","refresh_time":100}"#,
+        );
+        // Two held requests, and one sent twice (held once).
+        e.handle(t(1), REQ, br#"{"type":"NEW","key_platform":"p","requester_id":"x","request_id":1,"hold_ms":30000}"#);
+        e.handle(t(1), REQ, br#"{"type":"NEW","key_platform":"p","requester_id":"x","request_id":1,"hold_ms":30000}"#);
+        e.handle(
+            t(2),
+            REQ,
+            br#"{"type":"NEW","key_platform":"p","requester_id":"y","request_id":2,"hold_ms":500}"#,
+        );
+        assert!(drain(&mut e).is_empty());
+        assert_eq!(e.held(), 2);
+        assert_eq!(e.poll_timeout(), Some(Timestamp::from_millis(2500)));
+        // y's hold ends: it gets an accurate wait.
+        e.handle_timeout(Timestamp::from_millis(2500));
+        let out = drain(&mut e);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].channel, "worker-oath-request-y");
+        assert_eq!(reply_of(&out[0]).reply, Reply::Wait(98));
+        // A publish answers x at once, with the new key.
+        e.handle(
+            t(3),
+            ANN,
+            br#"{"type":"PUBLISH","key_str":"b","key_platform":"p"}"#,
+        );
+        let out = drain(&mut e);
+        assert_eq!(out.len(), 1);
+        let m = reply_of(&out[0]);
+        assert_eq!(
+            (m.reply, m.request_id),
+            (Reply::Key("b".into()), Some(Id::from(1u64)))
+        );
+        assert_eq!(e.held(), 0);
+        // A refresh answers a held request when its time comes.
+        e.handle(
+            t(4),
+            REQ,
+            br#"{"type":"INVALIDATE","key_str":"b","key_platform":"p"}"#,
+        );
+        e.handle(
+            t(5),
+            REQ,
+            br#"{"type":"NEW","key_platform":"p","requester_id":"z","hold_ms":200000}"#,
+        );
+        assert_eq!(e.poll_timeout(), Some(t(65)).min(Some(t(100))));
+        e.handle_timeout(t(100));
+        let out = drain(&mut e);
+        assert_eq!(reply_of(&out[0]).reply, Reply::Key("a".into()));
+    }
+
+    #[test]
+    fn held_requests_get_no_keys_when_the_last_key_goes_and_a_wait_on_shutdown() {
+        let mut e = engine();
+        e.handle(
+            t(0),
+            ANN,
+            br#"{"type":"PUBLISH","key_str":"a","key_platform":"p"}"#,
+        );
+        e.handle(
+            t(0),
+            REQ,
+            br#"{"type":"EXPIRE","key_str":"a","key_platform":"p","refresh_time":100}"#,
+        );
+        e.handle(
+            t(1),
+            REQ,
+            br#"{"type":"NEW","key_platform":"p","requester_id":"x","hold_ms":30000}"#,
+        );
+        e.handle(
+            t(2),
+            REQ,
+            br#"{"type":"INVALIDATE","key_str":"a","key_platform":"p"}"#,
+        );
+        let out = drain(&mut e);
+        assert!(matches!(
+            reply_of(&out[0]).reply,
+            Reply::Error {
+                code: ErrorCode::NoKeys,
+                ..
+            }
+        ));
+        e.handle(
+            t(3),
+            ANN,
+            br#"{"type":"PUBLISH","key_str":"b","key_platform":"p"}"#,
+        );
+        e.handle(
+            t(3),
+            REQ,
+            br#"{"type":"EXPIRE","key_str":"b","key_platform":"p","refresh_time":100}"#,
+        );
+        e.handle(
+            t(4),
+            REQ,
+            br#"{"type":"NEW","key_platform":"p","requester_id":"x","hold_ms":30000}"#,
+        );
+        e.handle(t(5), ANN, br#"{"type":"SHUTDOWN"}"#);
+        let out = drain(&mut e);
+        assert_eq!(reply_of(&out[0]).reply, Reply::Wait(95));
+        assert_eq!(e.poll_timeout(), None);
     }
 
     #[test]

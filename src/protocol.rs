@@ -191,6 +191,11 @@ pub enum Request {
         platform: String,
         /// Where to answer.
         reply: ReplyTo,
+        /// (ext) How long, in milliseconds, the orchestrator may hold the request
+        /// when no key is fresh, answering as soon as one is (published or
+        /// refreshed) instead of sending `{"wait": n}` at once. Our clients send
+        /// it; Augur's do not, and Augur's orchestrator ignores it.
+        hold_ms: Option<u64>,
     },
     /// Report `key` as rate limited until `refresh_time`. No reply.
     Expire {
@@ -460,6 +465,7 @@ pub fn decode_request(bytes: &[u8], max_payload: usize) -> Result<Request, Rejec
                 Ok(Request::New {
                     platform: f.text("key_platform")?,
                     reply,
+                    hold_ms: f.0.get("hold_ms").and_then(Value::as_u64),
                 })
             })
         }
@@ -561,10 +567,17 @@ impl Request {
         let s = |x: &str| Value::String(x.to_string());
         let requester = |id: &Option<Id>| id.as_ref().map(|i| ReplyTo::new(i.clone()));
         let m = match self {
-            Request::New { platform, reply } => object(
-                vec![("type", s("NEW")), ("key_platform", s(platform))],
-                Some(reply),
-            ),
+            Request::New {
+                platform,
+                reply,
+                hold_ms,
+            } => {
+                let mut fields = vec![("type", s("NEW")), ("key_platform", s(platform))];
+                if let Some(ms) = hold_ms {
+                    fields.push(("hold_ms", Value::from(*ms)));
+                }
+                object(fields, Some(reply))
+            }
             Request::Expire {
                 key,
                 platform,
@@ -849,6 +862,7 @@ mod tests {
             Request::New {
                 platform: "github_rest".into(),
                 reply: ReplyTo::new(4711u64),
+                hold_ms: None,
             }
         );
         let exp = br#"{"type": "EXPIRE", "key_str": "k", "key_platform": "p", "refresh_time": 1700000000, "requester_id": 1}"#;
@@ -992,6 +1006,12 @@ mod tests {
             Request::New {
                 platform: "p".into(),
                 reply: reply.clone(),
+                hold_ms: None,
+            },
+            Request::New {
+                platform: "p".into(),
+                reply: reply.clone(),
+                hold_ms: Some(1500),
             },
             Request::Expire {
                 key: "k".into(),

@@ -173,9 +173,16 @@ impl KeySource for KeyClient {
         let until = Instant::now() + deadline;
         loop {
             let id = inner.rpc.next_id();
+            // Ask to be held while no key is fresh (ext; Augur's orchestrator ignores
+            // it), leaving time for the final `{"wait": n}` to arrive before the deadline.
+            let left = until.saturating_duration_since(Instant::now());
+            let margin = (left / 10).min(Duration::from_millis(500));
+            let hold_ms =
+                u64::try_from(left.saturating_sub(margin).as_millis()).unwrap_or(u64::MAX);
             let msg = Request::New {
                 platform: platform.to_string(),
                 reply: inner.reply_to(id),
+                hold_ms: (hold_ms > 0).then_some(hold_ms),
             };
             let channel = &inner.config.channels.request;
             let ReplyMessage { reply, .. } = inner
