@@ -46,6 +46,9 @@ pub struct NatsOptions {
     /// messages and reports the gap (see
     /// [`SubscriptionSender`](keyman_transport::SubscriptionSender)). Default 4096.
     pub queue_capacity: usize,
+    /// How often the client pings the server; after two unanswered pings it
+    /// treats the connection as lost and reconnects. Default 15 s.
+    pub health_check_interval: Duration,
     /// The client name the server shows for this connection, if any.
     pub client_name: Option<String>,
 }
@@ -56,6 +59,7 @@ impl Default for NatsOptions {
             operation_timeout: Duration::from_secs(3),
             reconnect: Backoff::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            health_check_interval: Duration::from_secs(15),
             client_name: None,
         }
     }
@@ -117,6 +121,7 @@ impl NatsBus {
         let mut connect_options = async_nats::ConnectOptions::new()
             .connection_timeout(options.operation_timeout)
             .request_timeout(None)
+            .ping_interval(options.health_check_interval)
             .reconnect_delay_callback(move |attempts| {
                 backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
             })

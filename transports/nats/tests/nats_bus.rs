@@ -257,3 +257,44 @@ async fn an_invalid_subject_is_refused() {
         Err(BusError::Config(_))
     ));
 }
+
+/// Sends a signal to a process, as `kill -<name> <pid>` does.
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+#[tokio::test]
+async fn a_subscription_notices_a_server_that_stops_answering() {
+    let server = start_server();
+    let pid = server.pid().expect("running");
+    let options = NatsOptions {
+        operation_timeout: Duration::from_millis(500),
+        health_check_interval: Duration::from_millis(100),
+        ..quick_options()
+    };
+    let bus = NatsBus::connect(&server.url(), options)
+        .await
+        .expect("connects");
+    let channel = conformance::unique_channel("frozen");
+    let mut subscription = bus
+        .subscribe(std::slice::from_ref(&channel))
+        .await
+        .expect("subscribe");
+
+    // A stopped process keeps its sockets open but answers nothing.
+    signal(pid, "STOP");
+    let event = next_event(&mut subscription).await;
+    signal(pid, "CONT");
+    assert!(
+        matches!(event, BusEvent::Disconnected { .. }),
+        "expected Disconnected, got {event:?}"
+    );
+    assert_eq!(next_event(&mut subscription).await, BusEvent::Reconnected);
+    bus.publish(&channel, b"thawed").await.expect("publish");
+    assert_eq!(next_payload(&mut subscription).await, b"thawed");
+}

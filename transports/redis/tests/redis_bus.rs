@@ -298,3 +298,47 @@ async fn connects_with_user_password_and_database_and_never_shows_the_password()
         }
     }
 }
+
+/// Sends a signal to a process, as `kill -<name> <pid>` does.
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+#[tokio::test]
+async fn a_subscription_notices_a_server_that_stops_answering() {
+    let server = start_server();
+    let pid = server.pid().expect("running");
+    let options = RedisOptions {
+        operation_timeout: Duration::from_millis(300),
+        health_check_interval: Some(Duration::from_millis(100)),
+        ..quick_options()
+    };
+    let bus = RedisBus::connect(&server.url(), options)
+        .await
+        .expect("connects");
+    let channel = conformance::unique_channel("frozen");
+    let mut subscription = bus
+        .subscribe(std::slice::from_ref(&channel))
+        .await
+        .expect("subscribe");
+
+    // A stopped process keeps its sockets open but answers nothing.
+    signal(pid, "STOP");
+    let event = next_event(&mut subscription).await;
+    signal(pid, "CONT");
+    match event {
+        BusEvent::Disconnected { reason } => assert!(reason.contains("PING"), "{reason}"),
+        other => panic!("expected Disconnected, got {other:?}"),
+    }
+    assert_eq!(next_event(&mut subscription).await, BusEvent::Reconnected);
+    bus.publish(&channel, b"thawed").await.expect("publish");
+    match next_event(&mut subscription).await {
+        BusEvent::Message(message) => assert_eq!(message.payload, b"thawed"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}

@@ -55,6 +55,11 @@ impl RedisServer {
         self.process.dir.path()
     }
 
+    /// The process id of the running server; `None` while it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.child.as_ref().map(Child::id)
+    }
+
     /// Kills the server and waits for it to exit. Does nothing if it is stopped.
     pub fn stop(&mut self) -> io::Result<()> {
         self.process.stop()
@@ -101,6 +106,11 @@ impl NatsServer {
     /// The server's temporary directory, which also holds its log, `server.log`.
     pub fn dir(&self) -> &Path {
         self.process.dir.path()
+    }
+
+    /// The process id of the running server; `None` while it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.child.as_ref().map(Child::id)
     }
 
     /// Kills the server and waits for it to exit. Does nothing if it is stopped.
@@ -251,7 +261,9 @@ impl ServerProcess {
                     self.log_tail()
                 )));
             }
-            if self.kind.is_ready(self.port) {
+            // Another process may have taken the port meanwhile: only a
+            // listener of our own child counts.
+            if self.kind.is_ready(self.port) && owns_listener(child.id(), self.port) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -297,6 +309,34 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// Whether process `pid` has a socket listening on `port` (IPv4). Where
+/// `/proc` cannot tell, it is assumed to.
+fn owns_listener(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let port_hex = format!(":{port:04X}");
+    let listeners: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            (local.ends_with(&port_hex) && *state == "0A").then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    let Ok(descriptors) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return true;
+    };
+    descriptors.flatten().any(|descriptor| {
+        std::fs::read_link(descriptor.path()).is_ok_and(|target| {
+            listeners
+                .iter()
+                .any(|socket| target.as_os_str() == socket.as_str())
+        })
+    })
 }
 
 /// A loopback port that nothing listened on a moment ago.
