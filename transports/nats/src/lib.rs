@@ -19,6 +19,8 @@
 //! [`BusError::Timeout`] because the connection broke meanwhile stays in the
 //! client's buffer and may still be delivered after the reconnection.
 
+#![warn(missing_docs)]
+
 use async_nats::client::{FlushErrorKind, PublishErrorKind, RequestErrorKind};
 use async_nats::connection::State;
 use async_nats::{ConnectErrorKind, Event, ServerAddr};
@@ -44,7 +46,7 @@ pub struct NatsOptions {
     pub reconnect: Backoff,
     /// How many events a subscription queues for a slow reader before it drops
     /// messages and reports the gap (see
-    /// [`SubscriptionSender`](keyman_transport::SubscriptionSender)). Default 4096.
+    /// [`SubscriptionSender`]). Default 4096.
     pub queue_capacity: usize,
     /// How often the client pings the server; after two unanswered pings it
     /// treats the connection as lost and reconnects. Default 15 s.

@@ -17,6 +17,8 @@
 //! `rediss://` (TLS) URLs need the crate feature `tls`, which is off by default
 //! because it builds a TLS stack (rustls with ring).
 
+#![warn(missing_docs)]
+
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use keyman_transport::{
@@ -40,7 +42,7 @@ pub struct RedisOptions {
     pub reconnect: Backoff,
     /// How many events a subscription queues for a slow reader before it drops
     /// messages and reports the gap (see
-    /// [`SubscriptionSender`](keyman_transport::SubscriptionSender)). Default 4096.
+    /// [`SubscriptionSender`]). Default 4096.
     pub queue_capacity: usize,
     /// How often an idle subscription connection is checked with `PING`, so a
     /// connection that died silently is noticed; `None` never checks. Default 15 s.

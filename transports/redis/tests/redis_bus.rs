@@ -342,3 +342,20 @@ async fn a_subscription_notices_a_server_that_stops_answering() {
         other => panic!("expected the message, got {other:?}"),
     }
 }
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn a_tls_url_against_a_plain_server_fails_cleanly() {
+    let server = start_server();
+    let url = format!("rediss://127.0.0.1:{}", server.port());
+    let started = Instant::now();
+    let result = RedisBus::connect(&url, quick_options()).await;
+    assert!(
+        matches!(
+            result,
+            Err(BusError::Disconnected(_)) | Err(BusError::Timeout(_))
+        ),
+        "TLS handshake with a plain server: {result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}

@@ -3,6 +3,8 @@
 //! It knows nothing about keys. The orchestrator and the clients of `keyman` are
 //! written against this trait, so the same code runs over Redis, NATS or memory.
 
+#![warn(missing_docs)]
+
 use async_trait::async_trait;
 use std::time::Duration;
 
