@@ -309,8 +309,18 @@ pub struct Report {
 /// samples, not the calls served, so a day of 17 M wanted calls takes well under
 /// a second in an optimized build.
 pub fn run(config: &SimConfig, progress: &mut dyn FnMut(f64)) -> Result<Report, ConfigError> {
+    run_with(config, progress, true)
+}
+
+/// [`run`], with calls served in batches or (for checking the batches) each call
+/// its own event.
+fn run_with(
+    config: &SimConfig,
+    progress: &mut dyn FnMut(f64),
+    batching: bool,
+) -> Result<Report, ConfigError> {
     config.validate()?;
-    let mut sim = Simulation::new(config);
+    let mut sim = Simulation::new(config, batching);
     sim.run(progress);
     Ok(sim.report())
 }
@@ -502,6 +512,8 @@ enum Giving {
 
 struct Simulation {
     settings: Settings,
+    /// Whether uneventful calls are served in batches (else each is an event).
+    batching: bool,
     interval: u64,
     floor: u64,
     end: u64,
@@ -514,8 +526,9 @@ struct Simulation {
     keys: Vec<KeySide>,
     workers: Vec<WorkerState>,
     workers_waiting: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, Action)>>,
-    seq: u64,
+    /// Actions by time; actions at the same time in the order of [`Action`], so
+    /// that the order never depends on when an action was planned.
+    queue: BinaryHeap<Reverse<(u64, Action)>>,
     engine_wake: Option<u64>,
     /// Worker time within the simulation, from each worker's first ask to the end.
     worker_time: u64,
@@ -553,7 +566,7 @@ fn below(rng: &mut SplitMix64, n: u64) -> u64 {
 }
 
 impl Simulation {
-    fn new(config: &SimConfig) -> Self {
+    fn new(config: &SimConfig, batching: bool) -> Self {
         let start = START.as_millis();
         let interval = config.call_interval_ms();
         let end = start.saturating_add(millis(config.duration));
@@ -588,6 +601,7 @@ impl Simulation {
 
         let mut sim = Self {
             settings: Settings::from(config),
+            batching,
             interval,
             floor: config.floor.unwrap_or(0),
             end,
@@ -607,7 +621,6 @@ impl Simulation {
             workers: Vec::with_capacity(config.workers),
             workers_waiting: 0,
             queue: BinaryHeap::new(),
-            seq: 0,
             engine_wake: None,
             worker_time: 0,
             demand: 0,
@@ -658,8 +671,7 @@ impl Simulation {
     }
 
     fn push(&mut self, at: u64, action: Action) {
-        self.seq += 1;
-        self.queue.push(Reverse((at, self.seq, action)));
+        self.queue.push(Reverse((at, action)));
     }
 
     fn run(&mut self, progress: &mut dyn FnMut(f64)) {
@@ -668,7 +680,7 @@ impl Simulation {
         let step = span.div_ceil(100).max(1);
         let mut next_report = start;
         progress(0.0);
-        while let Some(Reverse((now, _, action))) = self.queue.pop() {
+        while let Some(Reverse((now, action))) = self.queue.pop() {
             if now >= next_report {
                 progress((now - start) as f64 / span as f64);
                 next_report = now.saturating_add(step);
@@ -854,7 +866,11 @@ impl Simulation {
         let at = if !api_key.valid {
             first
         } else {
-            let quota_left = self.api.quota.saturating_sub(self.floor);
+            let quota_left = if self.batching {
+                self.api.quota.saturating_sub(self.floor)
+            } else {
+                0
+            };
             let (uneventful, window_end) = match api_key.reset.filter(|&reset| reset > first) {
                 Some(reset) => (quota_left.saturating_sub(api_key.used), reset),
                 None => (
@@ -999,8 +1015,8 @@ pub enum DurationError {
     TooLong(String),
 }
 
-/// Reads a duration such as `24h`, `90m`, `3600s`, `250ms`, `2d` or `1h30m`; a bare
-/// number is seconds.
+/// Reads a duration such as `24h`, `90m`, `3600s`, `250ms`, `2d` or `1h30m`; a
+/// number alone is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
@@ -1029,17 +1045,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             "d" => 86_400_000,
             _ => return Err(invalid()),
         };
-        rest = &rest[unit_len..];
-        if unit_len == 0 && !rest.is_empty() {
+        // A number without a unit is seconds, and only on its own.
+        if unit_len == 0 && rest.len() != text.len() - digits {
             return Err(invalid());
         }
+        rest = &rest[unit_len..];
         let part = number.checked_mul(unit_ms).ok_or_else(too_long)?;
         total_ms = total_ms.checked_add(part).ok_or_else(too_long)?;
     }
     Ok(Duration::from_millis(total_ms))
 }
 
-/// Formats a duration the way [`parse_duration`] reads it: `24h`, `1h30m`, `90s`.
+/// Formats a duration the way [`parse_duration`] reads it, in hours, minutes and
+/// seconds: `24h`, `1h30m`, `90s`.
 pub fn format_duration(d: Duration) -> String {
     let mut secs = d.as_secs();
     let ms = d.subsec_millis();
@@ -1047,7 +1065,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (unit, len) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+    for (unit, len) in [("h", 3600), ("m", 60), ("s", 1)] {
         if secs >= len {
             out.push_str(&format!("{}{unit}", secs / len));
             secs %= len;
@@ -1151,6 +1169,60 @@ mod tests {
     }
 
     #[test]
+    fn batches_give_exactly_what_one_event_per_call_gives() {
+        let hour = Duration::from_secs(3600);
+        let configs = [
+            SimConfig {
+                keys: 1,
+                invalid: 0,
+                workers: 3,
+                duration: 3 * hour,
+                quota: 100,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                keys: 4,
+                invalid: 1,
+                workers: 30,
+                rate: 3.0,
+                duration: 2 * hour,
+                quota: 500,
+                window: Duration::from_secs(600),
+                seed: 9,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                keys: 6,
+                invalid: 1,
+                workers: 9,
+                duration: 2 * hour,
+                quota: 900,
+                floor: Some(50),
+                seed: 11,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                keys: 3,
+                invalid: 0,
+                workers: 60,
+                rate: 2.0,
+                duration: hour,
+                quota: 1000,
+                window: Duration::from_secs(600),
+                floor: Some(20),
+                seed: 13,
+                ..SimConfig::default()
+            },
+        ];
+        for config in configs {
+            let batched = run_with(&config, &mut |_| {}, true).unwrap();
+            let per_call = run_with(&config, &mut |_| {}, false).unwrap();
+            assert_eq!(batched, per_call, "{config:?}");
+            assert!(batched.calls_served > 0 && batched.rate_limited + batched.expire_reports > 0);
+        }
+    }
+
+    #[test]
     fn the_api_counts_calls_over_quota_and_answers_403_then_resets() {
         let mut api = Api {
             keys: vec![ApiKey {
@@ -1206,7 +1278,7 @@ mod tests {
             parse_duration("99999999999999999999d"),
             Err(DurationError::TooLong(_))
         ));
-        assert_eq!(format_duration(24 * h), "1d");
+        assert_eq!(format_duration(24 * h), "24h");
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1s500ms");
     }

@@ -7,6 +7,8 @@ use keyman::{Channels, EngineConfig, KeyError, Masked, Timestamp};
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod simulate;
+
 /// Hands rate-limited API keys to many workers; a drop-in for Augur's key orchestrator.
 #[derive(Parser, Debug)]
 #[command(name = "keyman", version, about, long_about = None)]
@@ -177,6 +179,9 @@ enum Command {
         /// The invalid key.
         key: String,
     },
+    /// Simulate keyman in virtual time against a GitHub-like rate-limited API
+    /// (needs no server): throughput, 403s, waiting and key states over time.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Exit codes, so scripts can tell failures apart.
@@ -202,6 +207,9 @@ fn init_logging(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Simulate(args) = cli.command {
+        return simulate::run(args);
+    }
     let default_log = match cli.command {
         Command::Serve { .. } => "info",
         _ => "warn",
@@ -261,6 +269,8 @@ async fn client(conn: &Connection) -> Result<KeyClient, KeyError> {
 async fn run(command: Command) -> Result<(), KeyError> {
     match command {
         Command::Serve { conn, max_payload } => serve(conn, max_payload).await,
+        // Handled in `main`, without a runtime.
+        Command::Simulate(_) => Ok(()),
         Command::Publish {
             conn,
             platform,
