@@ -433,13 +433,17 @@ impl Holders {
         self.queue.front().map(|&(at, _)| at)
     }
 
-    /// How many calls the holders make before `limit`.
+    /// How many calls the holders make before `limit`. `O(log h)`: of the rounds
+    /// of calls that start before `limit`, all but the last are complete, since
+    /// the holders' next calls lie within one interval of the first.
     fn calls_before(&self, limit: u64, interval: u64) -> u64 {
-        self.queue
-            .iter()
-            .filter(|&&(at, _)| at < limit)
-            .map(|&(at, _)| (limit - 1 - at) / interval + 1)
-            .sum()
+        let Some(first) = self.first_call().filter(|&at| at < limit) else {
+            return 0;
+        };
+        let rounds = (limit - 1 - first) / interval + 1;
+        let last_round_limit = limit - (rounds - 1) * interval;
+        let in_last_round = self.queue.partition_point(|&(at, _)| at < last_round_limit) as u64;
+        self.len() * (rounds - 1) + in_last_round
     }
 
     /// The time of call number `n` (from 0) of all holders, in time order.
