@@ -238,7 +238,7 @@ impl From<&SimConfig> for Settings {
 
 /// The key states as the engine reported them (STATUS) at one moment, and how
 /// many workers were waiting for a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Sample {
     /// Seconds since the start of the simulation.
     pub at_seconds: u64,
@@ -250,6 +250,9 @@ pub struct Sample {
     pub invalid: u64,
     /// Workers without a key at that moment.
     pub workers_waiting: u64,
+    /// Workers without a key on average since the previous sample (at the first
+    /// sample, the same as `workers_waiting`).
+    pub workers_waiting_mean: f64,
 }
 
 /// What happened in a simulation. Equal configurations give equal reports.
@@ -530,6 +533,11 @@ struct Simulation {
     keys: Vec<KeySide>,
     workers: Vec<WorkerState>,
     workers_waiting: u64,
+    /// Workers waiting × milliseconds, summed up to `waiting_counted_to`.
+    waiting_area: u128,
+    waiting_counted_to: u64,
+    /// `waiting_area` and the time at the previous sample.
+    last_sample: Option<(u128, u64)>,
     /// Actions by time; actions at the same time in the order of [`Action`], so
     /// that the order never depends on when an action was planned.
     queue: BinaryHeap<Reverse<(u64, Action)>>,
@@ -624,6 +632,9 @@ impl Simulation {
             keys: vec![KeySide::default(); config.keys],
             workers: Vec::with_capacity(config.workers),
             workers_waiting: 0,
+            waiting_area: 0,
+            waiting_counted_to: start,
+            last_sample: None,
             queue: BinaryHeap::new(),
             engine_wake: None,
             worker_time: 0,
@@ -796,6 +807,7 @@ impl Simulation {
         self.keys[key].holders.join(now, worker);
         if let WorkerState::Waiting { since } = self.workers[worker] {
             self.waiting_total += now - since;
+            self.count_waiting(now);
             self.workers_waiting -= 1;
         }
         self.workers[worker] = WorkerState::Holding;
@@ -829,6 +841,7 @@ impl Simulation {
             self.keys[key].invalidated = true;
         }
         self.workers[worker] = WorkerState::Waiting { since: now };
+        self.count_waiting(now);
         self.workers_waiting += 1;
         self.push(now + millis(REASK_DELAY), Action::Ask { worker });
     }
@@ -927,6 +940,13 @@ impl Simulation {
         self.plan(key, now);
     }
 
+    /// Adds the waiting workers' time up to `now`, before their number changes.
+    fn count_waiting(&mut self, now: u64) {
+        let span = now.saturating_sub(self.waiting_counted_to);
+        self.waiting_area += u128::from(self.workers_waiting) * u128::from(span);
+        self.waiting_counted_to = self.waiting_counted_to.max(now);
+    }
+
     fn sample(&mut self, now: u64) {
         let msg = Announce::Status {
             reply: ReplyTo::new(ADMIN_ID),
@@ -944,12 +964,19 @@ impl Simulation {
         };
         let (fresh, expired, invalid) =
             status.map_or((0, 0, 0), |s| (s.fresh, s.expired, s.invalid));
+        self.count_waiting(now);
+        let workers_waiting_mean = match self.last_sample {
+            Some((area, at)) if now > at => (self.waiting_area - area) as f64 / (now - at) as f64,
+            _ => self.workers_waiting as f64,
+        };
+        self.last_sample = Some((self.waiting_area, now));
         self.samples.push(Sample {
             at_seconds: (now - START.as_millis()) / 1000,
             fresh,
             expired,
             invalid,
             workers_waiting: self.workers_waiting,
+            workers_waiting_mean,
         });
     }
 

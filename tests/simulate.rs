@@ -216,9 +216,22 @@ fn key_states_are_sampled_at_every_interval_and_add_up() {
     for s in &report.samples {
         assert_eq!(s.fresh + s.expired + s.invalid, 6, "{s:?}");
         assert!(s.workers_waiting <= 40);
+        assert!((0.0..=40.0).contains(&s.workers_waiting_mean));
     }
     // The fleet exhausts the keys within the first sampling interval.
     assert!(report.samples[1].expired > 0);
+    // The mean waiting between samples adds up to the waiting reported (but for
+    // each worker's start, within the first second).
+    let charted: f64 = report.samples[1..]
+        .iter()
+        .map(|s| s.workers_waiting_mean * 600.0)
+        .sum();
+    let gap = (charted - report.waiting_seconds_total).abs();
+    assert!(
+        gap <= 40.0,
+        "charted {charted} s, reported {} s",
+        report.waiting_seconds_total
+    );
 }
 
 #[test]

@@ -235,7 +235,8 @@ fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
         let keys = config.keys as u64;
         let workers = config.workers as u64;
         out.push_str(&format!(
-            "\nkey states over time (one sample every {}; full bar = {} keys or {} workers)\n",
+            "\nover time: key states every {}, workers waiting on average in between\n\
+             (a full bar is {} keys or {} workers)\n",
             format_duration(config.sample_every),
             config.keys,
             config.workers
@@ -244,7 +245,11 @@ fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
             ("fresh", series(|s| s.fresh), keys),
             ("expired", series(|s| s.expired), keys),
             ("invalid", series(|s| s.invalid), keys),
-            ("waiting workers", series(|s| s.workers_waiting), workers),
+            (
+                "waiting workers",
+                series(|s| s.workers_waiting_mean.round() as u64),
+                workers,
+            ),
         ];
         let mut chart_width = 0;
         for (name, values, max) in &lines {
