@@ -5,10 +5,10 @@
 //! broken: a panic is how a fuzzer (or a test) sees a finding. Nothing here is
 //! meant for programs that use keyman.
 
-use crate::engine::{Engine, EngineConfig, Stats};
+use crate::engine::{Engine, EngineConfig, Stats, Transmit};
 use crate::pool::{KeyPool, KeyState};
 use crate::protocol::{
-    Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, Reply, Request, decode_announce, decode_request,
+    Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, Id, Reply, Request, decode_announce, decode_request,
 };
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
@@ -42,13 +42,14 @@ pub const TYPES: [&str; 11] = [
 ];
 
 /// The fields the protocol reads.
-pub const FIELDS: [&str; 6] = [
+pub const FIELDS: [&str; 7] = [
     "type",
     "key_str",
     "key_platform",
     "requester_id",
     "request_id",
     "refresh_time",
+    "hold_ms",
 ];
 
 /// Where the engine driver starts its clock: 2023-11-14, in Unix epoch milliseconds.
@@ -184,10 +185,18 @@ impl Snapshot {
     }
 }
 
+/// A NEW the engine holds, as the driver saw it sent.
+struct HeldNew {
+    dest: String,
+    platform: String,
+    request_id: Option<Id>,
+}
+
 struct Driver {
     engine: Engine<SplitMix64>,
     channels: Channels,
     now: u64,
+    held: Vec<HeldNew>,
 }
 
 impl Driver {
@@ -198,6 +207,7 @@ impl Driver {
             engine: Engine::new(config, SplitMix64::new(0x00F0_221E)),
             channels,
             now: START_MILLIS,
+            held: Vec::new(),
         }
     }
 
@@ -224,10 +234,7 @@ impl Driver {
             0..=3 => self.channels.request.clone(),
             4 | 5 => self.channels.announce.clone(),
             6 => "elsewhere".to_string(),
-            _ => {
-                self.engine.handle_timeout(now);
-                return self.check_pool();
-            }
+            _ => return self.timeout(now),
         };
         let payload = match (op >> 3) & 7 {
             0..=4 => to_bytes(&template(input, on_request, self.now)),
@@ -249,6 +256,7 @@ impl Driver {
 
     fn handle(&mut self, now: Timestamp, channel: &str, payload: &[u8]) {
         let was_shutdown = self.engine.is_shutdown();
+        let held_before = self.engine.held();
         let before = Snapshot::of(self.engine.pool(), now);
         let stats = self.engine.stats();
         self.engine.handle(now, channel, payload);
@@ -269,7 +277,11 @@ impl Driver {
             "one message must be handled or rejected"
         );
         if after.rejected > stats.rejected {
-            let unchanged = Snapshot::of(self.engine.pool(), now);
+            let mut unchanged = Snapshot::of(self.engine.pool(), now);
+            if held_before > 0 {
+                // Serving held requests refreshes due keys, which no state shows.
+                unchanged.next_refresh.clone_from(&before.next_refresh);
+            }
             assert_eq!(before, unchanged, "a rejected message changed the pool");
         }
         for ev in &events {
@@ -280,31 +292,115 @@ impl Driver {
             );
         }
 
-        assert!(transmits.len() <= 1, "more than one reply to one message");
+        // Replies to held requests come after the reply to this message, if any.
+        let newly_held = usize::try_from(after.held - stats.held).unwrap_or(usize::MAX);
+        let released = (held_before + newly_held)
+            .checked_sub(self.engine.held())
+            .unwrap_or_else(|| panic!("held requests appeared from nowhere"));
+        let direct = transmits
+            .len()
+            .checked_sub(released)
+            .unwrap_or_else(|| panic!("released held requests were not answered"));
+        assert!(direct <= 1, "more than one reply to one message");
+        for tx in &transmits[direct..] {
+            self.check_held_reply(now, tx);
+        }
+
         let parsed: Option<Map<String, Value>> = match serde_json::from_slice(payload) {
             Ok(Value::Object(m)) if payload.len() <= DEFAULT_MAX_PAYLOAD => Some(m),
             _ => None,
         };
         let served = channel == self.channels.request || channel == self.channels.announce;
-        let requester = parsed
-            .as_ref()
-            .and_then(|m| m.get("requester_id"))
-            .and_then(|v| match v {
-                Value::Number(n) => Some(n.to_string()),
-                Value::String(s) => Some(s.clone()),
-                _ => None,
-            });
-        let Some(tx) = transmits.first() else {
-            return;
+        let requester = requester_of(parsed.as_ref());
+        let new = match decode_request(payload, DEFAULT_MAX_PAYLOAD) {
+            Ok(Request::New {
+                platform, reply, ..
+            }) if channel == self.channels.request => Some((platform, reply)),
+            _ => None,
         };
-        match (served, requester) {
-            (true, Some(id)) => assert_eq!(tx.channel, format!("{channel}-{id}")),
+        if newly_held > 0 {
+            assert_eq!(direct, 0, "a held request was answered at once");
+            match (&new, requester) {
+                (Some((platform, reply)), Some(id)) if newly_held == 1 => {
+                    self.held.push(HeldNew {
+                        dest: format!("{channel}-{id}"),
+                        platform: platform.clone(),
+                        request_id: reply.request_id.clone(),
+                    });
+                }
+                _ => panic!("held something that is not one NEW"),
+            }
+        }
+        assert_eq!(self.held.len(), self.engine.held(), "held requests lost");
+        if direct == 0 {
+            return;
+        }
+        let tx = &transmits[0];
+        match (served, requester_of(parsed.as_ref())) {
+            (true, Some(id)) => assert_eq!(tx.channel, format!("{channel}-{id}"), "reply channel"),
             _ => panic!("a reply to a message without a reply address"),
         }
-        if let Ok(Request::New { platform, .. }) = decode_request(payload, DEFAULT_MAX_PAYLOAD)
-            && channel == self.channels.request
-        {
+        if let Some((platform, _)) = new {
             self.check_new_reply(now, &platform, &tx.payload);
+        }
+    }
+
+    /// A timer tick: due keys refresh, and held requests whose key came or
+    /// whose hold ended are answered.
+    fn timeout(&mut self, now: Timestamp) {
+        let held_before = self.engine.held();
+        self.engine.handle_timeout(now);
+        self.check_pool();
+        let transmits: Vec<_> = std::iter::from_fn(|| self.engine.poll_transmit()).collect();
+        assert_eq!(
+            transmits.len() + self.engine.held(),
+            held_before,
+            "a timer tick answers held requests only"
+        );
+        for tx in &transmits {
+            self.check_held_reply(now, tx);
+        }
+        assert_eq!(self.held.len(), self.engine.held(), "held requests lost");
+    }
+
+    /// A reply to a held NEW (answered now that a key is fresh, its hold ended,
+    /// its platform ran out of keys, or SHUTDOWN came) goes where the NEW asked,
+    /// and matches the platform's state.
+    fn check_held_reply(&mut self, now: Timestamp, tx: &Transmit) {
+        let msg = match Reply::decode(&tx.payload, usize::MAX) {
+            Ok(m) => m,
+            Err(e) => panic!("the engine sent an undecodable reply: {e}"),
+        };
+        let pool = self.engine.pool();
+        let fits = |h: &HeldNew| {
+            h.dest == tx.channel
+                && h.request_id == msg.request_id
+                && match &msg.reply {
+                    Reply::Key(k) => pool.state(&h.platform, k, now) == Some(KeyState::Fresh),
+                    Reply::Wait(n) => {
+                        let want = pool
+                            .next_refresh_of(&h.platform)
+                            .filter(|t| *t > now)
+                            .map_or(1, |t| (t.as_millis() - now.as_millis()).div_ceil(1000));
+                        *n == want
+                    }
+                    Reply::Error {
+                        code: ErrorCode::NoKeys,
+                        ..
+                    } => {
+                        pool.next_refresh_of(&h.platform).is_none()
+                            && !KEYS
+                                .iter()
+                                .any(|k| pool.state(&h.platform, k, now) == Some(KeyState::Fresh))
+                    }
+                    _ => false,
+                }
+        };
+        match self.held.iter().position(fits) {
+            Some(i) => {
+                self.held.remove(i);
+            }
+            None => panic!("a reply that answers no held request: {:?}", msg.reply),
         }
     }
 
@@ -360,6 +456,15 @@ impl Driver {
     }
 }
 
+/// The `requester_id` of a message, as the reply channel shows it.
+fn requester_of(parsed: Option<&Map<String, Value>>) -> Option<String> {
+    match parsed?.get("requester_id")? {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 fn to_bytes(v: &Map<String, Value>) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
@@ -409,6 +514,10 @@ fn template(input: &mut Input<'_>, on_request: bool, now: u64) -> Map<String, Va
         if r & 0x80 != 0 {
             m.insert("request_id".into(), u64::from(input.byte()).into());
         }
+        if kind == "NEW" && r & 0x40 != 0 {
+            // Up to a little over the engine's longest hold of a minute.
+            m.insert("hold_ms".into(), (u64::from(input.byte()) * 250).into());
+        }
     }
     if refresh {
         let r = input.byte();
@@ -440,7 +549,10 @@ fn pick_text(input: &mut Input<'_>, choices: &[&str]) -> String {
 /// of a type drawn from the input.
 fn retype(input: &mut Input<'_>, mut m: Map<String, Value>) -> Map<String, Value> {
     let f = input.byte();
-    let field = FIELDS.get(usize::from(f) % 7).copied().unwrap_or("extra");
+    let field = FIELDS
+        .get(usize::from(f) % (FIELDS.len() + 1))
+        .copied()
+        .unwrap_or("extra");
     let v = input.byte();
     let value: Value = match v % 9 {
         0 => Value::Null,
@@ -503,5 +615,28 @@ mod tests {
         // Jump to the refresh time: the next NEW gets the key.
         d.step(&mut Input(&[0b10_000_000, 250, 0, 0, 4]));
         assert_eq!(d.engine.stats().assigned, 1);
+    }
+
+    #[test]
+    fn held_requests_are_followed_to_their_answers() {
+        let publish = |key: u8| [0b00_000_100, 0, 0, key, 0];
+        // NEW on platform 0 from requester 68, held for 40 * 250 ms = 10 s.
+        let held_new = [0b00_000_000, 0, 0, 0, 0x44, 40];
+        let mut d = Driver::new();
+        d.step(&mut Input(&publish(0)));
+        d.step(&mut Input(&[0b00_000_000, 0, 5, 0, 0, 4, 64]));
+        d.step(&mut Input(&held_new));
+        assert_eq!((d.engine.stats().held, d.held.len()), (1, 1));
+        // Another key is published: the held request gets it.
+        d.step(&mut Input(&publish(1)));
+        assert_eq!((d.engine.stats().assigned, d.held.len()), (1, 0));
+
+        let mut d = Driver::new();
+        d.step(&mut Input(&publish(0)));
+        d.step(&mut Input(&[0b00_000_000, 0, 5, 0, 0, 4, 64]));
+        d.step(&mut Input(&held_new));
+        // A timer tick at the end of the hold: the request gets a wait.
+        d.step(&mut Input(&[0b10_000_111, 250]));
+        assert_eq!((d.engine.stats().waits, d.held.len()), (1, 0));
     }
 }
