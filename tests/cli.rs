@@ -1,0 +1,234 @@
+//! The `keyman` program as scripts and operators use it: subcommands, output
+//! for people and `--json`, masked keys, exit codes, REDIS_CONN_STRING and
+//! signals.
+
+#![cfg(all(feature = "cli", feature = "redis"))]
+
+mod support;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use support::{Broker, Serve};
+
+const KEY_A: &str = "ghp_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const KEY_B: &str = "ghp_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+fn keyman(url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args(args)
+        .arg("--redis-url")
+        .arg(url)
+        .args(["--timeout", "10"])
+        .env_remove("REDIS_CONN_STRING")
+        .env_remove("KEYMAN_NATS_URL")
+        .output()
+        .expect("run keyman")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "keyman failed ({}): {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+fn json(o: Output) -> serde_json::Value {
+    serde_json::from_str(&ok(o)).expect("--json prints JSON")
+}
+
+#[test]
+fn admin_and_worker_subcommands_work_against_keyman_serve() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let mut serve = Serve::start(&broker);
+    let pinged = ok(keyman(&url, &["ping"]));
+    assert!(pinged.contains("orchestrator answered"), "{pinged}");
+
+    let out = ok(keyman(
+        &url,
+        &["publish", "--platform", "github_rest", KEY_A, KEY_B],
+    ));
+    assert!(out.contains("published 2 key(s) on github_rest"), "{out}");
+    assert_eq!(
+        json(keyman(&url, &["platforms", "--json"])),
+        serde_json::json!(["github_rest"])
+    );
+
+    // Keys are masked unless --show-keys.
+    let listed = ok(keyman(&url, &["keys", "--platform", "github_rest"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        !listed.contains(KEY_A) && !listed.contains(KEY_B),
+        "{listed}"
+    );
+    let mut shown: Vec<String> = serde_json::from_value(json(keyman(
+        &url,
+        &["keys", "--platform", "github_rest", "--json", "--show-keys"],
+    )))
+    .expect("a list");
+    shown.sort();
+    assert_eq!(shown, vec![KEY_A.to_string(), KEY_B.to_string()]);
+
+    let got = json(keyman(
+        &url,
+        &[
+            "request",
+            "--platform",
+            "github_rest",
+            "--json",
+            "--show-keys",
+        ],
+    ));
+    let key = got["key"].as_str().expect("a key").to_string();
+    assert!(key == KEY_A || key == KEY_B);
+    let masked = ok(keyman(&url, &["request", "--platform", "github_rest"]));
+    assert!(masked.starts_with("ghp_…(40 chars)"), "{masked}");
+
+    // Invalidate one: the other comes back, and the invalid list shows it.
+    let other = if key == KEY_A { KEY_B } else { KEY_A };
+    let next = ok(keyman(
+        &url,
+        &[
+            "invalidate",
+            "--platform",
+            "github_rest",
+            &key,
+            "--show-keys",
+        ],
+    ));
+    assert_eq!(next.trim(), other);
+    let invalid = json(keyman(
+        &url,
+        &[
+            "invalid",
+            "--platform",
+            "github_rest",
+            "--json",
+            "--show-keys",
+        ],
+    ));
+    assert_eq!(invalid, serde_json::json!([key]));
+
+    // Expire the other until a minute from now: a request now times out (exit 5).
+    let reset = (keyman::service::wall_clock().as_secs() + 60).to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args([
+            "expire",
+            "--platform",
+            "github_rest",
+            other,
+            "--reset",
+            &reset,
+        ])
+        .args(["--redis-url", &url, "--timeout", "1"])
+        .output()
+        .expect("run keyman");
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let status = json(keyman(&url, &["status", "--json"]));
+    assert_eq!(status[0]["fresh"], 0);
+    assert_eq!(status[0]["expired"], 1);
+    assert_eq!(status[0]["invalid"], 1);
+
+    // Typed failures have their own exit codes and messages.
+    let o = keyman(&url, &["request", "--platform", "gitlab_rest"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown platform: gitlab_rest"));
+    let o = keyman(&url, &["keys", "--platform", "gitlab_rest"]);
+    assert_eq!(o.status.code(), Some(3));
+
+    let out = ok(keyman(
+        &url,
+        &["unpublish", "--platform", "github_rest", KEY_A, KEY_B],
+    ));
+    assert!(out.contains("unpublished 2 key(s)"), "{out}");
+    let o = keyman(&url, &["request", "--platform", "github_rest"]);
+    assert_eq!(o.status.code(), Some(4), "no usable keys");
+
+    ok(keyman(&url, &["shutdown"]));
+    let status = serve
+        .wait_exit(Duration::from_secs(10))
+        .expect("serve exits");
+    assert!(status.success());
+}
+
+#[test]
+fn serve_reads_redis_conn_string_and_stops_cleanly_on_sigterm() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .arg("serve")
+        .env("REDIS_CONN_STRING", format!("{url}/2"))
+        .env_remove("KEYMAN_NATS_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start keyman serve");
+    // Pub/sub ignores the database number: the orchestrator answers on db 0's channels.
+    ok(keyman(&url, &["ping"]));
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let until = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < until, "keyman serve ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn unreachable_broker_and_absent_orchestrator_fail_fast_with_their_exit_codes() {
+    // Nothing listens on this port once the server is stopped.
+    let mut broker = Broker::redis();
+    let url = broker.url();
+    broker.stop();
+    let started = Instant::now();
+    let o = keyman(&url, &["ping"]);
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A broker but no orchestrator: the deadline holds.
+    let broker = Broker::redis();
+    let started = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args([
+            "request",
+            "--platform",
+            "p",
+            "--redis-url",
+            &broker.url(),
+            "--timeout",
+            "0.5",
+        ])
+        .output()
+        .expect("run keyman");
+    assert_eq!(o.status.code(), Some(5));
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    // A URL of an unknown scheme is a usage error.
+    let o = keyman("http://127.0.0.1:1", &["ping"]);
+    assert_eq!(o.status.code(), Some(2));
+}
