@@ -126,7 +126,6 @@ fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
         total.errors += s.errors;
         total.held += s.held;
     }
-    eprintln!("{total:?}");
     // The inputs reach every outcome of a request, not only the rejections.
     assert!(
         total.assigned > 0 && total.waits > 0 && total.errors > 0 && total.held > 0,
