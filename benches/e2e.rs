@@ -49,8 +49,25 @@ fn spawn_responder(url: String, target: Target) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// Publishes what queues up in batches, pipelined, as the orchestrator does.
+async fn pipelined(bus: Arc<dyn Bus>, mut rx: tokio::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    let mut batch = Vec::with_capacity(64);
+    while rx.recv_many(&mut batch, 64).await > 0 {
+        let sends = batch.iter().map(|(ch, p)| bus.publish(ch, p));
+        let _ = futures_util::future::join_all(sends).await;
+        batch.clear();
+    }
+}
+
 /// Answers NEW with a constant key; stops on SHUTDOWN.
 async fn trivial(bus: Arc<dyn Bus>) {
+    let (out, rx) = tokio::sync::mpsc::channel(4096);
+    let publisher = tokio::spawn(pipelined(bus.clone(), rx));
+    trivial_loop(bus, out).await;
+    let _ = publisher.await;
+}
+
+async fn trivial_loop(bus: Arc<dyn Bus>, out: tokio::sync::mpsc::Sender<(String, Vec<u8>)>) {
     let ch = Channels::default();
     let mut sub = bus
         .subscribe(&[ch.request.clone(), ch.announce.clone()])
@@ -69,8 +86,8 @@ async fn trivial(bus: Arc<dyn Bus>) {
                 let dest = m
                     .reply_to
                     .unwrap_or_else(|| ch.announce_reply(&reply.requester_id));
-                let _ = bus
-                    .publish(&dest, &Reply::Ack.encode(reply.request_id.as_ref()))
+                let _ = out
+                    .send((dest, Reply::Ack.encode(reply.request_id.as_ref())))
                     .await;
             }
             continue;
@@ -79,8 +96,8 @@ async fn trivial(bus: Arc<dyn Bus>) {
             let dest = m
                 .reply_to
                 .unwrap_or_else(|| ch.request_reply(&reply.requester_id));
-            let _ = bus
-                .publish(&dest, &key.encode(reply.request_id.as_ref()))
+            let _ = out
+                .send((dest, key.encode(reply.request_id.as_ref())))
                 .await;
         }
     }

@@ -561,7 +561,11 @@ impl<R: Rng> Engine<R> {
                 );
             }
             Announce::Shutdown => {
-                // Held requests are answered as if they had not been held.
+                // Held requests get a key if one is fresh now, else the wait they
+                // would have had without holding.
+                if self.held_count > 0 {
+                    self.serve_held(now, false);
+                }
                 let held = std::mem::take(&mut self.held);
                 for (platform, queue) in held {
                     let next = self.pool.next_refresh_of(&platform).unwrap_or(now);

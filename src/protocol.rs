@@ -17,6 +17,10 @@ use std::fmt;
 pub const DEFAULT_ANNOUNCE: &str = "augur-oauth-announce";
 /// Augur's default id of the worker channel.
 pub const DEFAULT_REQUEST: &str = "worker-oath-request";
+/// How much of an unknown message type is kept for logs: enough for any real
+/// type name, too little to reveal a key sent in its place.
+const MAX_TYPE_SHOWN: usize = 20;
+
 /// The default largest payload accepted, in bytes.
 pub const DEFAULT_MAX_PAYLOAD: usize = 64 * 1024;
 
@@ -448,7 +452,7 @@ pub fn decode_announce(bytes: &[u8], max_payload: usize) -> Result<Announce, Rej
             reply: f.reply_to()?,
         },
         "SHUTDOWN" => Announce::Shutdown,
-        other => return Err(DecodeError::UnknownType(truncate(other, 40)).into()),
+        other => return Err(DecodeError::UnknownType(truncate(other, MAX_TYPE_SHOWN)).into()),
     };
     Ok(msg)
 }
@@ -484,7 +488,7 @@ pub fn decode_request(bytes: &[u8], max_payload: usize) -> Result<Request, Rejec
                 requester_id: f.id("requester_id").ok().flatten(),
             })
         }),
-        other => Err(DecodeError::UnknownType(truncate(other, 40)).into()),
+        other => Err(DecodeError::UnknownType(truncate(other, MAX_TYPE_SHOWN)).into()),
     }
 }
 

@@ -160,12 +160,24 @@ impl Orchestrator {
     }
 }
 
-async fn publish_loop(bus: Arc<dyn Bus>, mut rx: tokio::sync::mpsc::Receiver<Transmit>) {
-    while let Some(tx) = rx.recv().await {
-        if let Err(e) = bus.publish(&tx.channel, &tx.payload).await {
-            // The requester waits with a deadline and asks again; nothing else to do.
-            tracing::warn!(channel = %tx.channel, error = %e, "could not publish a reply");
+/// The most replies published at once (pipelined on the broker connection).
+const PUBLISH_BATCH: usize = 64;
+
+/// Publishes the engine's replies: whatever has queued up is sent together, so
+/// the broker connection is pipelined instead of waiting a round trip per reply.
+/// Within a batch the publishes are issued in order.
+pub(crate) async fn publish_loop(bus: Arc<dyn Bus>, mut rx: tokio::sync::mpsc::Receiver<Transmit>) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        let sends = batch.iter().map(|tx| bus.publish(&tx.channel, &tx.payload));
+        let results = futures_util::future::join_all(sends).await;
+        for (tx, result) in batch.iter().zip(results) {
+            if let Err(e) = result {
+                // The requester waits with a deadline and asks again; nothing else to do.
+                tracing::warn!(channel = %tx.channel, error = %e, "could not publish a reply");
+            }
         }
+        batch.clear();
     }
 }
 
