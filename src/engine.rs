@@ -16,8 +16,8 @@
 use crate::mask::Masked;
 use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published, Selection};
 use crate::protocol::{
-    Announce, Channels, DEFAULT_MAX_PAYLOAD, DecodeError, ErrorCode, Id, PlatformStatus, Rejected,
-    Reply, ReplyTo, Request, decode_announce, decode_request,
+    Announce, Channels, DEFAULT_MAX_PAYLOAD, DecodeError, ErrorCode, Id, Rejected, Reply, ReplyTo,
+    Request, decode_announce, decode_request,
 };
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -535,25 +535,7 @@ impl<R: Rng> Engine<R> {
                 self.send(dest.unwrap_or_default(), &answer, reply.request_id.as_ref());
             }
             Announce::Status { reply } => {
-                self.pool.refresh_due(now);
-                let names: Vec<String> = self.pool.platforms().map(str::to_string).collect();
-                let status = names
-                    .into_iter()
-                    .map(|name| {
-                        let c = self.pool.counts(&name, now).unwrap_or_default();
-                        let next_refresh = self
-                            .pool
-                            .next_refresh_of(&name)
-                            .map(|t| t.as_millis().div_ceil(1000));
-                        PlatformStatus {
-                            platform: name,
-                            fresh: c.fresh as u64,
-                            expired: c.expired as u64,
-                            invalid: c.invalid as u64,
-                            next_refresh,
-                        }
-                    })
-                    .collect();
+                let status = self.pool.status(now);
                 self.send(
                     dest.unwrap_or_default(),
                     &Reply::Status(status),
@@ -999,7 +981,7 @@ mod tests {
         let m = reply_of(&drain(&mut e)[0]);
         assert_eq!(
             m.reply,
-            Reply::Status(vec![PlatformStatus {
+            Reply::Status(vec![crate::protocol::PlatformStatus {
                 platform: "p".into(),
                 fresh: 1,
                 expired: 1,

@@ -14,6 +14,7 @@
 //! `P`, the number of platforms (a handful in practice). "Refreshing `r` keys" is
 //! `O(r log n)` and is paid once per key per expiry, however many operations follow.
 
+use crate::protocol::PlatformStatus;
 use crate::time::Timestamp;
 use rand_core::Rng;
 use std::collections::{BTreeSet, HashMap};
@@ -412,6 +413,27 @@ impl KeyPool {
         let pool = self.platform_mut(platform)?;
         pool.refresh(now);
         Some(pool.counts())
+    }
+
+    /// Key counts and the next refresh time of every platform at `now`, after
+    /// refreshing due keys, in the order the platforms were first published. `O(P log n)`.
+    pub fn status(&mut self, now: Timestamp) -> Vec<PlatformStatus> {
+        self.refresh_due(now);
+        self.platforms
+            .iter()
+            .map(|(name, pool)| {
+                let c = pool.counts();
+                PlatformStatus {
+                    platform: name.clone(),
+                    fresh: c.fresh as u64,
+                    expired: c.expired as u64,
+                    invalid: c.invalid as u64,
+                    next_refresh: pool
+                        .earliest_refresh()
+                        .map(|t| t.as_millis().div_ceil(1000)),
+                }
+            })
+            .collect()
     }
 
     /// Refreshes the due keys of every platform; returns how many became fresh.

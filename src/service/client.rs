@@ -2,7 +2,7 @@
 //! over any [`Bus`], ours or Augur's.
 
 use super::rpc::{Expect, Rpc, RpcConfig, bus_error, unique_requester_id};
-use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource};
+use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, require_non_empty};
 use crate::error::KeyError;
 use crate::protocol::{
     Announce, Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, PlatformStatus, Reply, ReplyMessage,
@@ -89,16 +89,6 @@ impl Inner {
     }
 }
 
-fn check(what: &str, value: &str) -> Result<(), KeyError> {
-    if value.is_empty() {
-        Err(KeyError::InvalidArgument(format!(
-            "{what} must not be empty"
-        )))
-    } else {
-        Ok(())
-    }
-}
-
 fn error_reply(code: ErrorCode, message: String, platform: &str) -> KeyError {
     match code {
         ErrorCode::UnknownPlatform => KeyError::UnknownPlatform(platform.to_string()),
@@ -168,7 +158,7 @@ impl KeySource for KeyClient {
     }
 
     async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
-        check("platform", platform)?;
+        require_non_empty("platform", platform)?;
         let inner = &self.inner;
         let until = Instant::now() + deadline;
         loop {
@@ -218,8 +208,8 @@ impl KeySource for KeyClient {
         key: &str,
         reset: Timestamp,
     ) -> Result<String, KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        require_non_empty("platform", platform)?;
+        require_non_empty("key", key)?;
         self.report(Request::Expire {
             key: key.to_string(),
             platform: platform.to_string(),
@@ -231,8 +221,8 @@ impl KeySource for KeyClient {
     }
 
     async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        require_non_empty("platform", platform)?;
+        require_non_empty("key", key)?;
         self.report(Request::Invalidate {
             key: key.to_string(),
             platform: platform.to_string(),
@@ -359,8 +349,8 @@ impl KeyPublisher {
 #[async_trait]
 impl KeyAdmin for KeyPublisher {
     async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        require_non_empty("platform", platform)?;
+        require_non_empty("key", key)?;
         self.announce(Announce::Publish {
             key: key.to_string(),
             platform: platform.to_string(),
@@ -369,8 +359,8 @@ impl KeyAdmin for KeyPublisher {
     }
 
     async fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        require_non_empty("platform", platform)?;
+        require_non_empty("key", key)?;
         self.announce(Announce::Unpublish {
             key: key.to_string(),
             platform: platform.to_string(),
@@ -387,12 +377,12 @@ impl KeyAdmin for KeyPublisher {
     }
 
     async fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
-        check("platform", platform)?;
+        require_non_empty("platform", platform)?;
         self.list(Some(platform), false).await
     }
 
     async fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
-        check("platform", platform)?;
+        require_non_empty("platform", platform)?;
         self.list(Some(platform), true).await
     }
 

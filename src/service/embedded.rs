@@ -145,7 +145,7 @@ impl EmbeddedPoolBuilder {
 
     /// An empty pool with these settings.
     pub fn build(self) -> EmbeddedPool {
-        let seed = self.seed.unwrap_or_else(seed_from_system_time);
+        let seed = self.seed.unwrap_or_else(super::random_seed);
         EmbeddedPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
@@ -169,25 +169,6 @@ impl fmt::Debug for EmbeddedPoolBuilder {
             .field("deadline", &self.deadline)
             .field("selection", &self.selection)
             .finish_non_exhaustive()
-    }
-}
-
-fn seed_from_system_time() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    // Fold the 128-bit nanosecond count into 64 bits.
-    (nanos as u64) ^ ((nanos >> 64) as u64)
-}
-
-fn check(what: &str, value: &str) -> Result<(), KeyError> {
-    if value.is_empty() {
-        Err(KeyError::InvalidArgument(format!(
-            "{what} must not be empty"
-        )))
-    } else {
-        Ok(())
     }
 }
 
@@ -230,7 +211,7 @@ impl Shared {
     }
 
     fn request_blocking(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
-        check("platform", platform)?;
+        super::require_non_empty("platform", platform)?;
         let give_up = std::time::Instant::now() + deadline;
         let mut state = self.lock();
         loop {
@@ -250,7 +231,7 @@ impl Shared {
     }
 
     async fn request(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
-        check("platform", platform)?;
+        super::require_non_empty("platform", platform)?;
         let give_up = std::time::Instant::now() + deadline;
         loop {
             // Register for wake-ups before looking at the pool, so that a publish
@@ -276,8 +257,8 @@ impl Shared {
     }
 
     fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<(), KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        super::require_non_empty("platform", platform)?;
+        super::require_non_empty("key", key)?;
         let mut state = self.lock();
         if state.shut_down {
             return Err(KeyError::ShutDown);
@@ -293,8 +274,8 @@ impl Shared {
     }
 
     fn invalidate(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        super::require_non_empty("platform", platform)?;
+        super::require_non_empty("key", key)?;
         let mut state = self.lock();
         if state.shut_down {
             return Err(KeyError::ShutDown);
@@ -309,8 +290,8 @@ impl Shared {
     }
 
     fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        super::require_non_empty("platform", platform)?;
+        super::require_non_empty("key", key)?;
         let mut state = self.lock();
         if state.shut_down {
             return Err(KeyError::ShutDown);
@@ -330,8 +311,8 @@ impl Shared {
     }
 
     fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        check("platform", platform)?;
-        check("key", key)?;
+        super::require_non_empty("platform", platform)?;
+        super::require_non_empty("key", key)?;
         let mut state = self.lock();
         if state.shut_down {
             return Err(KeyError::ShutDown);
@@ -359,7 +340,7 @@ impl Shared {
     }
 
     fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
-        check("platform", platform)?;
+        super::require_non_empty("platform", platform)?;
         let mut state = self.lock();
         if state.shut_down {
             return Err(KeyError::ShutDown);
@@ -372,7 +353,7 @@ impl Shared {
     }
 
     fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
-        check("platform", platform)?;
+        super::require_non_empty("platform", platform)?;
         let state = self.lock();
         if state.shut_down {
             return Err(KeyError::ShutDown);
@@ -389,25 +370,7 @@ impl Shared {
             return Err(KeyError::ShutDown);
         }
         let now = self.clock.now();
-        let pool = &mut state.pool;
-        pool.refresh_due(now);
-        let names: Vec<String> = pool.platforms().map(str::to_string).collect();
-        Ok(names
-            .into_iter()
-            .map(|name| {
-                let counts = pool.counts(&name, now).unwrap_or_default();
-                let next_refresh = pool
-                    .next_refresh_of(&name)
-                    .map(|t| t.as_millis().div_ceil(1000));
-                PlatformStatus {
-                    platform: name,
-                    fresh: counts.fresh as u64,
-                    expired: counts.expired as u64,
-                    invalid: counts.invalid as u64,
-                    next_refresh,
-                }
-            })
-            .collect())
+        Ok(state.pool.status(now))
     }
 
     fn shutdown(&self) {

@@ -67,6 +67,31 @@ pub fn wall_clock() -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
+/// A random seed from the operating system's hash keys and the clock, for the
+/// generators of services that were given no seed.
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
+/// `InvalidArgument` when a platform name or key is empty.
+pub(crate) fn require_non_empty(what: &str, value: &str) -> Result<(), KeyError> {
+    if value.is_empty() {
+        Err(KeyError::InvalidArgument(format!(
+            "{what} must not be empty"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// A [`Clock`](crate::Clock) that reads the system's wall clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

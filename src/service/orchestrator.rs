@@ -1,7 +1,6 @@
 //! [`Orchestrator`]: runs an [`Engine`] over a [`Bus`].
 
-use super::rpc::random_seed;
-use super::{Bus, BusError, BusEvent, SystemClock};
+use super::{Bus, BusError, BusEvent, SystemClock, random_seed};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent, Transmit};
 use crate::rng::SplitMix64;
 use crate::time::{Clock, Timestamp};

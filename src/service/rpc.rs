@@ -348,16 +348,3 @@ pub(crate) fn unique_requester_id() -> String {
     );
     format!("km-{}-{:016x}", std::process::id(), h.finish())
 }
-
-/// A random seed from the operating system's hash keys and the clock.
-pub(crate) fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
