@@ -133,6 +133,9 @@ pub struct Stats {
     pub errors: u64,
     /// NEW requests held for a key (ext `hold_ms`).
     pub held: u64,
+    /// Changes of the pool's state (publish, unpublish, expire, invalidate);
+    /// when it moves, the state is worth saving.
+    pub changes: u64,
 }
 
 /// The orchestrator's state machine. See the [module docs](self).
@@ -187,6 +190,12 @@ impl<R: Rng> Engine<R> {
     /// The pool, to change it directly (an embedding program's admin path).
     pub fn pool_mut(&mut self) -> &mut KeyPool {
         &mut self.pool
+    }
+
+    /// Replaces the pool with the state `snapshot` describes (for example the
+    /// one saved before a restart). Held requests are kept.
+    pub fn restore(&mut self, snapshot: &crate::pool::PoolSnapshot) {
+        self.pool = KeyPool::from_snapshot(snapshot, self.config.selection);
     }
 
     /// The configuration.
@@ -427,6 +436,7 @@ impl<R: Rng> Engine<R> {
     }
 
     fn key_event(&mut self, platform: &str, key: &str, what: KeyEvent) {
+        self.stats.changes += 1;
         self.events.push_back(Event::Key {
             platform: platform.to_string(),
             key: Masked(key).to_string(),

@@ -29,7 +29,7 @@ pub mod service;
 pub use engine::{Engine, EngineConfig, Event, KeyEvent, Stats, Transmit};
 pub use error::KeyError;
 pub use mask::Masked;
-pub use pool::{Assignment, Counts, KeyPool, KeyState, Selection};
+pub use pool::{Assignment, Counts, KeyPool, KeyState, PlatformSnapshot, PoolSnapshot, Selection};
 pub use protocol::{Channels, DecodeError, ErrorCode, Id, Reply, ReplyTo};
 pub use rng::SplitMix64;
 pub use time::{Clock, ManualClock, Timestamp};

@@ -224,16 +224,9 @@ impl KeyPool {
     /// Idempotent; an invalid key is revived; an expired key stays expired.
     /// `O(1)` amortized (`O(log n)` to revive an invalid key).
     pub fn publish(&mut self, platform: &str, key: &str) -> Published {
-        let pool = match self.index.get(platform) {
-            Some(&i) => &mut self.platforms[i].1,
-            None => {
-                self.index
-                    .insert(platform.to_string(), self.platforms.len());
-                self.platforms
-                    .push((platform.to_string(), PlatformPool::default()));
-                let last = self.platforms.len() - 1;
-                &mut self.platforms[last].1
-            }
+        self.ensure_platform(platform);
+        let Some(pool) = self.platform_mut(platform) else {
+            return Published::Unchanged;
         };
         match pool.slots.get(key).copied() {
             None => {
@@ -501,6 +494,89 @@ impl KeyPool {
     }
 }
 
+/// The state of a [`KeyPool`] as plain data, to store and restore it (the
+/// orchestrator keeps it across restarts). It contains the keys: store it where
+/// the keys themselves may be kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct PoolSnapshot {
+    /// The platforms, in the order they were first published.
+    pub platforms: Vec<PlatformSnapshot>,
+}
+
+/// One platform of a [`PoolSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct PlatformSnapshot {
+    /// The platform's name.
+    pub name: String,
+    /// Its fresh keys.
+    #[serde(default)]
+    pub fresh: Vec<String>,
+    /// Its expired keys with their refresh times.
+    #[serde(default)]
+    pub expired: Vec<(String, Timestamp)>,
+    /// Its invalid keys.
+    #[serde(default)]
+    pub invalid: Vec<String>,
+}
+
+impl KeyPool {
+    /// The pool's state as plain data. `O(n)` over all platforms.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        PoolSnapshot {
+            platforms: self
+                .platforms
+                .iter()
+                .map(|(name, pool)| PlatformSnapshot {
+                    name: name.clone(),
+                    fresh: pool.fresh.iter().map(|k| k.to_string()).collect(),
+                    expired: pool
+                        .expired
+                        .iter()
+                        .map(|(t, k)| (k.to_string(), *t))
+                        .collect(),
+                    invalid: pool.invalid.iter().map(|k| k.to_string()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A pool in the state `snapshot` describes. A key listed twice in one
+    /// platform keeps the last state it is listed with (invalid over expired over
+    /// fresh); empty names are skipped. `O(n log n)`.
+    pub fn from_snapshot(snapshot: &PoolSnapshot, selection: Selection) -> KeyPool {
+        let mut pool = KeyPool::with_selection(selection);
+        for p in &snapshot.platforms {
+            if p.name.is_empty() {
+                continue;
+            }
+            pool.ensure_platform(&p.name);
+            for k in p.fresh.iter().filter(|k| !k.is_empty()) {
+                pool.publish(&p.name, k);
+            }
+            for (k, until) in p.expired.iter().filter(|(k, _)| !k.is_empty()) {
+                pool.publish(&p.name, k);
+                // Expire as of the epoch, so that refresh times already past are
+                // kept and refreshed on the next touch like any other.
+                pool.expire(&p.name, k, *until, Timestamp::EPOCH);
+            }
+            for k in p.invalid.iter().filter(|k| !k.is_empty()) {
+                pool.publish(&p.name, k);
+                pool.invalidate(&p.name, k, Timestamp::EPOCH);
+            }
+        }
+        pool
+    }
+
+    fn ensure_platform(&mut self, platform: &str) {
+        if !self.index.contains_key(platform) {
+            self.index
+                .insert(platform.to_string(), self.platforms.len());
+            self.platforms
+                .push((platform.to_string(), PlatformPool::default()));
+        }
+    }
+}
+
 /// Maps a uniform 64-bit word to `0..len` by multiply-shift (bias below `len / 2^64`).
 fn uniform_index(word: u64, len: usize) -> usize {
     ((u128::from(word) * len as u128) >> 64) as usize
@@ -635,6 +711,35 @@ mod tests {
             }
         }
         assert_eq!(seen, vec!["a", "b", "c", "a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_snapshot_restores_every_state_and_the_platform_order() {
+        let mut pool = KeyPool::new();
+        for k in ["a", "b", "c", "d"] {
+            pool.publish("gh", k);
+        }
+        pool.publish("gl", "x");
+        pool.unpublish("gl", "x");
+        pool.expire("gh", "b", t(10), t(0));
+        pool.expire("gh", "c", t(20), t(0));
+        pool.invalidate("gh", "d", t(0));
+        let snap = pool.snapshot();
+        let json = serde_json::to_string(&snap).unwrap();
+        let back: PoolSnapshot = serde_json::from_str(&json).unwrap();
+        let mut restored = KeyPool::from_snapshot(&back, Selection::Uniform);
+        restored.check_consistency().unwrap();
+        assert_eq!(restored.platforms().collect::<Vec<_>>(), vec!["gh", "gl"]);
+        for k in ["a", "b", "c", "d"] {
+            assert_eq!(
+                restored.state("gh", k, t(5)),
+                pool.state("gh", k, t(5)),
+                "{k}"
+            );
+        }
+        assert_eq!(restored.counts("gl", t(5)), Some(Counts::default()));
+        assert_eq!(restored.next_refresh(), Some(t(10)));
+        assert_eq!(restored.snapshot(), snap);
     }
 
     #[test]

@@ -232,3 +232,44 @@ fn unreachable_broker_and_absent_orchestrator_fail_fast_with_their_exit_codes() 
     let o = keyman("http://127.0.0.1:1", &["ping"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn serve_keeps_its_state_in_a_file_when_told() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("keyman-state.json");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let mut serve = Serve::start_with(&broker, &["--state-file", file_arg]);
+    ok(keyman(&url, &["ping"]));
+    ok(keyman(
+        &url,
+        &["publish", "--platform", "gitlab_rest", KEY_A],
+    ));
+    ok(keyman(&url, &["shutdown"]));
+    assert!(
+        serve
+            .wait_exit(Duration::from_secs(10))
+            .expect("exits")
+            .success()
+    );
+    let saved = std::fs::read_to_string(&file).expect("the state file exists");
+    assert!(saved.contains("gitlab_rest"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the state holds keys: owner only");
+    }
+
+    let _serve = Serve::start_with(&broker, &["--state-file", file_arg]);
+    ok(keyman(&url, &["ping"]));
+    let keys = json(keyman(
+        &url,
+        &["keys", "--platform", "gitlab_rest", "--json", "--show-keys"],
+    ));
+    assert_eq!(keys, serde_json::json!([KEY_A]));
+}

@@ -51,3 +51,8 @@ async fn no_orchestrator_is_a_fast_typed_error_over_nats() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_restart_over_nats() {
+    scenarios::state_survives_restart(Broker::nats()).await;
+}

@@ -26,3 +26,8 @@ async fn flood_of_bad_input_over_redis() {
 async fn shutdown_while_clients_wait_over_redis() {
     scenarios::shutdown_while_clients_wait(Broker::redis()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_survives_restart_over_redis() {
+    scenarios::state_survives_restart(Broker::redis()).await;
+}

@@ -12,7 +12,9 @@ use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::time::Duration;
 
-pub use keyman_transport::{Bus, BusError, BusEvent, Message, Subscription};
+pub use keyman_transport::{
+    Bus, BusError, BusEvent, FileStore, MemoryStore, Message, StateStore, Subscription,
+};
 
 /// The default deadline of a client call.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -109,7 +111,7 @@ mod orchestrator;
 mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};
-pub use orchestrator::{Orchestrator, OrchestratorError, Stopped};
+pub use orchestrator::{DEFAULT_SAVE_INTERVAL, Orchestrator, OrchestratorError, Stopped};
 
 /// Connects to the broker named by `url`, choosing the transport by its scheme:
 /// `redis://` and `rediss://` (feature `redis`), `nats://` and `tls://` (feature
@@ -130,6 +132,51 @@ pub async fn connect_url(url: &str) -> Result<std::sync::Arc<dyn Bus>, KeyError>
                 .await
                 .map_err(rpc::bus_error)?;
             Ok(std::sync::Arc::new(bus))
+        }
+        _ => Err(KeyError::InvalidArgument(format!(
+            "unsupported broker URL scheme {scheme:?} (this build supports: {})",
+            supported_schemes()
+        ))),
+    }
+}
+
+/// Connects like [`connect_url`] and also returns a [`StateStore`] on the same
+/// broker, named after `name`: the Redis key `keyman:state:{name}` (in the URL's
+/// database), or entry `state.{name}` of the NATS JetStream key-value bucket
+/// `keyman`.
+pub async fn connect_url_with_store(
+    url: &str,
+    name: &str,
+) -> Result<(std::sync::Arc<dyn Bus>, std::sync::Arc<dyn StateStore>), KeyError> {
+    let scheme = url.split("://").next().unwrap_or("");
+    let _ = name;
+    match scheme {
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => {
+            let bus = keyman_redis::RedisBus::connect(url, keyman_redis::RedisOptions::default())
+                .await
+                .map_err(rpc::bus_error)?;
+            let store = bus.state_store(format!("keyman:state:{name}"));
+            Ok((std::sync::Arc::new(bus), std::sync::Arc::new(store)))
+        }
+        #[cfg(feature = "nats")]
+        "nats" | "tls" => {
+            let bus = keyman_nats::NatsBus::connect(url, keyman_nats::NatsOptions::default())
+                .await
+                .map_err(rpc::bus_error)?;
+            // Key-value keys allow letters, digits and `-/_=.`.
+            let key: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-/_=.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let store = bus.state_store("keyman", format!("state.{key}"));
+            Ok((std::sync::Arc::new(bus), std::sync::Arc::new(store)))
         }
         _ => Err(KeyError::InvalidArgument(format!(
             "unsupported broker URL scheme {scheme:?} (this build supports: {})",

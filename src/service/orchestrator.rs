@@ -1,7 +1,8 @@
 //! [`Orchestrator`]: runs an [`Engine`] over a [`Bus`].
 
-use super::{Bus, BusError, BusEvent, SystemClock, random_seed};
+use super::{Bus, BusError, BusEvent, StateStore, SystemClock, random_seed};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent, Transmit};
+use crate::pool::PoolSnapshot;
 use crate::rng::SplitMix64;
 use crate::time::{Clock, Timestamp};
 use std::future::Future;
@@ -17,6 +18,15 @@ pub enum OrchestratorError {
     /// The bus was closed under the orchestrator.
     #[error("the bus was closed")]
     BusClosed,
+    /// The saved state could not be read (the store is unreachable); starting
+    /// empty would overwrite it, so the orchestrator does not start.
+    #[error("could not load the saved state from {store}: {error}")]
+    LoadState {
+        /// Where the state is kept.
+        store: String,
+        /// Why it could not be read.
+        error: BusError,
+    },
 }
 
 /// How [`Orchestrator::run`] ended.
@@ -36,6 +46,8 @@ pub struct Orchestrator {
     bus: Arc<dyn Bus>,
     engine: Engine<SplitMix64>,
     clock: Arc<dyn Clock>,
+    store: Option<Arc<dyn StateStore>>,
+    save_interval: Duration,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -45,6 +57,9 @@ impl std::fmt::Debug for Orchestrator {
             .finish()
     }
 }
+
+/// How long changes wait before they are saved, by default.
+pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How many replies may wait to be published before the orchestrator stops
 /// reading new requests (back-pressure, bounded memory).
@@ -63,7 +78,59 @@ impl Orchestrator {
             bus,
             engine,
             clock: Arc::new(SystemClock),
+            store: None,
+            save_interval: DEFAULT_SAVE_INTERVAL,
         }
+    }
+
+    /// Keeps the pool's state in `store`: loaded when [`run`](Self::run)
+    /// starts, saved after changes (at most every save interval, and once more
+    /// on the way out), so that keys and their states survive a restart.
+    pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How long changes may wait before they are saved (default 200 ms): what
+    /// a crash can lose.
+    pub fn with_save_interval(mut self, interval: Duration) -> Self {
+        self.save_interval = interval;
+        self
+    }
+
+    async fn load_state(&mut self, store: &dyn StateStore) -> Result<(), OrchestratorError> {
+        let loaded = store
+            .load()
+            .await
+            .map_err(|error| OrchestratorError::LoadState {
+                store: store.describe(),
+                error,
+            })?;
+        match loaded {
+            None => tracing::info!(store = %store.describe(), "no saved state; starting empty"),
+            Some(bytes) => match serde_json::from_slice::<PoolSnapshot>(&bytes) {
+                Ok(snapshot) => {
+                    self.engine.restore(&snapshot);
+                    let keys: usize = snapshot
+                        .platforms
+                        .iter()
+                        .map(|p| p.fresh.len() + p.expired.len() + p.invalid.len())
+                        .sum();
+                    tracing::info!(
+                        store = %store.describe(),
+                        platforms = snapshot.platforms.len(),
+                        keys,
+                        "state restored"
+                    );
+                }
+                Err(e) => tracing::error!(
+                    store = %store.describe(),
+                    error = %e,
+                    "the saved state is unreadable; starting empty (it will be overwritten)"
+                ),
+            },
+        }
+        Ok(())
     }
 
     /// Uses `clock` instead of the system's wall clock.
@@ -84,6 +151,17 @@ impl Orchestrator {
         mut self,
         stop: impl Future<Output = ()>,
     ) -> Result<Stopped, OrchestratorError> {
+        if let Some(store) = self.store.clone() {
+            self.load_state(store.as_ref()).await?;
+        }
+        let (save_tx, save_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+        let saver = self
+            .store
+            .clone()
+            .map(|store| tokio::spawn(save_loop(store, save_rx)));
+        let mut saved_changes = self.engine.stats().changes;
+        let mut save_at: Option<tokio::time::Instant> = None;
+
         let channels = self.engine.config().channels.clone();
         let mut sub = self
             .bus
@@ -123,6 +201,19 @@ impl Orchestrator {
                     None => break Err(OrchestratorError::BusClosed),
                 },
                 _ = sleep => self.engine.handle_timeout(self.clock.now()),
+                _ = async {
+                    match save_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    save_at = None;
+                    if self.engine.stats().changes != saved_changes
+                        && save_tx.try_send(self.snapshot_bytes()).is_ok()
+                    {
+                        saved_changes = self.engine.stats().changes;
+                    }
+                }
                 _ = &mut stop => {
                     tracing::info!("stop requested");
                     break Ok(Stopped::Stopped);
@@ -140,12 +231,25 @@ impl Orchestrator {
             if closed {
                 break Err(OrchestratorError::BusClosed);
             }
+            if self.store.is_some()
+                && save_at.is_none()
+                && self.engine.stats().changes != saved_changes
+            {
+                save_at = Some(tokio::time::Instant::now() + self.save_interval);
+            }
             if self.engine.is_shutdown() {
                 break Ok(Stopped::Shutdown);
             }
         };
         drop(out_tx);
         let _ = publisher.await;
+        if let Some(saver) = saver {
+            if self.engine.stats().changes != saved_changes {
+                let _ = save_tx.send(self.snapshot_bytes()).await;
+            }
+            drop(save_tx);
+            let _ = saver.await;
+        }
         let stats = self.engine.stats();
         tracing::info!(
             handled = stats.handled,
@@ -165,7 +269,39 @@ const PUBLISH_BATCH: usize = 64;
 /// Publishes the engine's replies: whatever has queued up is sent together, so
 /// the broker connection is pipelined instead of waiting a round trip per reply.
 /// Within a batch the publishes are issued in order.
-pub(crate) async fn publish_loop(bus: Arc<dyn Bus>, mut rx: tokio::sync::mpsc::Receiver<Transmit>) {
+pub(crate) fn snapshot_json(engine: &Engine<SplitMix64>) -> Vec<u8> {
+    // A snapshot is strings and numbers: serializing it cannot fail.
+    serde_json::to_vec(&engine.pool().snapshot()).unwrap_or_default()
+}
+
+impl Orchestrator {
+    fn snapshot_bytes(&self) -> Vec<u8> {
+        snapshot_json(&self.engine)
+    }
+}
+
+/// Saves the snapshots it is sent, in order; a failed save is tried again (every
+/// second, with the newest snapshot) until one succeeds.
+async fn save_loop(store: Arc<dyn StateStore>, mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>) {
+    while let Some(mut state) = rx.recv().await {
+        loop {
+            match store.save(&state).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(store = %store.describe(), error = %e, "could not save the state; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    match rx.try_recv() {
+                        Ok(newer) => state = newer,
+                        Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+                        Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn publish_loop(bus: Arc<dyn Bus>, mut rx: tokio::sync::mpsc::Receiver<Transmit>) {
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     while rx.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
         let sends = batch.iter().map(|tx| bus.publish(&tx.channel, &tx.payload));

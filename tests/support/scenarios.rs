@@ -441,3 +441,82 @@ pub async fn shutdown_while_clients_wait(broker: Broker) {
     }
     assert!(started.elapsed() < Duration::from_secs(5), "clients hung");
 }
+
+/// Keys and their states survive a restart of the orchestrator: after a
+/// SHUTDOWN, and after a crash once the change had time to be saved.
+/// `--no-state` starts empty, as Augur's orchestrator does.
+pub async fn state_survives_restart(broker: Broker) {
+    use keyman::protocol::DEFAULT_ANNOUNCE;
+    let (a, b, c) = (
+        "ghp_state_a_0123456789abcdefghijklmn",
+        "ghp_state_b_0123456789abcdefghijklmn",
+        "ghp_state_c_0123456789abcdefghijklmn",
+    );
+    let mut serve = Serve::start(&broker);
+    let bus = broker.bus().await;
+    let admin = ready_admin(bus.clone()).await;
+    for k in [a, b, c] {
+        admin.publish("github_rest", k).await.expect("publish");
+    }
+    admin.ping().await.expect("ping");
+    let worker = KeyClient::connect(bus.clone(), client_config(Duration::from_secs(5)))
+        .await
+        .expect("client");
+    let reset = keyman::Timestamp::from_secs(keyman::service::wall_clock().as_secs() + 120);
+    worker
+        .expire("github_rest", b, reset)
+        .await
+        .expect("expire");
+    worker
+        .invalidate("github_rest", c)
+        .await
+        .expect("invalidate");
+    admin.shutdown().await.expect("shutdown");
+    assert!(serve.wait_exit(WAIT).expect("exits").success());
+
+    let serve = Serve::start(&broker);
+    let admin = ready_admin(bus.clone()).await;
+    let status = admin.status().await.expect("status");
+    assert_eq!(status.len(), 1, "{status:?}");
+    let s = &status[0];
+    assert_eq!((s.fresh, s.expired, s.invalid), (1, 1, 1), "{status:?}");
+    assert_eq!(s.next_refresh, Some(reset.as_secs()));
+    assert_eq!(
+        admin.invalid_keys("github_rest").await.expect("invalid"),
+        vec![c.to_string()]
+    );
+    assert_eq!(worker.request("github_rest").await.expect("a key"), a);
+
+    // A crash loses nothing that had time to be saved: wait until the store has
+    // the new key, then kill the orchestrator without warning.
+    let d = "ghp_state_d_0123456789abcdefghijklmn";
+    admin.publish("github_rest", d).await.expect("publish");
+    admin.ping().await.expect("ping");
+    let (_, store) = keyman::service::connect_url_with_store(&broker.url(), DEFAULT_ANNOUNCE)
+        .await
+        .expect("store");
+    let until = Instant::now() + WAIT;
+    loop {
+        let saved = store.load().await.expect("load").unwrap_or_default();
+        if String::from_utf8_lossy(&saved).contains(d) {
+            break;
+        }
+        assert!(Instant::now() < until, "the new key was never saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(serve); // SIGKILL
+    let _serve = Serve::start(&broker);
+    let admin = ready_admin(bus.clone()).await;
+    let mut keys = admin.keys("github_rest").await.expect("keys");
+    keys.sort();
+    assert_eq!(keys, vec![a.to_string(), b.to_string(), d.to_string()]);
+
+    // --no-state: nothing is loaded.
+    admin.shutdown().await.expect("shutdown");
+    let _fresh = Serve::start_with(&broker, &["--no-state"]);
+    let admin = ready_admin(bus.clone()).await;
+    assert_eq!(
+        admin.platforms().await.expect("platforms"),
+        Vec::<String>::new()
+    );
+}

@@ -2,9 +2,12 @@
 //! worker subcommands for scripts, and `simulate`.
 
 use clap::{Args, Parser, Subcommand};
-use keyman::service::{ClientConfig, KeyAdmin, KeyClient, KeyPublisher, KeySource, Orchestrator};
+use keyman::service::{
+    ClientConfig, FileStore, KeyAdmin, KeyClient, KeyPublisher, KeySource, Orchestrator, StateStore,
+};
 use keyman::{Channels, EngineConfig, KeyError, Masked, Timestamp};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 mod simulate;
@@ -80,6 +83,21 @@ impl Connection {
     }
 }
 
+/// Where `keyman serve` keeps its state across restarts.
+#[derive(Args, Debug, Clone)]
+struct StateOptions {
+    /// Keep the state in this file instead of the broker.
+    #[arg(long, conflicts_with = "no_state")]
+    state_file: Option<std::path::PathBuf>,
+    /// Keep no state: every restart starts empty, as Augur's orchestrator does.
+    #[arg(long)]
+    no_state: bool,
+    /// The name of the state kept in the broker (default: the announce channel id):
+    /// Redis key `keyman:state:NAME`, or NATS key-value `keyman` / `state.NAME`.
+    #[arg(long)]
+    state_name: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the orchestrator (in place of Augur's `python keyman/Orchestrator.py`).
@@ -89,6 +107,8 @@ enum Command {
         /// The largest payload accepted, in bytes.
         #[arg(long, default_value_t = keyman::protocol::DEFAULT_MAX_PAYLOAD)]
         max_payload: usize,
+        #[command(flatten)]
+        state: StateOptions,
     },
     /// Publish keys to a platform.
     Publish {
@@ -268,7 +288,11 @@ async fn client(conn: &Connection) -> Result<KeyClient, KeyError> {
 
 async fn run(command: Command) -> Result<(), KeyError> {
     match command {
-        Command::Serve { conn, max_payload } => serve(conn, max_payload).await,
+        Command::Serve {
+            conn,
+            max_payload,
+            state,
+        } => serve(conn, max_payload, state).await,
         // Handled in `main`, without a runtime.
         Command::Simulate(_) => Ok(()),
         Command::Publish {
@@ -404,15 +428,31 @@ async fn announce_keys(
     Ok(())
 }
 
-async fn serve(conn: Connection, max_payload: usize) -> Result<(), KeyError> {
-    let bus = keyman::service::connect_url(conn.url()).await?;
+async fn serve(conn: Connection, max_payload: usize, state: StateOptions) -> Result<(), KeyError> {
     let config = EngineConfig {
         channels: conn.channels(),
         max_payload,
         ..EngineConfig::default()
     };
+    let (bus, store): (_, Option<Arc<dyn StateStore>>) = if state.no_state {
+        (keyman::service::connect_url(conn.url()).await?, None)
+    } else if let Some(path) = &state.state_file {
+        let bus = keyman::service::connect_url(conn.url()).await?;
+        (bus, Some(Arc::new(FileStore::new(path.clone()))))
+    } else {
+        let name = state
+            .state_name
+            .as_deref()
+            .unwrap_or(&config.channels.announce);
+        let (bus, store) = keyman::service::connect_url_with_store(conn.url(), name).await?;
+        (bus, Some(store))
+    };
     tracing::info!(url = %redact(conn.url()), "connected");
-    let stopped = Orchestrator::new(bus, config)
+    let mut orchestrator = Orchestrator::new(bus, config);
+    if let Some(store) = store {
+        orchestrator = orchestrator.with_store(store);
+    }
+    let stopped = orchestrator
         .run_until(shutdown_signal())
         .await
         .map_err(|e| KeyError::Disconnected(e.to_string()))?;

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use keyman_transport::{
-    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Message, Subscription,
+    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Message, StateStore, Subscription,
     SubscriptionSender,
 };
 use std::str::FromStr;
@@ -175,6 +175,201 @@ impl NatsBus {
     /// `host:port` of the (first) server it talks to.
     pub fn server(&self) -> &str {
         &self.shared.server
+    }
+
+    /// A [`StateStore`] in entry `key` of the JetStream key-value bucket
+    /// `bucket` (its stream `KV_{bucket}` is created on first use, keeping one
+    /// value per key; the server must run with JetStream). Values are limited
+    /// by the server's largest message (1 MiB by default). It speaks the
+    /// JetStream API directly, so it works with servers from 2.9 on.
+    pub fn state_store(&self, bucket: impl Into<String>, key: impl Into<String>) -> NatsStore {
+        NatsStore {
+            bus: self.clone(),
+            bucket: bucket.into(),
+            key: key.into(),
+            ready: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+}
+
+/// A [`StateStore`] in one entry of a NATS JetStream key-value bucket. Made by
+/// [`NatsBus::state_store`].
+#[derive(Clone)]
+pub struct NatsStore {
+    bus: NatsBus,
+    bucket: String,
+    key: String,
+    ready: Arc<tokio::sync::OnceCell<()>>,
+}
+
+impl std::fmt::Debug for NatsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsStore")
+            .field("server", &self.bus.server())
+            .field("bucket", &self.bucket)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+/// JetStream's error code for "stream name already in use".
+const STREAM_NAME_IN_USE: u64 = 10058;
+/// JetStream's error code for "no message found".
+const NO_MESSAGE_FOUND: u64 = 10037;
+
+impl NatsStore {
+    fn stream(&self) -> String {
+        format!("KV_{}", self.bucket)
+    }
+
+    fn subject(&self) -> String {
+        format!("$KV.{}.{}", self.bucket, self.key)
+    }
+
+    /// A JetStream API call: the JSON answer, or its `error` as a [`BusError`]
+    /// unless its code is `tolerated`.
+    async fn api(
+        &self,
+        subject: &str,
+        body: &[u8],
+        tolerated: u64,
+    ) -> Result<Option<serde_json::Value>, BusError> {
+        let timeout = self.bus.options().operation_timeout;
+        let answer = self
+            .bus
+            .request(subject, body, timeout)
+            .await
+            .map_err(|e| match e {
+                BusError::NoResponders(_) => BusError::Broker(format!(
+                    "JetStream is not enabled on the NATS server at {}",
+                    self.bus.server()
+                )),
+                other => other,
+            })?;
+        let value: serde_json::Value = serde_json::from_slice(&answer)
+            .map_err(|e| BusError::Broker(format!("unreadable JetStream answer: {e}")))?;
+        match value.get("error") {
+            None => Ok(Some(value)),
+            Some(err)
+                if err.get("err_code").and_then(serde_json::Value::as_u64) == Some(tolerated) =>
+            {
+                Ok(None)
+            }
+            Some(err) => Err(BusError::Broker(format!(
+                "JetStream on {}: {}",
+                self.bus.server(),
+                err.get("description")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("an error without description")
+            ))),
+        }
+    }
+
+    async fn ensure_stream(&self) -> Result<(), BusError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let config = serde_json::json!({
+                    "name": self.stream(),
+                    "subjects": [format!("$KV.{}.>", self.bucket)],
+                    "max_msgs_per_subject": 1,
+                    "discard": "new",
+                    "storage": "file",
+                    "num_replicas": 1,
+                    "allow_rollup_hdrs": true,
+                    "deny_delete": true,
+                    "allow_direct": true,
+                });
+                let body = serde_json::to_vec(&config).unwrap_or_default();
+                let subject = format!("$JS.API.STREAM.CREATE.{}", self.stream());
+                self.api(&subject, &body, STREAM_NAME_IN_USE)
+                    .await
+                    .map(drop)
+            })
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl StateStore for NatsStore {
+    async fn load(&self) -> Result<Option<Vec<u8>>, BusError> {
+        self.ensure_stream().await?;
+        let body = serde_json::to_vec(&serde_json::json!({ "last_by_subj": self.subject() }))
+            .unwrap_or_default();
+        let subject = format!("$JS.API.STREAM.MSG.GET.{}", self.stream());
+        let Some(answer) = self.api(&subject, &body, NO_MESSAGE_FOUND).await? else {
+            return Ok(None);
+        };
+        let data = answer
+            .pointer("/message/data")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        decode_base64(data)
+            .map(Some)
+            .ok_or_else(|| BusError::Broker("a stored value that is not base64".into()))
+    }
+
+    async fn save(&self, state: &[u8]) -> Result<(), BusError> {
+        self.ensure_stream().await?;
+        // Publishing on the key's subject with a request waits for JetStream's ack.
+        self.api(&self.subject(), state, 0).await.map(drop)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "NATS key-value {}/{} on {}",
+            self.bucket,
+            self.key,
+            self.bus.server()
+        )
+    }
+}
+
+/// Decodes standard base64 (with or without padding); `None` if it is not.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+    let bytes: Vec<u8> = text.bytes().filter(|&c| c != b'=').collect();
+    if bytes.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            acc |= value(c)? << (18 - 6 * i);
+        }
+        let n = chunk.len() - 1;
+        out.extend_from_slice(&acc.to_be_bytes()[1..1 + n]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod base64_tests {
+    use super::decode_base64;
+
+    #[test]
+    fn decodes_standard_base64() {
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert_eq!(decode_base64("Zg==").unwrap(), b"f");
+        assert_eq!(decode_base64("Zm8=").unwrap(), b"fo");
+        assert_eq!(decode_base64("Zm9v").unwrap(), b"foo");
+        assert_eq!(decode_base64("Zm9vYmFy").unwrap(), b"foobar");
+        assert_eq!(
+            decode_base64("eyJhIjpbMSwyXX0=").unwrap(),
+            br#"{"a":[1,2]}"#
+        );
+        assert!(decode_base64("Zm9v!").is_none());
+        assert!(decode_base64("Z").is_none());
     }
 }
 

@@ -22,7 +22,7 @@
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use keyman_transport::{
-    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Message, Subscription,
+    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Message, StateStore, Subscription,
     SubscriptionSender,
 };
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -118,6 +118,72 @@ impl RedisBus {
     /// `host:port` of the server it talks to.
     pub fn server(&self) -> &str {
         &self.shared.server
+    }
+
+    /// A [`StateStore`] in the Redis key `key`, in the database of the URL,
+    /// over this bus's connection.
+    pub fn state_store(&self, key: impl Into<String>) -> RedisStore {
+        RedisStore {
+            shared: self.shared.clone(),
+            key: key.into(),
+        }
+    }
+}
+
+/// A [`StateStore`] in one Redis key (`GET` / `SET`), in the database the URL
+/// names. Made by [`RedisBus::state_store`].
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<BusShared>,
+    key: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("server", &self.shared.server)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl RedisStore {
+    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
+        let shared = &self.shared;
+        shared
+            .bounded(async {
+                let (number, mut connection) = shared.publisher_connection().await?;
+                match cmd.query_async::<T>(&mut connection).await {
+                    Ok(v) => Ok(v),
+                    Err(err) => {
+                        let error = shared.bus_error(&err);
+                        if matches!(error, BusError::Disconnected(_) | BusError::Timeout(_)) {
+                            shared.forget_publisher(Some(number)).await;
+                        }
+                        Err(error)
+                    }
+                }
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    async fn load(&self) -> Result<Option<Vec<u8>>, BusError> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(&self.key);
+        self.command::<Option<Vec<u8>>>(cmd).await
+    }
+
+    async fn save(&self, state: &[u8]) -> Result<(), BusError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&self.key).arg(state);
+        self.command::<()>(cmd).await
+    }
+
+    fn describe(&self) -> String {
+        format!("redis key {} on {}", self.key, self.shared.server)
     }
 }
 

@@ -11,12 +11,14 @@ use std::time::Duration;
 mod backoff;
 mod memory;
 mod queue;
+mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use backoff::Backoff;
 pub use memory::MemoryBus;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
+pub use store::{FileStore, MemoryStore, StateStore};
 
 /// One message received from a [`Bus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
