@@ -263,9 +263,37 @@ async fn wait_replies_are_waited_out_within_the_deadline() {
     let call = tokio::spawn(async move { short.request("p").await });
     let (channel, id) = next_new(&mut requests).await;
     let start = std::time::Instant::now();
-    bus.publish(&channel, &Reply::Wait(60).encode(id.as_ref()))
+    // The largest wait the wire can carry must not overflow the client's clock.
+    bus.publish(&channel, &Reply::Wait(u64::MAX).encode(id.as_ref()))
         .await
         .unwrap();
     assert!(matches!(call.await.unwrap(), Err(KeyError::Timeout(_))));
     assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn the_longest_deadline_does_not_overflow_the_clock() {
+    let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+    let orch = tokio::spawn(Orchestrator::new(bus.clone(), EngineConfig::default()).run());
+    let admin = KeyPublisher::connect(bus.clone(), config(5000))
+        .await
+        .unwrap();
+    admin.ping().await.unwrap();
+    admin.publish("p", "k").await.unwrap();
+    let worker = KeyClient::connect(
+        bus.clone(),
+        ClientConfig {
+            deadline: Duration::MAX,
+            ..ClientConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(worker.request("p").await, Ok("k".to_string()));
+    assert_eq!(
+        worker.request_within("p", Duration::MAX).await,
+        Ok("k".to_string())
+    );
+    admin.shutdown().await.unwrap();
+    orch.await.unwrap().unwrap();
 }

@@ -212,7 +212,7 @@ impl Shared {
 
     fn request_blocking(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
         super::require_non_empty("platform", platform)?;
-        let give_up = std::time::Instant::now() + deadline;
+        let give_up = super::instant_after(deadline);
         let mut state = self.lock();
         loop {
             let until = match self.attempt(&mut state, platform)? {
@@ -232,7 +232,7 @@ impl Shared {
 
     async fn request(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
         super::require_non_empty("platform", platform)?;
-        let give_up = std::time::Instant::now() + deadline;
+        let give_up = super::instant_after(deadline);
         loop {
             // Register for wake-ups before looking at the pool, so that a publish
             // between the look and the wait is not missed.

@@ -83,6 +83,15 @@ pub(crate) fn random_seed() -> u64 {
     h.finish()
 }
 
+/// The instant `d` from now, or a century from now if `d` is longer: a
+/// deadline given by a user never overflows the clock.
+pub(crate) fn instant_after(d: Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// `InvalidArgument` when a platform name or key is empty.
 pub(crate) fn require_non_empty(what: &str, value: &str) -> Result<(), KeyError> {
     if value.is_empty() {
