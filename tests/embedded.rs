@@ -70,12 +70,7 @@ fn a_blocked_thread_is_woken_by_a_publish_from_another_thread() {
     // with a short deadline of its own.
     let limiter = pool.clone();
     let expired = std::thread::spawn(move || limiter.expire("p", "tok_a", reset).map(drop).err());
-    let started = Instant::now();
-    let waiter = {
-        let pool = pool.clone();
-        std::thread::spawn(move || pool.request_within("p", Duration::from_secs(20)))
-    };
-    // Publish only once the key is known to be rate limited.
+    // Ask only once the key is known to be rate limited, so the request blocks.
     while pool
         .status()
         .unwrap()
@@ -84,6 +79,13 @@ fn a_blocked_thread_is_woken_by_a_publish_from_another_thread() {
     {
         std::thread::yield_now();
     }
+    let started = Instant::now();
+    let waiter = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.request_within("p", Duration::from_secs(20)))
+    };
+    // Nothing observable says the thread is blocked yet; give it a moment.
+    std::thread::sleep(Duration::from_millis(100));
     pool.publish("p", "tok_b").unwrap();
     assert_eq!(waiter.join().unwrap(), Ok("tok_b".to_string()));
     assert!(started.elapsed() < Duration::from_secs(5));
