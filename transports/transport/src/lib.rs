@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 mod backoff;
+mod lease;
 mod memory;
 mod queue;
 mod store;
@@ -16,6 +17,7 @@ mod store;
 pub mod testing;
 
 pub use backoff::Backoff;
+pub use lease::{Lease, MemoryLease};
 pub use memory::MemoryBus;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
 pub use store::{FileStore, MemoryStore, StateStore};
