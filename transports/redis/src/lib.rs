@@ -22,8 +22,8 @@
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use keyman_transport::{
-    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Message, StateStore, Subscription,
-    SubscriptionSender,
+    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Lease, Message, StateStore,
+    Subscription, SubscriptionSender,
 };
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
@@ -128,6 +128,82 @@ impl RedisBus {
             key: key.into(),
         }
     }
+
+    /// A [`Lease`] in the Redis key `key` (in the database of the URL), over
+    /// this bus's connection. It uses the server's own key expiry, so the
+    /// clocks of the orchestrators need not agree.
+    pub fn lease(&self, key: impl Into<String>) -> RedisLease {
+        RedisLease {
+            shared: self.shared.clone(),
+            key: key.into(),
+        }
+    }
+}
+
+/// Takes the lease in `KEYS[1]` for holder `ARGV[1]` for `ARGV[2]` milliseconds,
+/// or renews it if that holder has it: 1 if the holder has it now, else 0.
+const ACQUIRE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+elseif redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+else
+  return 0
+end
+";
+
+/// Deletes the lease in `KEYS[1]` if holder `ARGV[1]` has it.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+else
+  return 0
+end
+";
+
+/// A [`Lease`] in one Redis key that holds the holder's name and expires
+/// with the lease (`SET NX PX`, renewed with `PEXPIRE`, both inside a Lua
+/// script so that checking and writing are one step). Made by
+/// [`RedisBus::lease`].
+#[derive(Clone)]
+pub struct RedisLease {
+    shared: Arc<BusShared>,
+    key: String,
+}
+
+impl std::fmt::Debug for RedisLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLease")
+            .field("server", &self.shared.server)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Lease for RedisLease {
+    async fn try_acquire(&self, holder: &str, ttl: Duration) -> Result<bool, BusError> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(ACQUIRE_SCRIPT)
+            .arg(1)
+            .arg(&self.key)
+            .arg(holder)
+            .arg(ttl_ms);
+        let held: i64 = self.shared.command(cmd).await?;
+        Ok(held == 1)
+    }
+
+    async fn release(&self, holder: &str) -> Result<(), BusError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_SCRIPT).arg(1).arg(&self.key).arg(holder);
+        self.shared.command::<i64>(cmd).await.map(drop)
+    }
+
+    fn describe(&self) -> String {
+        format!("redis key {} on {}", self.key, self.shared.server)
+    }
 }
 
 /// A [`StateStore`] in one Redis key (`GET` / `SET`), in the database the URL
@@ -147,39 +223,18 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-impl RedisStore {
-    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
-        let shared = &self.shared;
-        shared
-            .bounded(async {
-                let (number, mut connection) = shared.publisher_connection().await?;
-                match cmd.query_async::<T>(&mut connection).await {
-                    Ok(v) => Ok(v),
-                    Err(err) => {
-                        let error = shared.bus_error(&err);
-                        if matches!(error, BusError::Disconnected(_) | BusError::Timeout(_)) {
-                            shared.forget_publisher(Some(number)).await;
-                        }
-                        Err(error)
-                    }
-                }
-            })
-            .await
-    }
-}
-
 #[async_trait]
 impl StateStore for RedisStore {
     async fn load(&self) -> Result<Option<Vec<u8>>, BusError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(&self.key);
-        self.command::<Option<Vec<u8>>>(cmd).await
+        self.shared.command::<Option<Vec<u8>>>(cmd).await
     }
 
     async fn save(&self, state: &[u8]) -> Result<(), BusError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(&self.key).arg(state);
-        self.command::<()>(cmd).await
+        self.shared.command::<()>(cmd).await
     }
 
     fn describe(&self) -> String {
@@ -231,6 +286,24 @@ impl BusShared {
         tokio::time::timeout(self.options.operation_timeout, operation)
             .await
             .unwrap_or(Err(BusError::Timeout(self.options.operation_timeout)))
+    }
+
+    /// Runs a command on the publishing connection, within the operation timeout.
+    async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
+        self.bounded(async {
+            let (number, mut connection) = self.publisher_connection().await?;
+            match cmd.query_async::<T>(&mut connection).await {
+                Ok(v) => Ok(v),
+                Err(err) => {
+                    let error = self.bus_error(&err);
+                    if matches!(error, BusError::Disconnected(_) | BusError::Timeout(_)) {
+                        self.forget_publisher(Some(number)).await;
+                    }
+                    Err(error)
+                }
+            }
+        })
+        .await
     }
 
     /// The publishing connection, opened if there is none.

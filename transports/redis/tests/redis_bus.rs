@@ -2,7 +2,7 @@
 
 use keyman_redis::{RedisBus, RedisOptions};
 use keyman_transport::testing::{RedisServer, conformance};
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Subscription};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, Subscription};
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,16 @@ async fn a_shared_handle_passes_the_conformance_suite() {
         async move { bus }
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_lease_passes_the_conformance_suite() {
+    let server = start_server();
+    let first = connect(&server.url()).await;
+    let second = connect(&server.url()).await;
+    let key = "keyman:leader:conformance";
+    conformance::lease(&first.lease(key), &second.lease(key)).await;
+    assert!(first.lease(key).describe().contains(key));
 }
 
 #[tokio::test]
