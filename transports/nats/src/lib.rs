@@ -28,8 +28,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use keyman_transport::{
-    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Message, StateStore, Subscription,
-    SubscriptionSender,
+    Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Lease, Message, StateStore,
+    Subscription, SubscriptionSender,
 };
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
@@ -192,6 +192,153 @@ impl NatsBus {
     }
 }
 
+impl NatsBus {
+    /// A [`Lease`] in entry `key` of the JetStream key-value bucket `bucket`
+    /// (the same stream layout as [`NatsBus::state_store`]).
+    ///
+    /// The entry holds the holder and when its lease expires, in wall-clock
+    /// milliseconds: **the orchestrators' clocks must agree to within a
+    /// fraction of the time to live** (well under half of it), or a standby
+    /// whose clock runs ahead may take the lease while its holder still
+    /// serves. Writes are conditional on the entry's last sequence, so of two
+    /// orchestrators that read the same entry only one can write it.
+    pub fn lease(&self, bucket: impl Into<String>, key: impl Into<String>) -> NatsLease {
+        NatsLease {
+            entry: self.state_store(bucket, key),
+        }
+    }
+}
+
+/// A [`Lease`] in one entry of a NATS JetStream key-value bucket: the value
+/// is `{"holder": .., "expires_ms": ..}`, written with the header
+/// `Nats-Expected-Last-Subject-Sequence` so that JetStream refuses a write
+/// when someone else wrote in between. Expiry is by the wall clock; see
+/// [`NatsBus::lease`]. Made by [`NatsBus::lease`].
+#[derive(Clone)]
+pub struct NatsLease {
+    entry: NatsStore,
+}
+
+impl std::fmt::Debug for NatsLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsLease")
+            .field("server", &self.entry.bus.server())
+            .field("bucket", &self.entry.bucket)
+            .field("key", &self.entry.key)
+            .finish()
+    }
+}
+
+/// What a lease entry says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LeaseEntry {
+    /// The sequence of the entry's last message, 0 if it has none.
+    seq: u64,
+    /// The holder and when its lease expires (wall-clock ms), if the entry names one.
+    held: Option<(String, u64)>,
+}
+
+/// The wall clock in milliseconds since the Unix epoch.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Reads a lease value; `None` for anything that is not one (treated as free).
+fn parse_lease_value(bytes: &[u8]) -> Option<(String, u64)> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let holder = value.get("holder")?.as_str()?;
+    let expires_ms = value.get("expires_ms")?.as_u64()?;
+    (!holder.is_empty()).then(|| (holder.to_owned(), expires_ms))
+}
+
+impl NatsLease {
+    /// The entry's last message.
+    async fn read(&self) -> Result<LeaseEntry, BusError> {
+        let entry = &self.entry;
+        entry.ensure_stream().await?;
+        let body = serde_json::to_vec(&serde_json::json!({ "last_by_subj": entry.subject() }))
+            .unwrap_or_default();
+        let subject = format!("$JS.API.STREAM.MSG.GET.{}", entry.stream());
+        let Some(answer) = entry.api(&subject, &body, &[NO_MESSAGE_FOUND]).await? else {
+            return Ok(LeaseEntry { seq: 0, held: None });
+        };
+        let seq = answer
+            .pointer("/message/seq")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| BusError::Broker("a JetStream message without a sequence".into()))?;
+        let data = answer
+            .pointer("/message/data")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        let held = decode_base64(data).and_then(|bytes| parse_lease_value(&bytes));
+        Ok(LeaseEntry { seq, held })
+    }
+
+    /// Writes the entry if its last message is still `seq`; `false` if someone
+    /// wrote it meanwhile.
+    async fn write(&self, seq: u64, holder: &str, expires_ms: u64) -> Result<bool, BusError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "holder": holder,
+            "expires_ms": expires_ms,
+        }))
+        .unwrap_or_default();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Expected-Last-Subject-Sequence", seq.to_string());
+        let written = self
+            .entry
+            .api_with_headers(
+                &self.entry.subject(),
+                Some(headers),
+                &body,
+                &[WRONG_LAST_SEQUENCE],
+            )
+            .await?;
+        Ok(written.is_some())
+    }
+}
+
+#[async_trait]
+impl Lease for NatsLease {
+    async fn try_acquire(&self, holder: &str, ttl: Duration) -> Result<bool, BusError> {
+        let entry = self.read().await?;
+        let now = wall_clock_ms();
+        if let Some((current, expires_ms)) = &entry.held
+            && current != holder
+            && *expires_ms > now
+        {
+            return Ok(false);
+        }
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.write(entry.seq, holder, now.saturating_add(ttl_ms))
+            .await
+    }
+
+    async fn release(&self, holder: &str) -> Result<(), BusError> {
+        let entry = self.read().await?;
+        if entry
+            .held
+            .as_ref()
+            .is_some_and(|(current, _)| current == holder)
+        {
+            // Refused only if someone wrote meanwhile: then it is not ours any more.
+            self.write(entry.seq, "", 0).await?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "NATS key-value {}/{} on {}",
+            self.entry.bucket,
+            self.entry.key,
+            self.entry.bus.server()
+        )
+    }
+}
+
 /// A [`StateStore`] in one entry of a NATS JetStream key-value bucket. Made by
 /// [`NatsBus::state_store`].
 #[derive(Clone)]
@@ -212,8 +359,14 @@ impl std::fmt::Debug for NatsStore {
     }
 }
 
+/// JetStream's error code for "wrong last sequence": someone else wrote the
+/// subject since it was read.
+const WRONG_LAST_SEQUENCE: u64 = 10071;
 /// JetStream's error code for "stream name already in use".
 const STREAM_NAME_IN_USE: u64 = 10058;
+/// JetStream's error code for "subjects overlap with an existing stream": what
+/// the slower of two clients creating the same stream at once may get.
+const SUBJECTS_OVERLAP: u64 = 10065;
 /// JetStream's error code for "no message found".
 const NO_MESSAGE_FOUND: u64 = 10037;
 
@@ -227,17 +380,29 @@ impl NatsStore {
     }
 
     /// A JetStream API call: the JSON answer, or its `error` as a [`BusError`]
-    /// unless its code is `tolerated`.
+    /// unless its code is one of `tolerated` (then `None`).
     async fn api(
         &self,
         subject: &str,
         body: &[u8],
-        tolerated: u64,
+        tolerated: &[u64],
+    ) -> Result<Option<serde_json::Value>, BusError> {
+        self.api_with_headers(subject, None, body, tolerated).await
+    }
+
+    /// [`api`](Self::api) with message headers.
+    async fn api_with_headers(
+        &self,
+        subject: &str,
+        headers: Option<async_nats::HeaderMap>,
+        body: &[u8],
+        tolerated: &[u64],
     ) -> Result<Option<serde_json::Value>, BusError> {
         let timeout = self.bus.options().operation_timeout;
         let answer = self
             .bus
-            .request(subject, body, timeout)
+            .shared
+            .request(subject, headers, body, timeout)
             .await
             .map_err(|e| match e {
                 BusError::NoResponders(_) => BusError::Broker(format!(
@@ -251,7 +416,10 @@ impl NatsStore {
         match value.get("error") {
             None => Ok(Some(value)),
             Some(err)
-                if err.get("err_code").and_then(serde_json::Value::as_u64) == Some(tolerated) =>
+                if err
+                    .get("err_code")
+                    .and_then(serde_json::Value::as_u64)
+                    .is_some_and(|code| tolerated.contains(&code)) =>
             {
                 Ok(None)
             }
@@ -281,7 +449,7 @@ impl NatsStore {
                 });
                 let body = serde_json::to_vec(&config).unwrap_or_default();
                 let subject = format!("$JS.API.STREAM.CREATE.{}", self.stream());
-                self.api(&subject, &body, STREAM_NAME_IN_USE)
+                self.api(&subject, &body, &[STREAM_NAME_IN_USE, SUBJECTS_OVERLAP])
                     .await
                     .map(drop)
             })
@@ -297,7 +465,7 @@ impl StateStore for NatsStore {
         let body = serde_json::to_vec(&serde_json::json!({ "last_by_subj": self.subject() }))
             .unwrap_or_default();
         let subject = format!("$JS.API.STREAM.MSG.GET.{}", self.stream());
-        let Some(answer) = self.api(&subject, &body, NO_MESSAGE_FOUND).await? else {
+        let Some(answer) = self.api(&subject, &body, &[NO_MESSAGE_FOUND]).await? else {
             return Ok(None);
         };
         let data = answer
@@ -312,7 +480,7 @@ impl StateStore for NatsStore {
     async fn save(&self, state: &[u8]) -> Result<(), BusError> {
         self.ensure_stream().await?;
         // Publishing on the key's subject with a request waits for JetStream's ack.
-        self.api(&self.subject(), state, 0).await.map(drop)
+        self.api(&self.subject(), state, &[]).await.map(drop)
     }
 
     fn describe(&self) -> String {
@@ -355,7 +523,24 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod base64_tests {
-    use super::decode_base64;
+    use super::{decode_base64, parse_lease_value};
+
+    #[test]
+    fn reads_lease_values_and_treats_anything_else_as_free() {
+        assert_eq!(
+            parse_lease_value(br#"{"holder": "a-1", "expires_ms": 42}"#),
+            Some(("a-1".to_owned(), 42))
+        );
+        assert_eq!(
+            parse_lease_value(br#"{"holder": "", "expires_ms": 0}"#),
+            None
+        );
+        assert_eq!(
+            parse_lease_value(br#"{"holder": 7, "expires_ms": 1}"#),
+            None
+        );
+        assert_eq!(parse_lease_value(b"not json"), None);
+    }
 
     #[test]
     fn decodes_standard_base64() {
@@ -501,6 +686,44 @@ impl BusShared {
                 PublishErrorKind::Send => self.lost("publish", &err),
             })?;
         self.flush().await
+    }
+
+    /// A NATS request with optional headers; see [`Bus::request`].
+    async fn request(
+        &self,
+        channel: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        self.ensure_connected()?;
+        let mut request = async_nats::Request::new()
+            .payload(payload.to_vec().into())
+            .timeout(Some(timeout));
+        if let Some(headers) = headers {
+            request = request.headers(headers);
+        }
+        let asking = self.client.send_request(channel.to_owned(), request);
+        let answer = match tokio::time::timeout(timeout, asking).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(BusError::Timeout(timeout)),
+        };
+        match answer {
+            Ok(message) => Ok(message.payload.to_vec()),
+            Err(err) => Err(match err.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders(channel.to_owned()),
+                RequestErrorKind::TimedOut => BusError::Timeout(timeout),
+                RequestErrorKind::InvalidSubject => {
+                    BusError::Config(format!("{channel:?} is not a valid NATS subject"))
+                }
+                RequestErrorKind::MaxPayloadExceeded => BusError::Broker(format!(
+                    "a payload of {} bytes exceeds the limit of the NATS server at {}: {err}",
+                    payload.len(),
+                    self.server
+                )),
+                RequestErrorKind::Other => self.lost("request", &err),
+            }),
+        }
     }
 
     /// Subscribes the client to each channel and makes sure the server has seen it.
@@ -664,31 +887,7 @@ impl Bus for NatsBus {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        self.shared.ensure_connected()?;
-        let request = async_nats::Request::new()
-            .payload(payload.to_vec().into())
-            .timeout(Some(timeout));
-        let asking = self.shared.client.send_request(channel.to_owned(), request);
-        let answer = match tokio::time::timeout(timeout, asking).await {
-            Ok(answer) => answer,
-            Err(_) => return Err(BusError::Timeout(timeout)),
-        };
-        match answer {
-            Ok(message) => Ok(message.payload.to_vec()),
-            Err(err) => Err(match err.kind() {
-                RequestErrorKind::NoResponders => BusError::NoResponders(channel.to_owned()),
-                RequestErrorKind::TimedOut => BusError::Timeout(timeout),
-                RequestErrorKind::InvalidSubject => {
-                    BusError::Config(format!("{channel:?} is not a valid NATS subject"))
-                }
-                RequestErrorKind::MaxPayloadExceeded => BusError::Broker(format!(
-                    "a payload of {} bytes exceeds the limit of the NATS server at {}: {err}",
-                    payload.len(),
-                    self.shared.server
-                )),
-                RequestErrorKind::Other => self.shared.lost("request", &err),
-            }),
-        }
+        self.shared.request(channel, None, payload, timeout).await
     }
 
     fn supports_request(&self) -> bool {

@@ -2,7 +2,7 @@
 
 use keyman_nats::{NatsBus, NatsOptions};
 use keyman_transport::testing::{NatsServer, conformance};
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Subscription};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, Subscription};
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,24 @@ async fn a_shared_handle_passes_the_conformance_suite() {
         async move { bus }
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_lease_passes_the_conformance_suite() {
+    let server = start_server();
+    let first = connect(&server.url()).await;
+    let second = connect(&server.url()).await;
+    conformance::lease(
+        &first.lease("keyman", "leader.conformance"),
+        &second.lease("keyman", "leader.conformance"),
+    )
+    .await;
+    assert!(
+        first
+            .lease("keyman", "leader.conformance")
+            .describe()
+            .contains("keyman/leader.conformance")
+    );
 }
 
 #[tokio::test]
