@@ -14,10 +14,25 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 /// How many fresh ports [`ServerProcess::start`] tries when a port turns out to be taken.
 const PORT_ATTEMPTS: usize = 5;
 
-/// The `redis-server` binary the tests run.
+/// Where Debian installs `redis-server`; used when it is not found otherwise.
 pub const REDIS_SERVER_BINARY: &str = "/usr/bin/redis-server";
-/// The `nats-server` binary the tests run.
+/// Where Debian installs `nats-server`; used when it is not found otherwise.
 pub const NATS_SERVER_BINARY: &str = "/usr/sbin/nats-server";
+
+/// The binary to run: the path in `env_var` if set, else `name` found on `PATH`
+/// or in the usual system folders, else `fallback`.
+fn find_binary(env_var: &str, name: &str, fallback: &str) -> String {
+    if let Some(path) = std::env::var_os(env_var).filter(|p| !p.is_empty()) {
+        return path.to_string_lossy().into_owned();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| fallback.to_string())
+}
 
 /// A `redis-server` on a free loopback port, with no persistence, in its own
 /// temporary directory. It is killed when dropped.
@@ -132,10 +147,16 @@ enum ServerKind {
 }
 
 impl ServerKind {
-    fn binary(self) -> &'static str {
+    /// The server binary: `KEYMAN_REDIS_SERVER` / `KEYMAN_NATS_SERVER` if set,
+    /// else found on `PATH` or in the system folders.
+    fn binary(self) -> String {
         match self {
-            ServerKind::Redis => REDIS_SERVER_BINARY,
-            ServerKind::Nats => NATS_SERVER_BINARY,
+            ServerKind::Redis => {
+                find_binary("KEYMAN_REDIS_SERVER", "redis-server", REDIS_SERVER_BINARY)
+            }
+            ServerKind::Nats => {
+                find_binary("KEYMAN_NATS_SERVER", "nats-server", NATS_SERVER_BINARY)
+            }
         }
     }
 
