@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use keyman_transport::{
-    Bus, BusError, BusEvent, FileStore, MemoryStore, Message, StateStore, Subscription,
+    Bus, BusError, BusEvent, FileStore, Lease, MemoryLease, MemoryStore, Message, StateStore,
+    Subscription,
 };
 
 /// The default deadline of a client call.
@@ -120,7 +121,9 @@ mod orchestrator;
 mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};
-pub use orchestrator::{DEFAULT_SAVE_INTERVAL, Orchestrator, OrchestratorError, Stopped};
+pub use orchestrator::{
+    DEFAULT_SAVE_INTERVAL, MIN_LEASE_TTL, Orchestrator, OrchestratorError, Stopped,
+};
 
 /// Connects to the broker named by `url`, choosing the transport by its scheme:
 /// `redis://` and `rediss://` (feature `redis`), `nats://` and `tls://` (feature

@@ -1,0 +1,336 @@
+//! Standby takeover over the in-memory bus: two orchestrators share a lease
+//! and a state store; only the holder answers, and the other takes over with
+//! the saved state when the first stops or loses the lease.
+
+#![cfg(feature = "tokio")]
+
+use async_trait::async_trait;
+use keyman::EngineConfig;
+use keyman::service::{
+    Bus, BusError, BusEvent, ClientConfig, KeyAdmin, KeyClient, KeyPublisher, KeySource, Lease,
+    MemoryLease, MemoryStore, Orchestrator, Stopped, Subscription,
+};
+use keyman_transport::MemoryBus;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+const TTL: Duration = Duration::from_millis(300);
+const WAIT: Duration = Duration::from_secs(10);
+const REQ: &str = "worker-oath-request";
+
+/// A lease that can be cut off from its broker: while broken, every call fails.
+struct BreakableLease {
+    inner: MemoryLease,
+    broken: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl Lease for BreakableLease {
+    async fn try_acquire(&self, holder: &str, ttl: Duration) -> Result<bool, BusError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(BusError::Disconnected("cut off for the test".into()));
+        }
+        self.inner.try_acquire(holder, ttl).await
+    }
+
+    async fn release(&self, holder: &str) -> Result<(), BusError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(BusError::Disconnected("cut off for the test".into()));
+        }
+        self.inner.release(holder).await
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+fn config() -> ClientConfig {
+    ClientConfig {
+        deadline: Duration::from_secs(2),
+        resend_interval: Duration::from_millis(100),
+        ..ClientConfig::default()
+    }
+}
+
+/// An orchestrator running in a task, stopped by `stop`.
+struct Running {
+    holder: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<Stopped, keyman::service::OrchestratorError>>,
+}
+
+impl Running {
+    fn start(bus: &MemoryBus, store: &MemoryStore, lease: Arc<dyn Lease>) -> Running {
+        let orchestrator = Orchestrator::new(Arc::new(bus.clone()), EngineConfig::default())
+            .with_store(Arc::new(store.clone()))
+            .with_save_interval(Duration::from_millis(20))
+            .with_lease(lease, TTL);
+        let holder = orchestrator.holder().to_owned();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(orchestrator.run_until(async {
+            let _ = stopped.await;
+        }));
+        Running {
+            holder,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) -> Stopped {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("the orchestrator stops")
+            .expect("task")
+            .expect("a clean stop")
+    }
+}
+
+/// Waits until `lease` is held by `holder`.
+async fn until_held_by(lease: &MemoryLease, holder: &str) {
+    let until = Instant::now() + WAIT;
+    while lease.holder().as_deref() != Some(holder) {
+        assert!(Instant::now() < until, "{holder} never took the lease");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends raw NEW requests (each with its own request id) and counts the
+/// replies per request id, as Augur's workers would see them.
+struct Prober {
+    bus: MemoryBus,
+    replies: Subscription,
+    next_id: AtomicU64,
+    counts: HashMap<u64, usize>,
+}
+
+impl Prober {
+    async fn new(bus: &MemoryBus) -> Prober {
+        let replies = bus
+            .subscribe(&[format!("{REQ}-4242")])
+            .await
+            .expect("subscribe replies");
+        Prober {
+            bus: bus.clone(),
+            replies,
+            next_id: AtomicU64::new(1),
+            counts: HashMap::new(),
+        }
+    }
+
+    async fn send_new(&self) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let payload = format!(
+            r#"{{"type": "NEW", "key_platform": "p", "requester_id": 4242, "request_id": {id}}}"#
+        );
+        self.bus
+            .publish(REQ, payload.as_bytes())
+            .await
+            .expect("publish NEW");
+        id
+    }
+
+    /// Reads the replies that arrive within `window`.
+    async fn collect(&mut self, window: Duration) {
+        let until = Instant::now() + window;
+        while let Ok(Some(event)) = tokio::time::timeout_at(until, self.replies.next()).await {
+            if let BusEvent::Message(m) = event {
+                let reply: serde_json::Value =
+                    serde_json::from_slice(&m.payload).expect("a JSON reply");
+                assert!(reply["key"].is_string(), "a key: {reply}");
+                let id = reply["request_id"].as_u64().expect("the request id echoed");
+                *self.counts.entry(id).or_default() += 1;
+            }
+        }
+    }
+
+    fn answered_twice(&self) -> Vec<u64> {
+        self.counts
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_holder_answers_and_a_standby_takes_over_with_the_saved_state() {
+    let bus = MemoryBus::new();
+    let store = MemoryStore::new();
+    let lease = MemoryLease::new("leader");
+    let first = Running::start(&bus, &store, Arc::new(lease.clone()));
+    until_held_by(&lease, &first.holder).await;
+    let second = Running::start(&bus, &store, Arc::new(lease.clone()));
+
+    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
+        .await
+        .expect("admin");
+    admin.ping().await.expect("the first orchestrator answers");
+    for key in ["key-a-0123456789", "key-b-0123456789", "key-c-0123456789"] {
+        admin.publish("p", key).await.expect("publish");
+    }
+    let worker = KeyClient::connect(Arc::new(bus.clone()), config())
+        .await
+        .expect("worker");
+    worker
+        .invalidate("p", "key-c-0123456789")
+        .await
+        .expect("invalidate");
+
+    // Only the holder answers: one reply per request.
+    let mut prober = Prober::new(&bus).await;
+    for _ in 0..5 {
+        prober.send_new().await;
+    }
+    prober.collect(Duration::from_millis(300)).await;
+    assert_eq!(prober.counts.len(), 5, "every request is answered");
+    assert!(prober.answered_twice().is_empty(), "{:?}", prober.counts);
+    assert_eq!(lease.holder().as_deref(), Some(first.holder.as_str()));
+
+    // A clean stop saves and releases: the standby takes over at once.
+    let stopped_at = Instant::now();
+    assert_eq!(first.stop().await, Stopped::Stopped);
+    until_held_by(&lease, &second.holder).await;
+    assert!(
+        stopped_at.elapsed() < TTL,
+        "a released lease is taken within ttl/3, took {:?}",
+        stopped_at.elapsed()
+    );
+    let until = Instant::now() + WAIT;
+    let status = loop {
+        match admin.status().await {
+            Ok(status) => break status,
+            Err(e) => assert!(Instant::now() < until, "the standby never answered: {e}"),
+        }
+    };
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!((status[0].fresh, status[0].invalid), (2, 1), "{status:?}");
+    assert_eq!(
+        admin.invalid_keys("p").await.expect("invalid"),
+        vec!["key-c-0123456789".to_string()]
+    );
+    let key = worker.request("p").await.expect("a key from the standby");
+    assert_ne!(key, "key-c-0123456789");
+    assert_eq!(second.stop().await, Stopped::Stopped);
+    assert_eq!(lease.holder(), None, "released on the way out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_cannot_renew_steps_down_before_the_standby_takes_over() {
+    let bus = MemoryBus::new();
+    let store = MemoryStore::new();
+    let lease = MemoryLease::new("leader");
+    let broken = Arc::new(AtomicBool::new(false));
+    let first = Running::start(
+        &bus,
+        &store,
+        Arc::new(BreakableLease {
+            inner: lease.clone(),
+            broken: broken.clone(),
+        }),
+    );
+    until_held_by(&lease, &first.holder).await;
+    let second = Running::start(&bus, &store, Arc::new(lease.clone()));
+    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
+        .await
+        .expect("admin");
+    admin.ping().await.expect("ping");
+    admin
+        .publish("p", "key-a-0123456789")
+        .await
+        .expect("publish");
+    admin
+        .publish("p", "key-b-0123456789")
+        .await
+        .expect("publish");
+    admin.ping().await.expect("ping");
+
+    // Requests keep coming while the first holder is cut off from the lease;
+    // none may be answered twice.
+    let mut prober = Prober::new(&bus).await;
+    broken.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+    while lease.holder().as_deref() != Some(second.holder.as_str()) {
+        assert!(cut.elapsed() < WAIT, "the standby never took over");
+        prober.send_new().await;
+        prober.collect(Duration::from_millis(10)).await;
+    }
+    let took_over = cut.elapsed();
+    assert!(
+        took_over >= TTL / 2,
+        "taken over after {took_over:?}, before the lease could expire"
+    );
+    // The new holder answers; every request is answered at most once.
+    let until = Instant::now() + WAIT;
+    loop {
+        let id = prober.send_new().await;
+        prober.collect(Duration::from_millis(50)).await;
+        if prober.counts.contains_key(&id) {
+            break;
+        }
+        assert!(Instant::now() < until, "the new holder never answered");
+    }
+    prober.collect(Duration::from_millis(100)).await;
+    assert!(
+        prober.answered_twice().is_empty(),
+        "answered twice: {:?}",
+        prober.answered_twice()
+    );
+
+    // The first one stands by rather than exiting, and takes over again when
+    // the second stops.
+    broken.store(false, Ordering::SeqCst);
+    assert!(!first.task.is_finished(), "the old holder exited");
+    admin
+        .publish("p", "key-c-0123456789")
+        .await
+        .expect("publish to the second");
+    admin.ping().await.expect("ping");
+    assert_eq!(second.stop().await, Stopped::Stopped);
+    until_held_by(&lease, &first.holder).await;
+    let until = Instant::now() + WAIT;
+    let keys = loop {
+        match admin.keys("p").await {
+            Ok(keys) => break keys,
+            Err(e) => assert!(Instant::now() < until, "the first never answered: {e}"),
+        }
+    };
+    assert_eq!(keys.len(), 3, "the state the second saved: {keys:?}");
+    assert_eq!(first.stop().await, Stopped::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_stops_when_told_without_ever_serving() {
+    let bus = MemoryBus::new();
+    let store = MemoryStore::new();
+    let lease = MemoryLease::new("leader");
+    assert!(lease.try_acquire("someone-else", WAIT).await.expect("take"));
+    let standby = Running::start(&bus, &store, Arc::new(lease.clone()));
+    let admin = KeyPublisher::connect(
+        Arc::new(bus.clone()),
+        ClientConfig {
+            deadline: Duration::from_millis(200),
+            ..config()
+        },
+    )
+    .await
+    .expect("admin");
+    assert!(admin.ping().await.is_err(), "a standby does not answer");
+    assert_eq!(standby.stop().await, Stopped::Stopped);
+    assert_eq!(lease.holder().as_deref(), Some("someone-else"));
+    assert_eq!(
+        keyman::service::StateStore::load(&store)
+            .await
+            .expect("load"),
+        None,
+        "a standby saves nothing"
+    );
+}
