@@ -273,3 +273,50 @@ fn serve_keeps_its_state_in_a_file_when_told() {
     ));
     assert_eq!(keys, serde_json::json!([KEY_A]));
 }
+
+#[test]
+fn serve_standby_checks_its_options_and_warns_about_state_it_cannot_share() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let o = keyman(&url, &["serve", "--standby", "--lease-ttl", "0"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = keyman(&url, &["serve", "--lease-ttl", "2"]);
+    assert_eq!(o.status.code(), Some(2), "--lease-ttl needs --standby");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("keyman-state.json");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let mut first = Serve::start_with(
+        &broker,
+        &["--standby", "--lease-ttl", "1", "--state-file", file_arg],
+    );
+    ok(keyman(&url, &["ping"]));
+    assert!(
+        first.log().contains("--standby with --state-file"),
+        "{}",
+        first.log()
+    );
+    let second = Serve::start_with(&broker, &["--standby", "--lease-ttl", "1", "--no-state"]);
+    let until = Instant::now() + Duration::from_secs(10);
+    while !(second.log().contains("standing by")
+        && second.log().contains("--standby with --no-state"))
+    {
+        assert!(Instant::now() < until, "no standby:\n{}", second.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(keyman(&url, &["shutdown"]));
+    assert!(
+        first
+            .wait_exit(Duration::from_secs(10))
+            .expect("exits")
+            .success()
+    );
+    // The standby takes over, without state.
+    ok(keyman(&url, &["ping"]));
+    assert_eq!(ok(keyman(&url, &["platforms", "--json"])).trim(), "[]");
+}

@@ -56,3 +56,8 @@ async fn no_orchestrator_is_a_fast_typed_error_over_nats() {
 async fn state_survives_restart_over_nats() {
     scenarios::state_survives_restart(Broker::nats()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_over_nats() {
+    scenarios::standby_takes_over(Broker::nats()).await;
+}

@@ -31,3 +31,8 @@ async fn shutdown_while_clients_wait_over_redis() {
 async fn state_survives_restart_over_redis() {
     scenarios::state_survives_restart(Broker::redis()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_over_redis() {
+    scenarios::standby_takes_over(Broker::redis()).await;
+}

@@ -160,6 +160,26 @@ pub async fn connect_url_with_store(
     url: &str,
     name: &str,
 ) -> Result<(std::sync::Arc<dyn Bus>, std::sync::Arc<dyn StateStore>), KeyError> {
+    let (bus, store, _) = connect_url_with_lease(url, name).await?;
+    Ok((bus, store))
+}
+
+/// Connects like [`connect_url_with_store`] and also returns the [`Lease`]
+/// that decides which of several orchestrators serves, named after `name`: the
+/// Redis key `keyman:leader:{name}`, or entry `leader.{name}` of the NATS
+/// JetStream key-value bucket `keyman` (characters a key may not have become
+/// `_`). Neither the store nor the lease touches the broker until it is used.
+pub async fn connect_url_with_lease(
+    url: &str,
+    name: &str,
+) -> Result<
+    (
+        std::sync::Arc<dyn Bus>,
+        std::sync::Arc<dyn StateStore>,
+        std::sync::Arc<dyn Lease>,
+    ),
+    KeyError,
+> {
     let scheme = url.split("://").next().unwrap_or("");
     let _ = name;
     match scheme {
@@ -169,32 +189,46 @@ pub async fn connect_url_with_store(
                 .await
                 .map_err(rpc::bus_error)?;
             let store = bus.state_store(format!("keyman:state:{name}"));
-            Ok((std::sync::Arc::new(bus), std::sync::Arc::new(store)))
+            let lease = bus.lease(format!("keyman:leader:{name}"));
+            Ok((
+                std::sync::Arc::new(bus),
+                std::sync::Arc::new(store),
+                std::sync::Arc::new(lease),
+            ))
         }
         #[cfg(feature = "nats")]
         "nats" | "tls" => {
             let bus = keyman_nats::NatsBus::connect(url, keyman_nats::NatsOptions::default())
                 .await
                 .map_err(rpc::bus_error)?;
-            // Key-value keys allow letters, digits and `-/_=.`.
-            let key: String = name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || "-/_=.".contains(c) {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
+            let key = kv_key(name);
             let store = bus.state_store("keyman", format!("state.{key}"));
-            Ok((std::sync::Arc::new(bus), std::sync::Arc::new(store)))
+            let lease = bus.lease("keyman", format!("leader.{key}"));
+            Ok((
+                std::sync::Arc::new(bus),
+                std::sync::Arc::new(store),
+                std::sync::Arc::new(lease),
+            ))
         }
         _ => Err(KeyError::InvalidArgument(format!(
             "unsupported broker URL scheme {scheme:?} (this build supports: {})",
             supported_schemes()
         ))),
     }
+}
+
+/// `name` as a JetStream key-value key, which allows letters, digits and `-/_=.`.
+#[cfg(feature = "nats")]
+fn kv_key(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-/_=.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn supported_schemes() -> &'static str {

@@ -94,8 +94,19 @@ struct StateOptions {
     no_state: bool,
     /// The name of the state kept in the broker (default: the announce channel id):
     /// Redis key `keyman:state:NAME`, or NATS key-value `keyman` / `state.NAME`.
+    /// With `--standby` the lease is named after it too.
     #[arg(long)]
     state_name: Option<String>,
+    /// Run as one of several orchestrators on the broker: serve only while
+    /// holding the lease (Redis key `keyman:leader:NAME`, or NATS key-value
+    /// `keyman` / `leader.NAME`), stand by otherwise, and take over when the
+    /// serving one dies.
+    #[arg(long)]
+    standby: bool,
+    /// With `--standby`: seconds the lease lasts without renewal. A standby
+    /// takes over within about 1.3 times this after the serving one died.
+    #[arg(long, default_value_t = 3.0, requires = "standby")]
+    lease_ttl: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -434,23 +445,56 @@ async fn serve(conn: Connection, max_payload: usize, state: StateOptions) -> Res
         max_payload,
         ..EngineConfig::default()
     };
-    let (bus, store): (_, Option<Arc<dyn StateStore>>) = if state.no_state {
-        (keyman::service::connect_url(conn.url()).await?, None)
-    } else if let Some(path) = &state.state_file {
-        let bus = keyman::service::connect_url(conn.url()).await?;
-        (bus, Some(Arc::new(FileStore::new(path.clone()))))
+    let lease_ttl = if state.standby {
+        match Duration::try_from_secs_f64(state.lease_ttl) {
+            Ok(ttl) if ttl >= keyman::service::MIN_LEASE_TTL => Some(ttl),
+            _ => {
+                return Err(KeyError::InvalidArgument(format!(
+                    "--lease-ttl must be at least {} seconds",
+                    keyman::service::MIN_LEASE_TTL.as_secs_f64()
+                )));
+            }
+        }
     } else {
-        let name = state
-            .state_name
-            .as_deref()
-            .unwrap_or(&config.channels.announce);
+        None
+    };
+    let name = state
+        .state_name
+        .as_deref()
+        .unwrap_or(&config.channels.announce);
+    let (bus, broker_store, lease) = if state.standby {
+        let (bus, store, lease) = keyman::service::connect_url_with_lease(conn.url(), name).await?;
+        (bus, Some(store), Some(lease))
+    } else if state.no_state || state.state_file.is_some() {
+        (keyman::service::connect_url(conn.url()).await?, None, None)
+    } else {
         let (bus, store) = keyman::service::connect_url_with_store(conn.url(), name).await?;
-        (bus, Some(store))
+        (bus, Some(store), None)
+    };
+    let store: Option<Arc<dyn StateStore>> = if state.no_state {
+        None
+    } else if let Some(path) = &state.state_file {
+        Some(Arc::new(FileStore::new(path.clone())))
+    } else {
+        broker_store
     };
     tracing::info!(url = %redact(conn.url()), "connected");
     let mut orchestrator = Orchestrator::new(bus, config);
     if let Some(store) = store {
         orchestrator = orchestrator.with_store(store);
+    }
+    if let (Some(lease), Some(ttl)) = (lease, lease_ttl) {
+        if state.no_state {
+            tracing::warn!(
+                "--standby with --no-state: a standby that takes over starts with no keys"
+            );
+        } else if state.state_file.is_some() {
+            tracing::warn!(
+                "--standby with --state-file: a standby sees the saved state only if it runs on the same host and file"
+            );
+        }
+        tracing::info!(lease = %lease.describe(), ttl = ?ttl, holder = %orchestrator.holder(), "standby enabled");
+        orchestrator = orchestrator.with_lease(lease, ttl);
     }
     let stopped = orchestrator
         .run_until(shutdown_signal())
