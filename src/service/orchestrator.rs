@@ -56,9 +56,13 @@ pub enum Stopped {
 /// someone else holds it. Since the lease stays valid for `ttl` after the
 /// start of its last successful renewal, the old holder has stopped answering
 /// at least `ttl / 2` before anyone else can take the lease: two orchestrators
-/// never answer at the same time, as long as the lease's own clock (the Redis
-/// server's, or for NATS the orchestrators' wall clocks) runs at most `ttl / 2`
-/// apart from the orchestrator's. A standby tries every `ttl / 3`, so it takes
+/// never answer at the same time, and no request is handled by both, as long
+/// as the lease's own clock (the Redis server's, or for NATS the
+/// orchestrators' wall clocks) runs at most `ttl / 2` apart from the
+/// orchestrator's. (A message received in time but read too late, after a
+/// pause of the process, is dropped rather than answered.) Replies produced
+/// before stepping down are still published, and a save already on its way to
+/// the store may still land; nothing is saved afterwards. A standby tries every `ttl / 3`, so it takes
 /// over within about `ttl + ttl / 3` of the last renewal of a holder that died,
 /// and within `ttl / 3` of one that stopped cleanly (which releases the lease).
 pub struct Orchestrator {
@@ -426,6 +430,15 @@ impl Orchestrator {
             };
             tokio::select! {
                 ev = sub.next() => match ev {
+                    Some(BusEvent::Message(_))
+                        if leadership
+                            .as_ref()
+                            .is_some_and(|lead| Instant::now() >= lead.valid_until) =>
+                    {
+                        // Received while the lease was ours but too late to
+                        // answer (say, after a pause): the top of the loop steps down.
+                        continue;
+                    }
                     Some(BusEvent::Message(m)) => {
                         let now = self.clock.now();
                         self.engine.handle_with_reply(now, &m.channel, &m.payload, m.reply_to.as_deref());
