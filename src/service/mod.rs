@@ -122,7 +122,7 @@ mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};
 pub use orchestrator::{
-    DEFAULT_SAVE_INTERVAL, MIN_LEASE_TTL, Orchestrator, OrchestratorError, Stopped,
+    DEFAULT_SAVE_INTERVAL, MAX_LEASE_TTL, MIN_LEASE_TTL, Orchestrator, OrchestratorError, Stopped,
 };
 
 /// Connects to the broker named by `url`, choosing the transport by its scheme:

@@ -92,6 +92,8 @@ const OUTBOX: usize = 4096;
 
 /// The shortest lease time to live [`Orchestrator::with_lease`] accepts.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(30);
+/// The longest lease time to live; longer ones are cut to it.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
 
 /// How one serving term ended.
 enum Term {
@@ -135,12 +137,12 @@ impl Orchestrator {
     }
 
     /// Serves only while holding `lease`, kept for `ttl` (at least
-    /// [`MIN_LEASE_TTL`]) and renewed every `ttl / 3`; stands by while another
+    /// [`MIN_LEASE_TTL`], at most [`MAX_LEASE_TTL`]) and renewed every `ttl / 3`; stands by while another
     /// orchestrator holds it. See [Standby](Orchestrator#standby) for what is
     /// guaranteed. Every acquisition loads the state from the store first, so
     /// a standby starts from what the last holder saved.
     pub fn with_lease(mut self, lease: Arc<dyn Lease>, ttl: Duration) -> Self {
-        self.lease = Some((lease, ttl.max(MIN_LEASE_TTL)));
+        self.lease = Some((lease, ttl.clamp(MIN_LEASE_TTL, MAX_LEASE_TTL)));
         self
     }
 
@@ -160,8 +162,9 @@ impl Orchestrator {
 
     /// How long changes may wait before they are saved (default 200 ms): what
     /// a crash can lose.
+    /// Intervals over an hour are cut to an hour.
     pub fn with_save_interval(mut self, interval: Duration) -> Self {
-        self.save_interval = interval;
+        self.save_interval = interval.min(Duration::from_secs(3600));
         self
     }
 
