@@ -129,27 +129,8 @@ pub use orchestrator::{
 /// `redis://` and `rediss://` (feature `redis`), `nats://` and `tls://` (feature
 /// `nats`).
 pub async fn connect_url(url: &str) -> Result<std::sync::Arc<dyn Bus>, KeyError> {
-    let scheme = url.split("://").next().unwrap_or("");
-    match scheme {
-        #[cfg(feature = "redis")]
-        "redis" | "rediss" => {
-            let bus = keyman_redis::RedisBus::connect(url, keyman_redis::RedisOptions::default())
-                .await
-                .map_err(rpc::bus_error)?;
-            Ok(std::sync::Arc::new(bus))
-        }
-        #[cfg(feature = "nats")]
-        "nats" | "tls" => {
-            let bus = keyman_nats::NatsBus::connect(url, keyman_nats::NatsOptions::default())
-                .await
-                .map_err(rpc::bus_error)?;
-            Ok(std::sync::Arc::new(bus))
-        }
-        _ => Err(KeyError::InvalidArgument(format!(
-            "unsupported broker URL scheme {scheme:?} (this build supports: {})",
-            supported_schemes()
-        ))),
-    }
+    let (bus, _, _) = connect_url_with_lease(url, "").await?;
+    Ok(bus)
 }
 
 /// Connects like [`connect_url`] and also returns a [`StateStore`] on the same
@@ -181,6 +162,7 @@ pub async fn connect_url_with_lease(
     KeyError,
 > {
     let scheme = url.split("://").next().unwrap_or("");
+    // Unused in a build with neither transport.
     let _ = name;
     match scheme {
         #[cfg(feature = "redis")]
