@@ -121,6 +121,7 @@ mod orchestrator;
 mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};
+pub use embedded::{BlockingEmbeddedPool, EmbeddedPool, EmbeddedPoolBuilder};
 pub use orchestrator::{
     DEFAULT_SAVE_INTERVAL, MAX_LEASE_TTL, MIN_LEASE_TTL, Orchestrator, OrchestratorError, Stopped,
 };
