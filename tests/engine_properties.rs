@@ -16,28 +16,16 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use keyman::fuzzing::{PLATFORMS, TYPES};
+
 const REQ: &str = "worker-oath-request";
 const ANN: &str = "augur-oauth-announce";
-const PLATFORMS: [&str; 3] = ["github_rest", "github_graphql", "gitlab_rest"];
 /// Long and distinct, so that finding one in a text means it was leaked.
 const KEYS: [&str; 4] = [
     "ghp_propKey0aaaaaaaaaaaaaaaaaa",
     "ghp_propKey1bbbbbbbbbbbbbbbbbb",
     "glpat-propKey2cccccccccccccccc",
     "ghp_propKey3dddddddddddddddddd",
-];
-const TYPES: [&str; 11] = [
-    "NEW",
-    "EXPIRE",
-    "INVALIDATE",
-    "PUBLISH",
-    "UNPUBLISH",
-    "ACK",
-    "LIST_PLATFORMS",
-    "LIST_KEYS",
-    "LIST_INVALID_KEYS",
-    "STATUS",
-    "SHUTDOWN",
 ];
 const FIELDS: [&str; 7] = [
     "type",
