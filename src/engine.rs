@@ -37,6 +37,10 @@ pub struct EngineConfig {
     pub max_hold: Duration,
     /// The most NEW requests held at once; beyond it they get `{"wait": n}` at once.
     pub max_held: usize,
+    /// The furthest ahead an EXPIRE may park a key: a later refresh time (a
+    /// wrong header, a bad client) is cut to `now + max_expiry`, so that no key
+    /// is lost for years. One day and an hour by default (daily quotas).
+    pub max_expiry: Duration,
 }
 
 impl Default for EngineConfig {
@@ -47,6 +51,7 @@ impl Default for EngineConfig {
             selection: Selection::Uniform,
             max_hold: Duration::from_secs(60),
             max_held: 10_000,
+            max_expiry: Duration::from_secs(25 * 3600),
         }
     }
 }
@@ -488,12 +493,15 @@ impl<R: Rng> Engine<R> {
                 platform,
                 refresh_time,
                 ..
-            } => match self.pool.expire(&platform, &key, refresh_time, now) {
-                Expired::Expired | Expired::Extended => {
-                    self.key_event(&platform, &key, KeyEvent::Expired(refresh_time))
+            } => {
+                let refresh_time = refresh_time.min(now.saturating_add(self.config.max_expiry));
+                match self.pool.expire(&platform, &key, refresh_time, now) {
+                    Expired::Expired | Expired::Extended => {
+                        self.key_event(&platform, &key, KeyEvent::Expired(refresh_time))
+                    }
+                    Expired::Unchanged => {}
                 }
-                Expired::Unchanged => {}
-            },
+            }
             Request::Invalidate { key, platform, .. } => {
                 if self.pool.invalidate(&platform, &key, now) == Invalidated::Invalidated {
                     self.key_event(&platform, &key, KeyEvent::Invalidated);
@@ -967,6 +975,28 @@ mod tests {
         let out = drain(&mut e);
         assert_eq!(reply_of(&out[0]).reply, Reply::Wait(95));
         assert_eq!(e.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_refresh_time_too_far_ahead_is_cut_to_the_longest_expiry() {
+        let mut e = engine();
+        e.handle(
+            t(0),
+            ANN,
+            br#"{"type":"PUBLISH","key_str":"k","key_platform":"p"}"#,
+        );
+        e.handle(
+            t(0),
+            REQ,
+            br#"{"type":"EXPIRE","key_str":"k","key_platform":"p","refresh_time":1e300}"#,
+        );
+        assert_eq!(e.pool().next_refresh(), Some(t(25 * 3600)));
+        e.handle(
+            t(25 * 3600),
+            REQ,
+            br#"{"type":"NEW","key_platform":"p","requester_id":1}"#,
+        );
+        assert_eq!(reply_of(&drain(&mut e)[0]).reply, Reply::Key("k".into()));
     }
 
     #[test]

@@ -118,6 +118,10 @@ enum Command {
         /// The largest payload accepted, in bytes.
         #[arg(long, default_value_t = keyman::protocol::DEFAULT_MAX_PAYLOAD)]
         max_payload: usize,
+        /// The furthest ahead, in seconds, an EXPIRE may park a key; later
+        /// refresh times are cut to it.
+        #[arg(long, default_value_t = 25 * 3600)]
+        max_expiry: u64,
         #[command(flatten)]
         state: StateOptions,
     },
@@ -302,8 +306,17 @@ async fn run(command: Command) -> Result<(), KeyError> {
         Command::Serve {
             conn,
             max_payload,
+            max_expiry,
             state,
-        } => serve(conn, max_payload, state).await,
+        } => {
+            let config = EngineConfig {
+                channels: conn.channels(),
+                max_payload,
+                max_expiry: Duration::from_secs(max_expiry),
+                ..EngineConfig::default()
+            };
+            serve(conn, config, state).await
+        }
         // Handled in `main`, without a runtime.
         Command::Simulate(_) => Ok(()),
         Command::Publish {
@@ -439,12 +452,11 @@ async fn announce_keys(
     Ok(())
 }
 
-async fn serve(conn: Connection, max_payload: usize, state: StateOptions) -> Result<(), KeyError> {
-    let config = EngineConfig {
-        channels: conn.channels(),
-        max_payload,
-        ..EngineConfig::default()
-    };
+async fn serve(
+    conn: Connection,
+    config: EngineConfig,
+    state: StateOptions,
+) -> Result<(), KeyError> {
     let lease_ttl = if state.standby {
         match Duration::try_from_secs_f64(state.lease_ttl) {
             Ok(ttl) if ttl >= keyman::service::MIN_LEASE_TTL => Some(ttl),
