@@ -420,10 +420,17 @@ pub async fn shutdown_while_clients_wait(broker: Broker) {
         tokio::spawn(async move { w.expire("p", &key, reset).await })
     };
     waiting.push(first);
+    // Ask only once the key is known to be rate limited, so the requests wait.
+    let until = Instant::now() + WAIT;
+    while admin.status().await.expect("status")[0].expired == 0 {
+        assert!(Instant::now() < until, "the key was never rate limited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     for _ in 0..4 {
         let w = worker.clone();
         waiting.push(tokio::spawn(async move { w.request("p").await }));
     }
+    // Nothing observable says the requests are held yet; give them a moment.
     tokio::time::sleep(Duration::from_millis(300)).await;
     admin.shutdown().await.expect("send SHUTDOWN");
     let status = serve
