@@ -1,0 +1,23 @@
+//! [`OrchestratorError`]: why an orchestrator stopped with an error.
+
+use super::super::BusError;
+
+/// Why [`Orchestrator::run`](super::Orchestrator::run) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The request channels could not be subscribed.
+    #[error("could not subscribe the request channels: {0}")]
+    Subscribe(BusError),
+    /// The bus was closed under the orchestrator.
+    #[error("the bus was closed")]
+    BusClosed,
+    /// The saved state could not be read (the store is unreachable); starting
+    /// empty would overwrite it, so the orchestrator does not start.
+    #[error("could not load the saved state from {store}: {error}")]
+    LoadState {
+        /// Where the state is kept.
+        store: String,
+        /// Why it could not be read.
+        error: BusError,
+    },
+}

@@ -1,0 +1,222 @@
+//! [`Orchestrator`]: runs an [`Engine`] over a [`Bus`].
+//!
+//! The parts, one topic a file:
+//! - this file: the [`Orchestrator`], its settings, and the run loop that
+//!   alternates standing by and serving;
+//! - `serve`: one serving term, the loop that feeds the engine;
+//! - `leadership`: the lease while serving, as a sans-IO state machine (when
+//!   to renew, until when the term is valid, when to step down);
+//! - `standby`: the lease calls (standing by, renewing, releasing);
+//! - `saving`: loading the state and saving it after changes;
+//! - `publishing`: the outbox of replies and the task that publishes them;
+//! - `events`: how the engine's events are logged;
+//! - `error`: [`OrchestratorError`].
+
+use super::{Bus, Lease, StateStore, SystemClock, random_seed};
+use crate::engine::{Engine, EngineConfig};
+use crate::rng::SplitMix64;
+use crate::time::Clock;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod error;
+mod events;
+mod leadership;
+mod publishing;
+mod saving;
+mod serve;
+mod standby;
+
+pub use error::OrchestratorError;
+use leadership::Leadership;
+use serve::Term;
+
+/// How [`Orchestrator::run`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// A SHUTDOWN message was handled.
+    Shutdown,
+    /// The `stop` future given to [`Orchestrator::run_until`] completed (a signal).
+    Stopped,
+}
+
+/// The key orchestrator as a service: subscribes both request channels, feeds
+/// each message to an [`Engine`] with the current wall-clock time, publishes the
+/// engine's replies, wakes up when the engine asks, and stops cleanly on
+/// SHUTDOWN or when told to.
+///
+/// # Standby
+///
+/// With a [`Lease`] ([`with_lease`](Self::with_lease)), several orchestrators
+/// can run on one broker and only the holder of the lease serves; the others
+/// stand by and take over when it stops renewing it (it died, or lost the
+/// broker). The serving one renews the lease every `ttl / 3` and stops
+/// answering (drops its subscription, saves nothing more) once no renewal sent
+/// within the last `ttl / 2` has succeeded, or as soon as a renewal says that
+/// someone else holds it. Since the lease stays valid for `ttl` after the
+/// start of its last successful renewal, the old holder has stopped answering
+/// at least `ttl / 2` before anyone else can take the lease: two orchestrators
+/// never answer at the same time, and no request is handled by both, as long
+/// as the lease's own clock (the Redis server's, or for NATS the
+/// orchestrators' wall clocks) runs at most `ttl / 2` apart from the
+/// orchestrator's. (A message received in time but read too late, after a
+/// pause of the process, is dropped rather than answered.) Replies produced
+/// before stepping down are still published, and a save already on its way to
+/// the store may still land; nothing is saved afterwards. A standby tries every `ttl / 3`, so it takes
+/// over within about `ttl + ttl / 3` of the last renewal of a holder that died,
+/// and within `ttl / 3` of one that stopped cleanly (which releases the lease).
+pub struct Orchestrator {
+    bus: Arc<dyn Bus>,
+    engine: Engine<SplitMix64>,
+    clock: Arc<dyn Clock>,
+    store: Option<Arc<dyn StateStore>>,
+    save_interval: Duration,
+    lease: Option<(Arc<dyn Lease>, Duration)>,
+    holder: String,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator")
+            .field("config", self.engine.config())
+            .finish()
+    }
+}
+
+/// How long changes wait before they are saved, by default.
+pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The shortest lease time to live [`Orchestrator::with_lease`] accepts.
+pub const MIN_LEASE_TTL: Duration = Duration::from_millis(30);
+/// The longest lease time to live; longer ones are cut to it.
+pub const MAX_LEASE_TTL: Duration = Duration::from_secs(3600);
+
+impl Orchestrator {
+    /// An orchestrator over `bus` with an empty pool and a random seed.
+    pub fn new(bus: Arc<dyn Bus>, config: EngineConfig) -> Self {
+        Self::with_engine(bus, Engine::new(config, SplitMix64::new(random_seed())))
+    }
+
+    /// An orchestrator over `bus` driving the given engine (for example one whose
+    /// pool was restored, or one with a fixed seed).
+    pub fn with_engine(bus: Arc<dyn Bus>, engine: Engine<SplitMix64>) -> Self {
+        Self {
+            bus,
+            engine,
+            clock: Arc::new(SystemClock),
+            store: None,
+            save_interval: DEFAULT_SAVE_INTERVAL,
+            lease: None,
+            holder: format!("{}-{:016x}", std::process::id(), random_seed()),
+        }
+    }
+
+    /// Serves only while holding `lease`, kept for `ttl` (at least
+    /// [`MIN_LEASE_TTL`], at most [`MAX_LEASE_TTL`]) and renewed every `ttl / 3`; stands by while another
+    /// orchestrator holds it. See [Standby](Orchestrator#standby) for what is
+    /// guaranteed. Every acquisition loads the state from the store first, so
+    /// a standby starts from what the last holder saved.
+    pub fn with_lease(mut self, lease: Arc<dyn Lease>, ttl: Duration) -> Self {
+        self.lease = Some((lease, ttl.clamp(MIN_LEASE_TTL, MAX_LEASE_TTL)));
+        self
+    }
+
+    /// The name this orchestrator holds its lease under (its process id and a
+    /// random part).
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Keeps the pool's state in `store`: loaded when [`run`](Self::run)
+    /// starts, saved after changes (at most every save interval, and once more
+    /// on the way out), so that keys and their states survive a restart.
+    pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How long changes may wait before they are saved (default 200 ms): what
+    /// a crash can lose.
+    /// Intervals over an hour are cut to an hour.
+    pub fn with_save_interval(mut self, interval: Duration) -> Self {
+        self.save_interval = interval.min(Duration::from_secs(3600));
+        self
+    }
+
+    /// Uses `clock` instead of the system's wall clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs until a SHUTDOWN message is handled.
+    pub async fn run(self) -> Result<Stopped, OrchestratorError> {
+        self.run_until(std::future::pending::<()>()).await
+    }
+
+    /// Runs until a SHUTDOWN message is handled or `stop` completes (for example
+    /// on SIGINT or SIGTERM). Either way, every reply already produced is
+    /// published, the state is saved and the lease (if any) released before
+    /// this returns. With a lease, it stands by until it holds it, and after
+    /// losing it stands by again rather than returning.
+    pub async fn run_until(
+        mut self,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Stopped, OrchestratorError> {
+        tokio::pin!(stop);
+        let lease = self.lease.clone();
+        let mut stepped_down = false;
+        let result = loop {
+            let leadership = match &lease {
+                None => None,
+                Some((lease, ttl)) => {
+                    if stepped_down {
+                        self.reset_engine();
+                    }
+                    let Some(sent) = self
+                        .stand_by(lease.as_ref(), *ttl, stepped_down, stop.as_mut())
+                        .await
+                    else {
+                        break Ok(Stopped::Stopped);
+                    };
+                    Some(Leadership::new(*ttl, sent.into_std()))
+                }
+            };
+            let leading = leadership.is_some();
+            match self.serve(stop.as_mut(), leadership).await {
+                Ok(Term::Ended(stopped)) => break Ok(stopped),
+                Ok(Term::SteppedDown) => stepped_down = true,
+                // Another orchestrator may manage: let it, and try again later.
+                Err(
+                    error @ (OrchestratorError::LoadState { .. } | OrchestratorError::Subscribe(_)),
+                ) if leading => {
+                    tracing::error!(%error, "cannot serve; releasing the lease and standing by");
+                    self.release_lease().await;
+                    stepped_down = true;
+                }
+                Err(error) => break Err(error),
+            }
+        };
+        self.release_lease().await;
+        let stats = self.engine.stats();
+        tracing::info!(
+            handled = stats.handled,
+            rejected = stats.rejected,
+            assigned = stats.assigned,
+            waits = stats.waits,
+            errors = stats.errors,
+            "orchestrator stopped"
+        );
+        result
+    }
+
+    /// A fresh engine with the same pool: after stepping down, requests held
+    /// and replies not yet sent belong to the term that ended.
+    fn reset_engine(&mut self) {
+        let snapshot = self.engine.pool().snapshot();
+        let mut engine = Engine::new(self.engine.config().clone(), SplitMix64::new(random_seed()));
+        engine.restore(&snapshot);
+        self.engine = engine;
+    }
+}
