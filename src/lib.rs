@@ -27,6 +27,7 @@ pub mod time;
 pub mod service;
 
 pub use engine::{Engine, EngineConfig, Event, KeyEvent, Stats, Transmit};
+#[cfg(feature = "tokio")]
 pub use error::KeyError;
 pub use mask::Masked;
 pub use pool::{Assignment, Counts, KeyPool, KeyState, PlatformSnapshot, PoolSnapshot, Selection};

@@ -5,8 +5,8 @@
 //! connection; its methods may be called from any number of threads at once.
 //! Do not call them from inside an async task: use the async clients there.
 
+use super::KeyError;
 use super::{ClientConfig, KeyAdmin, KeySource};
-use crate::error::KeyError;
 use crate::protocol::PlatformStatus;
 use crate::time::Timestamp;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ fn runtime() -> Result<Arc<tokio::runtime::Runtime>, KeyError> {
         .enable_all()
         .build()
         .map(Arc::new)
-        .map_err(|e| KeyError::Disconnected(format!("could not start the client runtime: {e}")))
+        .map_err(|e| KeyError::Runtime(e.into()))
 }
 
 /// A blocking [`super::KeyClient`]. `Clone + Send + Sync`.

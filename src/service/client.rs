@@ -1,9 +1,9 @@
 //! [`KeyClient`] (workers) and [`KeyPublisher`] (admins): talk to an orchestrator
 //! over any [`Bus`], ours or Augur's.
 
-use super::rpc::{Expect, Rpc, RpcConfig, bus_error, unique_requester_id};
+use super::KeyError;
+use super::rpc::{Expect, Rpc, RpcConfig, unique_requester_id};
 use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, require_non_empty};
-use crate::error::KeyError;
 use crate::protocol::{
     Announce, Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, PlatformStatus, Reply, ReplyMessage,
     ReplyTo, Request,
@@ -83,7 +83,7 @@ impl Inner {
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), KeyError> {
         let deadline = self.config.deadline;
         match tokio::time::timeout(deadline, self.rpc.bus().publish(channel, payload)).await {
-            Ok(r) => r.map_err(bus_error),
+            Ok(r) => r.map_err(KeyError::from),
             Err(_) => Err(KeyError::Timeout(deadline)),
         }
     }

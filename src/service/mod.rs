@@ -6,7 +6,6 @@
 //! (admins), so it does not care whether keys come from the same process, from
 //! Redis or from NATS.
 
-use crate::error::KeyError;
 use crate::protocol::PlatformStatus;
 use crate::time::Timestamp;
 use async_trait::async_trait;
@@ -117,11 +116,13 @@ impl crate::time::Clock for SystemClock {
 pub mod blocking;
 mod client;
 pub mod embedded;
+mod error;
 mod orchestrator;
 mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};
 pub use embedded::{BlockingEmbeddedPool, EmbeddedPool, EmbeddedPoolBuilder};
+pub use error::{IoError, KeyError};
 pub use orchestrator::{
     DEFAULT_SAVE_INTERVAL, MAX_LEASE_TTL, MIN_LEASE_TTL, Orchestrator, OrchestratorError, Stopped,
 };
@@ -170,7 +171,7 @@ pub async fn connect_url_with_lease(
         "redis" | "rediss" => {
             let bus = keyman_redis::RedisBus::connect(url, keyman_redis::RedisOptions::default())
                 .await
-                .map_err(rpc::bus_error)?;
+                .map_err(KeyError::from)?;
             let store = bus.state_store(format!("keyman:state:{name}"));
             let lease = bus.lease(format!("keyman:leader:{name}"));
             Ok((
@@ -183,7 +184,7 @@ pub async fn connect_url_with_lease(
         "nats" | "tls" => {
             let bus = keyman_nats::NatsBus::connect(url, keyman_nats::NatsOptions::default())
                 .await
-                .map_err(rpc::bus_error)?;
+                .map_err(KeyError::from)?;
             let key = kv_key(name);
             let store = bus.state_store("keyman", format!("state.{key}"));
             let lease = bus.lease("keyman", format!("leader.{key}"));

@@ -13,8 +13,8 @@
 //! harmless), every `resend_interval`, until their deadline. On transports with
 //! native request/reply (NATS) the reply channel is not used at all.
 
+use super::KeyError;
 use super::{Bus, BusError, BusEvent};
-use crate::error::KeyError;
 use crate::protocol::{DEFAULT_MAX_PAYLOAD, Id, Reply, ReplyMessage};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,15 +161,6 @@ impl Drop for Rpc {
     }
 }
 
-pub(crate) fn bus_error(e: BusError) -> KeyError {
-    match e {
-        BusError::Timeout(d) => KeyError::Timeout(d),
-        BusError::NoResponders(s) => KeyError::NoOrchestrator(s),
-        BusError::Closed => KeyError::Disconnected("the bus is closed".into()),
-        other => KeyError::Disconnected(other.to_string()),
-    }
-}
-
 impl Rpc {
     /// Subscribes `reply_channel` (unless the bus has native request/reply) and
     /// starts the dispatcher. The subscription is live when this returns.
@@ -189,7 +180,7 @@ impl Rpc {
             let mut sub = bus
                 .subscribe(std::slice::from_ref(&reply_channel))
                 .await
-                .map_err(bus_error)?;
+                .map_err(KeyError::from)?;
             let shared = shared.clone();
             let max = config.max_payload;
             let resend_every = config.resend_interval;
@@ -211,7 +202,7 @@ impl Rpc {
                                 tracing::warn!(channel = %reply_channel, %reason, "disconnected from the broker");
                             }
                             None => {
-                                shared.fail_all(KeyError::Disconnected("the bus is closed".into()));
+                                shared.fail_all(KeyError::Disconnected(BusError::Closed));
                                 return;
                             }
                         },
@@ -271,9 +262,11 @@ impl Rpc {
         };
         let total = deadline.saturating_duration_since(Instant::now());
         let result = tokio::time::timeout_at(deadline, async {
-            bus.publish(channel, &payload).await.map_err(bus_error)?;
+            bus.publish(channel, &payload)
+                .await
+                .map_err(KeyError::from)?;
             rx.await
-                .unwrap_or_else(|_| Err(KeyError::Disconnected("the client was closed".into())))
+                .unwrap_or(Err(KeyError::Disconnected(BusError::Closed)))
         })
         .await;
         drop(guard);
@@ -299,7 +292,7 @@ impl Rpc {
             match self.shared.bus.request(channel, payload, slice).await {
                 Ok(bytes) => {
                     return Reply::decode(&bytes, self.config.max_payload)
-                        .map_err(|e| KeyError::Protocol(e.to_string()));
+                        .map_err(KeyError::Decode);
                 }
                 // Lost on the way or not answered yet: ask again while time is left.
                 Err(BusError::Timeout(_)) => continue,
@@ -309,7 +302,7 @@ impl Rpc {
                     tokio::time::sleep(slice.min(Duration::from_millis(100))).await;
                     continue;
                 }
-                Err(e) => return Err(bus_error(e)),
+                Err(e) => return Err(e.into()),
             }
         }
     }

@@ -511,7 +511,7 @@ async fn serve(
     let stopped = orchestrator
         .run_until(shutdown_signal())
         .await
-        .map_err(|e| KeyError::Disconnected(e.to_string()))?;
+        .map_err(|e| KeyError::Disconnected(keyman::service::BusError::Broker(e.to_string())))?;
     tracing::info!(?stopped, "bye");
     Ok(())
 }

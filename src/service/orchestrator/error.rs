@@ -4,10 +4,11 @@ use super::super::BusError;
 
 /// Why [`Orchestrator::run`](super::Orchestrator::run) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OrchestratorError {
-    /// The request channels could not be subscribed.
+    /// The request channels could not be subscribed (the transport's error).
     #[error("could not subscribe the request channels: {0}")]
-    Subscribe(BusError),
+    Subscribe(#[source] BusError),
     /// The bus was closed under the orchestrator.
     #[error("the bus was closed")]
     BusClosed,
@@ -18,6 +19,7 @@ pub enum OrchestratorError {
         /// Where the state is kept.
         store: String,
         /// Why it could not be read.
+        #[source]
         error: BusError,
     },
 }
