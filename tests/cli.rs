@@ -233,6 +233,63 @@ fn unreachable_broker_and_absent_orchestrator_fail_fast_with_their_exit_codes() 
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// The stderr of `o`, which must have failed with a usage error (2) that does
+/// not call itself a lost connection.
+fn usage_error(o: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("disconnected"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_broker_urls_are_usage_errors_not_disconnected() {
+    // An unknown scheme, for a client and for the orchestrator.
+    let stderr = usage_error(&keyman("http://127.0.0.1:1", &["ping"]));
+    assert!(stderr.contains("unsupported broker URL scheme"), "{stderr}");
+    let stderr = usage_error(&keyman("ftp://127.0.0.1:1", &["serve", "--no-state"]));
+    assert!(stderr.contains("unsupported broker URL scheme"), "{stderr}");
+    // No scheme at all.
+    usage_error(&keyman("127.0.0.1:6379", &["request", "--platform", "p"]));
+    // A Redis URL that cannot be parsed.
+    let stderr = usage_error(&keyman("redis://127.0.0.1:notaport", &["ping"]));
+    assert!(stderr.contains("bad Redis URL"), "{stderr}");
+    let stderr = usage_error(&keyman(
+        "redis://127.0.0.1:notaport",
+        &["serve", "--no-state"],
+    ));
+    assert!(stderr.contains("bad Redis URL"), "{stderr}");
+}
+
+#[cfg(feature = "nats")]
+#[test]
+fn a_bad_nats_url_is_a_usage_error_not_disconnected() {
+    let stderr = usage_error(&keyman(
+        "redis://127.0.0.1:1",
+        &["ping", "--nats-url", "nats://127.0.0.1:notaport"],
+    ));
+    assert!(stderr.contains("bad NATS URL"), "{stderr}");
+}
+
+#[test]
+fn the_exit_codes_are_in_the_help() {
+    let o = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .arg("--help")
+        .output()
+        .expect("run keyman");
+    let help = stdout(&o);
+    for line in [
+        "Exit codes:",
+        "2  usage",
+        "3  unknown platform",
+        "4  no usable keys",
+        "5  timed out",
+        "6  disconnected",
+    ] {
+        assert!(help.contains(line), "{line:?} not in:\n{help}");
+    }
+}
+
 #[test]
 fn serve_keeps_its_state_in_a_file_when_told() {
     let broker = Broker::redis();

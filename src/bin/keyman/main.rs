@@ -10,11 +10,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod exit;
 mod simulate;
+
+use exit::Failure;
 
 /// Hands rate-limited API keys to many workers; a drop-in for Augur's key orchestrator.
 #[derive(Parser, Debug)]
-#[command(name = "keyman", version, about, long_about = None)]
+#[command(name = "keyman", version, about, long_about = None, after_help = exit::EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -219,18 +222,6 @@ enum Command {
     Simulate(simulate::SimulateArgs),
 }
 
-/// Exit codes, so scripts can tell failures apart.
-fn exit_code(e: &KeyError) -> u8 {
-    match e {
-        KeyError::UnknownPlatform(_) => 3,
-        KeyError::NoKeys(_) => 4,
-        KeyError::Timeout(_) => 5,
-        KeyError::Disconnected(_) | KeyError::NoOrchestrator(_) | KeyError::ShutDown => 6,
-        KeyError::InvalidArgument(_) => 2,
-        _ => 1,
-    }
-}
-
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -264,7 +255,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyman: {e}");
-            ExitCode::from(exit_code(&e))
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -301,7 +292,7 @@ async fn client(conn: &Connection) -> Result<KeyClient, KeyError> {
     KeyClient::connect(bus, conn.client_config()).await
 }
 
-async fn run(command: Command) -> Result<(), KeyError> {
+async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve {
             conn,
@@ -323,12 +314,12 @@ async fn run(command: Command) -> Result<(), KeyError> {
             conn,
             platform,
             keys,
-        } => announce_keys(&conn, &platform, &keys, true).await,
+        } => Ok(announce_keys(&conn, &platform, &keys, true).await?),
         Command::Unpublish {
             conn,
             platform,
             keys,
-        } => announce_keys(&conn, &platform, &keys, false).await,
+        } => Ok(announce_keys(&conn, &platform, &keys, false).await?),
         Command::Platforms { conn } => {
             let list = publisher(&conn).await?.platforms().await?;
             print_list(&conn, &list, false);
@@ -452,11 +443,7 @@ async fn announce_keys(
     Ok(())
 }
 
-async fn serve(
-    conn: Connection,
-    config: EngineConfig,
-    state: StateOptions,
-) -> Result<(), KeyError> {
+async fn serve(conn: Connection, config: EngineConfig, state: StateOptions) -> Result<(), Failure> {
     let lease_ttl = if state.standby {
         match Duration::try_from_secs_f64(state.lease_ttl) {
             Ok(ttl) if ttl >= keyman::service::MIN_LEASE_TTL => Some(ttl),
@@ -464,7 +451,8 @@ async fn serve(
                 return Err(KeyError::InvalidArgument(format!(
                     "--lease-ttl must be at least {} seconds",
                     keyman::service::MIN_LEASE_TTL.as_secs_f64()
-                )));
+                ))
+                .into());
             }
         }
     } else {
@@ -508,10 +496,7 @@ async fn serve(
         tracing::info!(lease = %lease.describe(), ttl = ?ttl, holder = %orchestrator.holder(), "standby enabled");
         orchestrator = orchestrator.with_lease(lease, ttl);
     }
-    let stopped = orchestrator
-        .run_until(shutdown_signal())
-        .await
-        .map_err(|e| KeyError::Disconnected(keyman::service::BusError::Broker(e.to_string())))?;
+    let stopped = orchestrator.run_until(shutdown_signal()).await?;
     tracing::info!(?stopped, "bye");
     Ok(())
 }
