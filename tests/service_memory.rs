@@ -14,6 +14,7 @@ use keyman::{EngineConfig, KeyError};
 use keyman_transport::MemoryBus;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// A memory bus that hides its native request/reply, so clients use reply channels.
 struct PubSubOnly(MemoryBus);
@@ -120,11 +121,12 @@ async fn many_clients_and_concurrent_calls_on_one_client_all_succeed() {
     }
 }
 
-#[tokio::test]
+// Waits only for time: on the paused clock.
+#[tokio::test(start_paused = true)]
 async fn a_call_with_no_orchestrator_returns_within_its_deadline() {
     let bus: Arc<dyn Bus> = Arc::new(PubSubOnly(MemoryBus::new()));
     let worker = KeyClient::connect(bus, config(300)).await.unwrap();
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     assert!(matches!(
         worker.request("p").await,
         Err(KeyError::Timeout(_))
@@ -134,7 +136,7 @@ async fn a_call_with_no_orchestrator_returns_within_its_deadline() {
     // Over native request/reply, "nobody listens" is known at once.
     let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new());
     let worker = KeyClient::connect(bus, config(5000)).await.unwrap();
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     assert!(matches!(
         worker.request("p").await,
         Err(KeyError::NoOrchestrator(_))
@@ -158,7 +160,8 @@ async fn next_new(sub: &mut Subscription) -> (String, Option<keyman::Id>) {
     }
 }
 
-#[tokio::test]
+// Waits only for time: on the paused clock.
+#[tokio::test(start_paused = true)]
 async fn a_late_reply_to_a_timed_out_call_is_never_taken_for_a_new_one() {
     let mem = MemoryBus::new();
     let bus: Arc<dyn Bus> = Arc::new(PubSubOnly(mem.clone()));
@@ -230,7 +233,8 @@ async fn replies_without_request_id_from_augurs_orchestrator_are_accepted() {
     );
 }
 
-#[tokio::test]
+// Waits only for time: on the paused clock.
+#[tokio::test(start_paused = true)]
 async fn wait_replies_are_waited_out_within_the_deadline() {
     let mem = MemoryBus::new();
     let bus: Arc<dyn Bus> = Arc::new(PubSubOnly(mem.clone()));
@@ -244,7 +248,7 @@ async fn wait_replies_are_waited_out_within_the_deadline() {
         async move { w.request("p").await }
     });
     let (channel, id) = next_new(&mut requests).await;
-    let asked = std::time::Instant::now();
+    let asked = Instant::now();
     bus.publish(&channel, &Reply::Wait(1).encode(id.as_ref()))
         .await
         .unwrap();
@@ -262,7 +266,7 @@ async fn wait_replies_are_waited_out_within_the_deadline() {
     let short = KeyClient::connect(bus.clone(), config(500)).await.unwrap();
     let call = tokio::spawn(async move { short.request("p").await });
     let (channel, id) = next_new(&mut requests).await;
-    let start = std::time::Instant::now();
+    let start = Instant::now();
     // The largest wait the wire can carry must not overflow the client's clock.
     bus.publish(&channel, &Reply::Wait(u64::MAX).encode(id.as_ref()))
         .await

@@ -1,6 +1,10 @@
 //! Standby takeover over the in-memory bus: two orchestrators share a lease
 //! and a state store; only the holder answers, and the other takes over with
 //! the saved state when the first stops or loses the lease.
+//!
+//! Everything here waits only for time (the lease's, the save interval, the
+//! clients' deadlines), so the tests run on tokio's paused clock: time jumps
+//! to the next timer whenever every task is idle.
 
 #![cfg(feature = "tokio")]
 
@@ -161,7 +165,7 @@ impl Prober {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn only_the_holder_answers_and_a_standby_takes_over_with_the_saved_state() {
     let bus = MemoryBus::new();
     let store = MemoryStore::new();
@@ -223,7 +227,7 @@ async fn only_the_holder_answers_and_a_standby_takes_over_with_the_saved_state()
     assert_eq!(lease.holder(), None, "released on the way out");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_holder_that_cannot_renew_steps_down_before_the_standby_takes_over() {
     let bus = MemoryBus::new();
     let store = MemoryStore::new();
@@ -307,7 +311,7 @@ async fn a_holder_that_cannot_renew_steps_down_before_the_standby_takes_over() {
     assert_eq!(first.stop().await, Stopped::Stopped);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_standby_stops_when_told_without_ever_serving() {
     let bus = MemoryBus::new();
     let store = MemoryStore::new();

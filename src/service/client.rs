@@ -160,7 +160,7 @@ impl KeySource for KeyClient {
     async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
         require_non_empty("platform", platform)?;
         let inner = &self.inner;
-        let until = Instant::from_std(super::instant_after(deadline));
+        let until = super::deadline_after(deadline);
         loop {
             let id = inner.rpc.next_id();
             // Ask to be held while no key is fresh (ext; Augur's orchestrator ignores
@@ -187,8 +187,7 @@ impl KeySource for KeyClient {
                 Reply::Key(k) => return Ok(k),
                 Reply::NullKey => return Err(KeyError::NoKeys(platform.to_string())),
                 Reply::Wait(secs) => {
-                    let wake =
-                        Instant::from_std(super::instant_after(Duration::from_secs(secs.max(1))));
+                    let wake = super::deadline_after(Duration::from_secs(secs.max(1)));
                     if wake >= until {
                         tokio::time::sleep_until(until).await;
                         return Err(KeyError::Timeout(deadline));
@@ -276,7 +275,7 @@ impl KeyPublisher {
         let inner = &self.inner;
         let id = inner.rpc.next_id();
         let msg = make(inner.reply_to(id));
-        let until = Instant::from_std(super::instant_after(deadline));
+        let until = super::deadline_after(deadline);
         let channel = &inner.config.channels.announce;
         let m = inner
             .rpc
@@ -322,7 +321,7 @@ impl KeyPublisher {
     /// again every resend interval (so it also waits for an orchestrator that is
     /// still starting, like Augur's `wait(republish=True)`).
     pub async fn ping_within(&self, deadline: Duration) -> Result<(), KeyError> {
-        let until = Instant::from_std(super::instant_after(deadline));
+        let until = super::deadline_after(deadline);
         let step = self.inner.config.resend_interval;
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -337,7 +336,7 @@ impl KeyPublisher {
                 Ok(other) => return Err(unexpected(&other)),
                 Err(KeyError::Timeout(_)) => continue,
                 Err(KeyError::NoOrchestrator(_) | KeyError::Disconnected(_))
-                    if Instant::from_std(super::instant_after(step)) < until =>
+                    if super::deadline_after(step) < until =>
                 {
                     tokio::time::sleep(step).await;
                 }

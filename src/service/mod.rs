@@ -92,6 +92,15 @@ pub(crate) fn instant_after(d: Duration) -> std::time::Instant {
         .unwrap_or(now)
 }
 
+/// Like [`instant_after`], on tokio's clock (which tests may pause): the
+/// deadlines of the async clients.
+pub(crate) fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// `InvalidArgument` when a platform name or key is empty.
 pub(crate) fn require_non_empty(what: &str, value: &str) -> Result<(), KeyError> {
     if value.is_empty() {

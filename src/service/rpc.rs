@@ -296,9 +296,7 @@ impl Rpc {
                 }
                 // Lost on the way or not answered yet: ask again while time is left.
                 Err(BusError::Timeout(_)) => continue,
-                Err(BusError::Disconnected(_))
-                    if Instant::from_std(super::instant_after(slice)) < deadline =>
-                {
+                Err(BusError::Disconnected(_)) if super::deadline_after(slice) < deadline => {
                     tokio::time::sleep(slice.min(Duration::from_millis(100))).await;
                     continue;
                 }
