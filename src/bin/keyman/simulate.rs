@@ -2,12 +2,13 @@
 //! simulated GitHub-like API and prints what keyman does for the throughput of a
 //! fleet of Augur-like workers. Needs no server.
 
-use keyman::simulate::{
-    self, ConfigError, DEFAULT_SEED, Report, SimConfig, format_duration, parse_duration, sparkline,
-};
+use format::{format_duration, hours, parse_duration, percent, sparkline, thousands};
+use keyman::simulate::{self, ConfigError, DEFAULT_SEED, Report, SimConfig};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+mod format;
 
 /// The widest a chart line gets, in characters.
 const CHART_WIDTH: usize = 72;
@@ -125,33 +126,6 @@ fn config_error(e: ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn hours(seconds: f64) -> String {
-    if seconds >= 3600.0 {
-        format!("{:.1} h", seconds / 3600.0)
-    } else if seconds >= 60.0 {
-        format!("{:.1} min", seconds / 60.0)
-    } else {
-        format!("{seconds:.1} s")
-    }
-}
-
-fn percent(share: f64) -> String {
-    format!("{:.1} %", share * 100.0)
-}
-
 /// The report as a table for people.
 fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
     let mut out = String::new();
@@ -264,17 +238,4 @@ fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
         out.push_str(&format!("  {:<15}  0{:>pad$}{end}\n", "", "", pad = pad));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbers_get_thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(17_280_000), "17,280,000");
-    }
 }

@@ -1,0 +1,52 @@
+//! `keyman simulate`: the real [`Engine`](crate::Engine) in virtual time against
+//! a simulated rate-limited API.
+//!
+//! The simulation answers "what will keyman do for my throughput?" before
+//! anything is deployed. It runs the very engine `keyman serve` runs, feeding it
+//! the encoded messages Augur's workers send (PUBLISH, NEW, EXPIRE, INVALIDATE,
+//! STATUS) through [`Engine::handle`](crate::Engine::handle) and decoding its
+//! answers with [`Reply::decode`](crate::Reply::decode). Around it:
+//!
+//! - **a simulated API that behaves like GitHub's**: each key has a quota per
+//!   window; the window starts with the first call after the previous one ended
+//!   and resets at a whole second (GitHub's `x-ratelimit-reset`); every answer
+//!   carries the remaining count and the reset time; a call over quota gets a 403
+//!   with the reset time; a bad key gets a 401.
+//! - **workers that behave like Augur's**: take a key (NEW; on `{"wait": n}`
+//!   sleep `n` seconds and ask again; on any other answer without a key, ask again
+//!   after 20 s), call the API at a fixed rate until a 403 (or, with a floor, until
+//!   the remaining count falls under it), then report the key with EXPIRE and the
+//!   reset time, sleep 0.1 s and ask again; on a 401 report it with INVALIDATE.
+//!
+//! Time is virtual: a discrete-event simulation over a priority queue, with no
+//! sleeping and no clock. Calls are not events one by one: while the holders of
+//! a key make calls that change nothing (2xx with the remaining count at or over
+//! the floor), those calls are served in one batch, in time order across the
+//! holders; the next call with a consequence (the 403, the 401, the first call
+//! under the floor) is an event at exactly the time the worker makes it, and any
+//! change to a key's holders first settles the calls made before it. The
+//! simulated API checks every batch against the quota independently and counts
+//! any call served over quota ([`Report::over_quota_successes`]), which stays 0.
+//!
+//! Everything is deterministic for a given [`SimConfig::seed`]: the engine and the
+//! workers draw from seeded [`SplitMix64`](crate::SplitMix64) generators, and no
+//! decision depends on the iteration order of a hash map. [`run`] does no I/O and
+//! reads no clock.
+//!
+//! The parts, one a file: `config` (what to simulate, [`SimConfig`]), `api` (the
+//! simulated API), `holders` (the calls of a key's holders in time order, for
+//! the batches), `workers` (what an Augur worker does), `run` (the event loop,
+//! [`run`]) and `report` (what comes out, [`Report`]). The command line's
+//! formatting (durations, tables, charts) is the CLI's, not this module's.
+
+mod api;
+mod config;
+mod holders;
+mod report;
+mod run;
+mod workers;
+
+pub use config::{ConfigError, DEFAULT_SEED, PLATFORM, START, SimConfig};
+pub use report::{Report, Sample, Settings};
+pub use run::run;
+pub use workers::{ERROR_RETRY, REASK_DELAY};

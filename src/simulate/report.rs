@@ -1,0 +1,117 @@
+//! What a simulation reports: its settings, the counts and the key states over
+//! time, serializable as JSON.
+
+use super::config::SimConfig;
+use serde::Serialize;
+
+/// The settings a [`Report`] was made with, in plain numbers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    /// Keys published, including the invalid ones.
+    pub keys: usize,
+    /// Invalid keys among them.
+    pub invalid: usize,
+    /// Workers.
+    pub workers: usize,
+    /// Calls per worker per second.
+    pub rate: f64,
+    /// Simulated time, in seconds.
+    pub duration_seconds: f64,
+    /// Calls per key per window.
+    pub quota: u64,
+    /// The quota window, in seconds.
+    pub window_seconds: f64,
+    /// The remaining count under which workers give a key up, if any.
+    pub floor: Option<u64>,
+    /// The seed.
+    pub seed: u64,
+    /// The sampling interval, in seconds.
+    pub sample_every_seconds: f64,
+}
+
+impl From<&SimConfig> for Settings {
+    fn from(c: &SimConfig) -> Self {
+        Self {
+            keys: c.keys,
+            invalid: c.invalid,
+            workers: c.workers,
+            rate: c.rate,
+            duration_seconds: c.duration.as_secs_f64(),
+            quota: c.quota,
+            window_seconds: c.window.as_secs_f64(),
+            floor: c.floor,
+            seed: c.seed,
+            sample_every_seconds: c.sample_every.as_secs_f64(),
+        }
+    }
+}
+
+/// The key states as the engine reported them (STATUS) at one moment, and how
+/// many workers were waiting for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// Seconds since the start of the simulation.
+    pub at_seconds: u64,
+    /// Keys the engine may hand out.
+    pub fresh: u64,
+    /// Keys reported rate limited, waiting for their reset.
+    pub expired: u64,
+    /// Keys reported invalid.
+    pub invalid: u64,
+    /// Workers without a key at that moment.
+    pub workers_waiting: u64,
+    /// Workers without a key on average since the previous sample (at the first
+    /// sample, the same as `workers_waiting`).
+    pub workers_waiting_mean: f64,
+}
+
+/// What happened in a simulation. Equal configurations give equal reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// What was simulated.
+    pub settings: Settings,
+    /// API calls answered with a 2xx.
+    pub calls_served: u64,
+    /// API calls answered with a 403 (over quota).
+    pub rate_limited: u64,
+    /// API calls answered with a 401 (bad key).
+    pub unauthorized: u64,
+    /// Calls the workers would have made had they never waited for a key.
+    pub demand: u64,
+    /// The most calls the valid keys' quotas allow in the simulated time
+    /// ([`SimConfig::capacity`]).
+    pub capacity: u64,
+    /// `calls_served / min(demand, capacity)`: how much of what was possible
+    /// keyman made possible.
+    pub utilization: f64,
+    /// Time all workers spent without a key, in seconds.
+    pub waiting_seconds_total: f64,
+    /// The same per worker, in seconds.
+    pub waiting_seconds_per_worker: f64,
+    /// The share of the workers' time spent without a key.
+    pub waiting_share: f64,
+    /// NEW answered with a key.
+    pub keys_handed_out: u64,
+    /// NEW answered with `{"wait": n}`.
+    pub wait_replies: u64,
+    /// NEW answered with an error (no usable key).
+    pub error_replies: u64,
+    /// EXPIRE messages the workers sent.
+    pub expire_reports: u64,
+    /// INVALIDATE messages the workers sent.
+    pub invalidate_reports: u64,
+    /// Times the engine moved a key to expired (or extended its expiry).
+    pub keys_expired: u64,
+    /// Times the engine moved a key to invalid.
+    pub keys_invalidated: u64,
+    /// NEW answers that carried a key after the engine had invalidated it (an
+    /// invalid key handed out again). Always 0 unless the engine is wrong.
+    pub invalid_handouts_after_invalidation: u64,
+    /// Calls the simulated API served beyond a key's quota in its window. Always
+    /// 0 unless the simulation is wrong: the API checks it independently.
+    pub over_quota_successes: u64,
+    /// Calls served with a bad key. Always 0 unless the simulation is wrong.
+    pub invalid_key_successes: u64,
+    /// The key states over time, every [`SimConfig::sample_every`] and at the end.
+    pub samples: Vec<Sample>,
+}

@@ -1,0 +1,451 @@
+//! The event loop: the engine, the API and the workers in virtual time, over a
+//! priority queue of actions, and the report made at the end.
+
+use super::api::{Api, ApiKey};
+use super::config::{ConfigError, PLATFORM, START, SimConfig, millis};
+use super::report::{Report, Sample, Settings};
+use super::workers::{KeySide, WorkerState};
+use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
+use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
+use crate::rng::SplitMix64;
+use crate::time::Timestamp;
+use rand_core::Rng;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+/// The requester id of the simulation's admin (STATUS requests).
+const ADMIN_ID: &str = "simulate-admin";
+
+/// Simulates `config`, calling `progress` with the share of virtual time done
+/// (from 0 to 1, about a hundred times). Costs `O(E log E)` in the number of
+/// events `E`: key hand-outs, 403s, 401s and floor crossings, window resets and
+/// samples, not the calls served, so a day of 17 M wanted calls takes well under
+/// a second in an optimized build.
+pub fn run(config: &SimConfig, progress: &mut dyn FnMut(f64)) -> Result<Report, ConfigError> {
+    run_with(config, progress, true)
+}
+
+/// [`run`], with calls served in batches or (for checking the batches) each call
+/// its own event.
+fn run_with(
+    config: &SimConfig,
+    progress: &mut dyn FnMut(f64),
+    batching: bool,
+) -> Result<Report, ConfigError> {
+    config.validate()?;
+    let mut sim = Simulation::new(config, batching);
+    sim.run(progress);
+    Ok(sim.report())
+}
+
+/// Something that happens at a point of virtual time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Action {
+    /// The end of the simulation.
+    End,
+    /// A worker asks the engine for a key (NEW).
+    Ask { worker: usize },
+    /// A holder of `key` makes a call with a consequence, or the key's window
+    /// resets. Stale unless `plan` is the key's current plan.
+    KeyDue { key: usize, plan: u64 },
+    /// Sample the key states.
+    Sample,
+    /// The engine asked to be woken (its `poll_timeout`).
+    EngineTimeout,
+}
+
+/// One simulation: the engine, the API, the keys and workers as the workers see
+/// them, the queue of actions and the counts for the report. What the workers do
+/// (asking, calling, reporting) is in `workers`, in its own `impl` block.
+pub(super) struct Simulation {
+    pub(super) settings: Settings,
+    /// Whether uneventful calls are served in batches (else each is an event).
+    pub(super) batching: bool,
+    pub(super) interval: u64,
+    pub(super) floor: u64,
+    pub(super) end: u64,
+    pub(super) sample_every: u64,
+    pub(super) engine: Engine<SplitMix64>,
+    pub(super) channels: Channels,
+    pub(super) api: Api,
+    pub(super) key_text: Vec<String>,
+    pub(super) key_index: HashMap<String, usize>,
+    pub(super) keys: Vec<KeySide>,
+    pub(super) workers: Vec<WorkerState>,
+    pub(super) workers_waiting: u64,
+    /// Workers waiting × milliseconds, summed up to `waiting_counted_to`.
+    pub(super) waiting_area: u128,
+    pub(super) waiting_counted_to: u64,
+    /// `waiting_area` and the time at the previous sample.
+    pub(super) last_sample: Option<(u128, u64)>,
+    /// Actions by time; actions at the same time in the order of [`Action`], so
+    /// that the order never depends on when an action was planned.
+    pub(super) queue: BinaryHeap<Reverse<(u64, Action)>>,
+    pub(super) engine_wake: Option<u64>,
+    /// Worker time within the simulation, from each worker's first ask to the end.
+    pub(super) worker_time: u64,
+    pub(super) demand: u64,
+    pub(super) capacity: u64,
+    pub(super) waiting_total: u64,
+    pub(super) calls_served: u64,
+    pub(super) rate_limited: u64,
+    pub(super) unauthorized: u64,
+    pub(super) keys_handed_out: u64,
+    pub(super) wait_replies: u64,
+    pub(super) error_replies: u64,
+    pub(super) expire_reports: u64,
+    pub(super) invalidate_reports: u64,
+    pub(super) keys_expired: u64,
+    pub(super) keys_invalidated: u64,
+    pub(super) invalid_handouts: u64,
+    pub(super) samples: Vec<Sample>,
+}
+
+/// Characters of the simulated keys.
+const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// A random key text, shaped like a GitHub token.
+fn random_key(rng: &mut SplitMix64) -> String {
+    let mut key = String::from("ghp_");
+    for _ in 0..36 {
+        let idx = ((u128::from(rng.next_u64()) * KEY_ALPHABET.len() as u128) >> 64) as usize;
+        key.push(char::from(KEY_ALPHABET[idx]));
+    }
+    key
+}
+
+/// A uniform draw from `0..n`.
+pub(super) fn below(rng: &mut SplitMix64, n: u64) -> u64 {
+    ((u128::from(rng.next_u64()) * u128::from(n)) >> 64) as u64
+}
+
+impl Simulation {
+    fn new(config: &SimConfig, batching: bool) -> Self {
+        let start = START.as_millis();
+        let interval = config.call_interval_ms();
+        let end = start.saturating_add(millis(config.duration));
+        let mut rng = SplitMix64::new(config.seed ^ 0x5157_4f52_4b45_5253);
+
+        // Keys: random texts, some of them bad.
+        let mut key_text = Vec::with_capacity(config.keys);
+        let mut key_index = HashMap::with_capacity(config.keys);
+        while key_text.len() < config.keys {
+            let key = random_key(&mut rng);
+            if !key_index.contains_key(&key) {
+                key_index.insert(key.clone(), key_text.len());
+                key_text.push(key);
+            }
+        }
+        let mut order: Vec<usize> = (0..config.keys).collect();
+        for i in 0..config.invalid.min(config.keys) {
+            let j = i + below(&mut rng, (config.keys - i) as u64) as usize;
+            order.swap(i, j);
+        }
+        let mut api_keys = vec![
+            ApiKey {
+                valid: true,
+                reset: None,
+                used: 0,
+            };
+            config.keys
+        ];
+        for &bad in &order[..config.invalid.min(config.keys)] {
+            api_keys[bad].valid = false;
+        }
+
+        let mut sim = Self {
+            settings: Settings::from(config),
+            batching,
+            interval,
+            floor: config.floor.unwrap_or(0),
+            end,
+            sample_every: millis(config.sample_every).max(1),
+            engine: Engine::new(EngineConfig::default(), SplitMix64::new(config.seed)),
+            channels: Channels::default(),
+            api: Api {
+                keys: api_keys,
+                quota: config.quota,
+                window_ms: millis(config.window),
+                over_quota_successes: 0,
+                invalid_key_successes: 0,
+            },
+            key_text,
+            key_index,
+            keys: vec![KeySide::default(); config.keys],
+            workers: Vec::with_capacity(config.workers),
+            workers_waiting: 0,
+            waiting_area: 0,
+            waiting_counted_to: start,
+            last_sample: None,
+            queue: BinaryHeap::new(),
+            engine_wake: None,
+            worker_time: 0,
+            demand: 0,
+            capacity: config.capacity(),
+            waiting_total: 0,
+            calls_served: 0,
+            rate_limited: 0,
+            unauthorized: 0,
+            keys_handed_out: 0,
+            wait_replies: 0,
+            error_replies: 0,
+            expire_reports: 0,
+            invalidate_reports: 0,
+            keys_expired: 0,
+            keys_invalidated: 0,
+            invalid_handouts: 0,
+            samples: Vec::new(),
+        };
+
+        sim.push(end, Action::End);
+        for i in 0..config.keys {
+            let msg = Announce::Publish {
+                key: sim.key_text[i].clone(),
+                platform: PLATFORM.to_string(),
+            };
+            sim.engine.handle(
+                Timestamp::from_millis(start),
+                &sim.channels.announce,
+                &msg.encode(),
+            );
+            sim.drain_engine(start, None);
+        }
+        // Workers start one after another within the first call interval.
+        for w in 0..config.workers {
+            let first = start + below(&mut rng, interval);
+            sim.workers.push(WorkerState::Waiting { since: first });
+            sim.workers_waiting += 1;
+            sim.worker_time += end.saturating_sub(first);
+            sim.demand += end.saturating_sub(first).div_ceil(interval);
+            sim.push(first, Action::Ask { worker: w });
+        }
+        let mut at = start;
+        while at < end {
+            sim.push(at, Action::Sample);
+            at = at.saturating_add(sim.sample_every);
+        }
+        sim
+    }
+
+    pub(super) fn push(&mut self, at: u64, action: Action) {
+        self.queue.push(Reverse((at, action)));
+    }
+
+    fn run(&mut self, progress: &mut dyn FnMut(f64)) {
+        let start = START.as_millis();
+        let span = (self.end - start).max(1);
+        let step = span.div_ceil(100).max(1);
+        let mut next_report = start;
+        progress(0.0);
+        while let Some(Reverse((now, action))) = self.queue.pop() {
+            if now >= next_report {
+                progress((now - start) as f64 / span as f64);
+                next_report = now.saturating_add(step);
+            }
+            match action {
+                Action::End => {
+                    self.finish();
+                    break;
+                }
+                Action::Ask { worker } => self.ask(now, worker),
+                Action::KeyDue { key, plan } => {
+                    if self.keys[key].plan == plan {
+                        self.key_due(now, key);
+                    }
+                }
+                Action::Sample => self.sample(now),
+                Action::EngineTimeout => {
+                    if self.engine_wake == Some(now) {
+                        self.engine_wake = None;
+                        self.engine.handle_timeout(Timestamp::from_millis(now));
+                        self.drain_engine(now, None);
+                    }
+                }
+            }
+        }
+        progress(1.0);
+    }
+
+    /// Drains the engine's outputs after a `handle`: the reply addressed to
+    /// `reply_channel`, if any, and counts its events. Schedules the engine's
+    /// next wake-up.
+    pub(super) fn drain_engine(
+        &mut self,
+        now: u64,
+        reply_channel: Option<&str>,
+    ) -> (Option<Reply>, bool) {
+        let mut reply = None;
+        while let Some(tx) = self.engine.poll_transmit() {
+            if reply_channel == Some(tx.channel.as_str()) {
+                reply = Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
+                    .ok()
+                    .map(|m| m.reply);
+            }
+        }
+        let mut invalidated = false;
+        while let Some(event) = self.engine.poll_event() {
+            if let Event::Key { what, .. } = event {
+                match what {
+                    KeyEvent::Expired(_) => self.keys_expired += 1,
+                    KeyEvent::Invalidated => {
+                        self.keys_invalidated += 1;
+                        invalidated = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(wake) = self.engine.poll_timeout() {
+            let wake = wake.as_millis();
+            if self.engine_wake.is_none_or(|w| wake < w) && wake < self.end {
+                self.engine_wake = Some(wake.max(now));
+                self.push(wake.max(now), Action::EngineTimeout);
+            }
+        }
+        (reply, invalidated)
+    }
+
+    fn sample(&mut self, now: u64) {
+        let msg = Announce::Status {
+            reply: ReplyTo::new(ADMIN_ID),
+        };
+        let channel = self.channels.announce.clone();
+        let reply_channel = self.channels.announce_reply(&ADMIN_ID.into());
+        self.engine
+            .handle(Timestamp::from_millis(now), &channel, &msg.encode());
+        let (reply, _) = self.drain_engine(now, Some(&reply_channel));
+        let status = match reply {
+            Some(Reply::Status(platforms)) => {
+                platforms.into_iter().find(|p| p.platform == PLATFORM)
+            }
+            _ => None,
+        };
+        let (fresh, expired, invalid) =
+            status.map_or((0, 0, 0), |s| (s.fresh, s.expired, s.invalid));
+        self.count_waiting(now);
+        let workers_waiting_mean = match self.last_sample {
+            Some((area, at)) if now > at => (self.waiting_area - area) as f64 / (now - at) as f64,
+            _ => self.workers_waiting as f64,
+        };
+        self.last_sample = Some((self.waiting_area, now));
+        self.samples.push(Sample {
+            at_seconds: (now - START.as_millis()) / 1000,
+            fresh,
+            expired,
+            invalid,
+            workers_waiting: self.workers_waiting,
+            workers_waiting_mean,
+        });
+    }
+
+    fn finish(&mut self) {
+        let end = self.end;
+        for key in 0..self.keys.len() {
+            self.settle(key, end);
+        }
+        for state in &self.workers {
+            if let WorkerState::Waiting { since } = *state {
+                self.waiting_total += end.saturating_sub(since);
+            }
+        }
+        self.sample(end);
+    }
+
+    fn report(self) -> Report {
+        let capacity = self.capacity;
+        let possible = self.demand.min(capacity);
+        let workers = self.workers.len().max(1) as f64;
+        let waiting_seconds_total = self.waiting_total as f64 / 1000.0;
+        Report {
+            calls_served: self.calls_served,
+            rate_limited: self.rate_limited,
+            unauthorized: self.unauthorized,
+            demand: self.demand,
+            capacity,
+            utilization: if possible == 0 {
+                0.0
+            } else {
+                self.calls_served as f64 / possible as f64
+            },
+            waiting_seconds_total,
+            waiting_seconds_per_worker: waiting_seconds_total / workers,
+            waiting_share: if self.worker_time == 0 {
+                0.0
+            } else {
+                self.waiting_total as f64 / self.worker_time as f64
+            },
+            keys_handed_out: self.keys_handed_out,
+            wait_replies: self.wait_replies,
+            error_replies: self.error_replies,
+            expire_reports: self.expire_reports,
+            invalidate_reports: self.invalidate_reports,
+            keys_expired: self.keys_expired,
+            keys_invalidated: self.keys_invalidated,
+            invalid_handouts_after_invalidation: self.invalid_handouts,
+            over_quota_successes: self.api.over_quota_successes,
+            invalid_key_successes: self.api.invalid_key_successes,
+            samples: self.samples,
+            settings: self.settings,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn batches_give_exactly_what_one_event_per_call_gives() {
+        let hour = Duration::from_secs(3600);
+        let configs = [
+            SimConfig {
+                keys: 1,
+                invalid: 0,
+                workers: 3,
+                duration: 3 * hour,
+                quota: 100,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                keys: 4,
+                invalid: 1,
+                workers: 30,
+                rate: 3.0,
+                duration: 2 * hour,
+                quota: 500,
+                window: Duration::from_secs(600),
+                seed: 9,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                keys: 6,
+                invalid: 1,
+                workers: 9,
+                duration: 2 * hour,
+                quota: 900,
+                floor: Some(50),
+                seed: 11,
+                ..SimConfig::default()
+            },
+            SimConfig {
+                keys: 3,
+                invalid: 0,
+                workers: 60,
+                rate: 2.0,
+                duration: hour,
+                quota: 1000,
+                window: Duration::from_secs(600),
+                floor: Some(20),
+                seed: 13,
+                ..SimConfig::default()
+            },
+        ];
+        for config in configs {
+            let batched = run_with(&config, &mut |_| {}, true).unwrap();
+            let per_call = run_with(&config, &mut |_| {}, false).unwrap();
+            assert_eq!(batched, per_call, "{config:?}");
+            assert!(batched.calls_served > 0 && batched.rate_limited + batched.expire_reports > 0);
+        }
+    }
+}
