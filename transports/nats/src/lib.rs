@@ -27,6 +27,7 @@ use async_nats::{ConnectErrorKind, Event, ServerAddr};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
+use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
 use keyman_transport::{
     Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Lease, Message, StateStore,
     Subscription, SubscriptionSender,
@@ -647,16 +648,6 @@ impl BusShared {
         }
     }
 
-    /// Runs `operation` within the operation timeout.
-    async fn bounded<T>(
-        &self,
-        operation: impl Future<Output = Result<T, BusError>>,
-    ) -> Result<T, BusError> {
-        tokio::time::timeout(self.options.operation_timeout, operation)
-            .await
-            .unwrap_or(Err(BusError::Timeout(self.options.operation_timeout)))
-    }
-
     fn lost(&self, what: &str, err: impl std::fmt::Display) -> BusError {
         BusError::Disconnected(format!(
             "{what} to the NATS server at {}: {err}",
@@ -803,7 +794,10 @@ async fn watch_connection(
                     let Some(shared) = bus.upgrade() else {
                         return;
                     };
-                    if shared.bounded(shared.round_trip()).await.is_ok() {
+                    if bounded(shared.options.operation_timeout, shared.round_trip())
+                        .await
+                        .is_ok()
+                    {
                         tracing::info!(server = %shared.server, "NATS connection back");
                         link.send_modify(|status| status.up = true);
                         break;
@@ -832,50 +826,29 @@ async fn watch_connection(
     }
 }
 
-/// Stops the task feeding a subscription when the subscription is dropped.
-struct StopOnDrop(tokio::task::AbortHandle);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[async_trait]
 impl Bus for NatsBus {
     /// Publishes and waits until the message is written to the server's
     /// connection; see the crate documentation for what happens while disconnected.
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
         self.shared.ensure_connected()?;
-        self.shared
-            .bounded(self.shared.publish(channel, payload))
-            .await
+        let timeout = self.shared.options.operation_timeout;
+        bounded(timeout, self.shared.publish(channel, payload)).await
     }
 
     /// Subscribes to each channel and waits for a round trip through the
     /// server, so the subscription is live when this returns. Messages carry
     /// the NATS reply subject as `reply_to`.
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
-        let mut unique: Vec<String> = Vec::with_capacity(channels.len());
-        for channel in channels {
-            if !unique.contains(channel) {
-                unique.push(channel.clone());
-            }
-        }
-        if unique.is_empty() {
-            return Err(BusError::Config(
-                "subscribe needs at least one channel".to_owned(),
-            ));
-        }
+        let unique = subscribe_channels(channels)?;
         self.shared.ensure_connected()?;
         let link = self.shared.link.clone();
-        let subscribers = self
-            .shared
-            .bounded(self.shared.open_subscription(&unique))
-            .await?;
-        let (sender, subscription) = Subscription::channel(self.shared.options.queue_capacity);
-        let task = tokio::spawn(feed_subscription(subscribers, link, sender));
-        Ok(subscription.with_guard(StopOnDrop(task.abort_handle())))
+        let timeout = self.shared.options.operation_timeout;
+        let subscribers = bounded(timeout, self.shared.open_subscription(&unique)).await?;
+        Ok(spawn_subscription(
+            self.shared.options.queue_capacity,
+            |sender| feed_subscription(subscribers, link, sender),
+        ))
     }
 
     /// A NATS request: fails fast with [`BusError::NoResponders`] when nobody

@@ -21,6 +21,7 @@
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
+use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
 use keyman_transport::{
     Backoff, Bus, BusError, DEFAULT_QUEUE_CAPACITY, Delivery, Lease, Message, StateStore,
     Subscription, SubscriptionSender,
@@ -96,6 +97,7 @@ impl RedisBus {
     /// Error messages name the server, never the password.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BusError> {
         let client = open_client(url)?;
+        let options_timeout = options.operation_timeout;
         let server = client.get_connection_info().addr().to_string();
         let bus = Self {
             shared: Arc::new(BusShared {
@@ -106,7 +108,7 @@ impl RedisBus {
                 next_connection: AtomicU64::new(0),
             }),
         };
-        bus.shared.bounded(bus.shared.check_connection()).await?;
+        bounded(options_timeout, bus.shared.check_connection()).await?;
         Ok(bus)
     }
 
@@ -278,19 +280,9 @@ impl BusShared {
             .set_response_timeout(Some(self.options.operation_timeout))
     }
 
-    /// Runs `operation` within the operation timeout.
-    async fn bounded<T>(
-        &self,
-        operation: impl Future<Output = Result<T, BusError>>,
-    ) -> Result<T, BusError> {
-        tokio::time::timeout(self.options.operation_timeout, operation)
-            .await
-            .unwrap_or(Err(BusError::Timeout(self.options.operation_timeout)))
-    }
-
     /// Runs a command on the publishing connection, within the operation timeout.
     async fn command<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, BusError> {
-        self.bounded(async {
+        bounded(self.options.operation_timeout, async {
             let (number, mut connection) = self.publisher_connection().await?;
             match cmd.query_async::<T>(&mut connection).await {
                 Ok(v) => Ok(v),
@@ -407,25 +399,14 @@ impl BusShared {
     }
 }
 
-/// Stops the task feeding a subscription when the subscription is dropped.
-struct StopOnDrop(tokio::task::AbortHandle);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 #[async_trait]
 impl Bus for RedisBus {
     /// Publishes with `PUBLISH`. Fails with [`BusError::Disconnected`] when the
     /// server cannot be reached and with [`BusError::Timeout`] when it does not
     /// answer within the operation timeout; the next publish reconnects.
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
-        let result = self
-            .shared
-            .bounded(self.shared.publish(channel, payload))
-            .await;
+        let timeout = self.shared.options.operation_timeout;
+        let result = bounded(timeout, self.shared.publish(channel, payload)).await;
         if let Err(BusError::Timeout(_)) = result {
             // A connection that does not answer is of no further use.
             self.shared.forget_publisher(None).await;
@@ -436,30 +417,14 @@ impl Bus for RedisBus {
     /// Opens a pub/sub connection, subscribes it and waits for the server's
     /// confirmation, so the subscription is live when this returns.
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
-        let mut unique: Vec<String> = Vec::with_capacity(channels.len());
-        for channel in channels {
-            if !unique.contains(channel) {
-                unique.push(channel.clone());
-            }
-        }
-        if unique.is_empty() {
-            return Err(BusError::Config(
-                "subscribe needs at least one channel".to_owned(),
-            ));
-        }
-        let (sink, stream) = self
-            .shared
-            .bounded(self.shared.open_subscription(&unique))
-            .await?;
-        let (sender, subscription) = Subscription::channel(self.shared.options.queue_capacity);
-        let task = tokio::spawn(feed_subscription(
-            Arc::clone(&self.shared),
-            unique,
-            sink,
-            stream,
-            sender,
-        ));
-        Ok(subscription.with_guard(StopOnDrop(task.abort_handle())))
+        let unique = subscribe_channels(channels)?;
+        let timeout = self.shared.options.operation_timeout;
+        let (sink, stream) = bounded(timeout, self.shared.open_subscription(&unique)).await?;
+        let bus = Arc::clone(&self.shared);
+        Ok(spawn_subscription(
+            self.shared.options.queue_capacity,
+            |sender| feed_subscription(bus, unique, sink, stream, sender),
+        ))
     }
 }
 
@@ -487,7 +452,12 @@ async fn feed_subscription(
                 () = sender.closed() => return,
                 () = tokio::time::sleep(bus.options.reconnect.delay(attempt)) => {}
             }
-            match bus.bounded(bus.open_subscription(&channels)).await {
+            match bounded(
+                bus.options.operation_timeout,
+                bus.open_subscription(&channels),
+            )
+            .await
+            {
                 Ok(connection) => break connection,
                 Err(err) => {
                     tracing::debug!(server = %bus.server, attempt, error = %err, "Redis subscription reconnect failed");

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use std::time::Duration;
 
+pub mod adapter;
 mod backoff;
 mod lease;
 mod memory;
