@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
 use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
-use keyman_transport::{Bus, BusError, Subscription};
+use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -81,7 +81,7 @@ impl NatsBus {
         let connecting = connect_options.connect(servers);
         let client = match tokio::time::timeout(options.operation_timeout, connecting).await {
             Ok(Ok(client)) => client,
-            Ok(Err(err)) => return Err(connect_error(&err, &server, options.operation_timeout)),
+            Ok(Err(err)) => return Err(connect_error(err, &server, options.operation_timeout)),
             Err(_) => return Err(BusError::Timeout(options.operation_timeout)),
         };
         let (link_tx, link) = watch::channel(LinkStatus {
@@ -113,22 +113,40 @@ impl NatsBus {
     }
 }
 
-fn connect_error(err: &async_nats::ConnectError, server: &str, timeout: Duration) -> BusError {
+/// Translates a failed connection: a bad URL, refused credentials or a failed
+/// TLS handshake are the configuration's fault, the rest the network's.
+fn connect_error(err: async_nats::ConnectError, server: &str, timeout: Duration) -> BusError {
     match err.kind() {
-        ConnectErrorKind::ServerParse => BusError::Config(format!("bad NATS URL: {err}")),
+        ConnectErrorKind::ServerParse => BusError::Config(ErrorDetail::with_source(
+            format!("bad NATS URL: {err}"),
+            err,
+        )),
         ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-            BusError::Config(format!(
-                "the NATS server at {server} refused the credentials: {err}"
+            BusError::Config(ErrorDetail::with_source(
+                format!("the NATS server at {server} refused the credentials: {err}"),
+                err,
             ))
         }
-        ConnectErrorKind::Tls => BusError::Config(format!(
-            "TLS with the NATS server at {server} failed: {err}"
+        ConnectErrorKind::Tls => BusError::Config(ErrorDetail::with_source(
+            format!("TLS with the NATS server at {server} failed: {err}"),
+            err,
         )),
         ConnectErrorKind::TimedOut => BusError::Timeout(timeout),
         ConnectErrorKind::Dns | ConnectErrorKind::Io | ConnectErrorKind::MaxReconnects => {
-            BusError::Disconnected(format!("NATS server at {server}: {err}"))
+            BusError::Disconnected(ErrorDetail::with_source(
+                format!("NATS server at {server}: {err}"),
+                err,
+            ))
         }
     }
+}
+
+/// A channel that is not a NATS subject: the caller's mistake, with the client's error as the source.
+fn invalid_subject(channel: &str, err: impl std::error::Error + Send + Sync + 'static) -> BusError {
+    BusError::Config(ErrorDetail::with_source(
+        format!("{channel:?} is not a valid NATS subject"),
+        err,
+    ))
 }
 
 impl BusShared {
@@ -136,23 +154,38 @@ impl BusShared {
     fn ensure_connected(&self) -> Result<(), BusError> {
         match self.client.connection_state() {
             State::Connected => Ok(()),
-            State::Pending | State::Disconnected => Err(BusError::Disconnected(format!(
-                "not connected to the NATS server at {}",
-                self.server
-            ))),
+            State::Pending | State::Disconnected => Err(BusError::Disconnected(
+                format!("not connected to the NATS server at {}", self.server).into(),
+            )),
         }
     }
 
-    fn lost(&self, what: &str, err: impl std::fmt::Display) -> BusError {
-        BusError::Disconnected(format!(
-            "{what} to the NATS server at {}: {err}",
-            self.server
+    /// A failed `what` that means the connection is gone; keeps `err` as the source.
+    fn lost(&self, what: &str, err: impl std::error::Error + Send + Sync + 'static) -> BusError {
+        BusError::Disconnected(ErrorDetail::with_source(
+            format!("{what} to the NATS server at {}: {err}", self.server),
+            err,
+        ))
+    }
+
+    /// A payload larger than the server takes; keeps `err` as the source.
+    fn too_large(
+        &self,
+        size: usize,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> BusError {
+        BusError::Broker(ErrorDetail::with_source(
+            format!(
+                "a payload of {size} bytes exceeds the limit of the NATS server at {}: {err}",
+                self.server
+            ),
+            err,
         ))
     }
 
     async fn flush(&self) -> Result<(), BusError> {
         self.client.flush().await.map_err(|err| match err.kind() {
-            FlushErrorKind::SendError | FlushErrorKind::FlushError => self.lost("flush", &err),
+            FlushErrorKind::SendError | FlushErrorKind::FlushError => self.lost("flush", err),
         })
     }
 
@@ -161,15 +194,9 @@ impl BusShared {
             .publish(channel.to_owned(), payload.to_vec().into())
             .await
             .map_err(|err| match err.kind() {
-                PublishErrorKind::InvalidSubject => {
-                    BusError::Config(format!("{channel:?} is not a valid NATS subject"))
-                }
-                PublishErrorKind::MaxPayloadExceeded => BusError::Broker(format!(
-                    "a payload of {} bytes exceeds the limit of the NATS server at {}: {err}",
-                    payload.len(),
-                    self.server
-                )),
-                PublishErrorKind::Send => self.lost("publish", &err),
+                PublishErrorKind::InvalidSubject => invalid_subject(channel, err),
+                PublishErrorKind::MaxPayloadExceeded => self.too_large(payload.len(), err),
+                PublishErrorKind::Send => self.lost("publish", err),
             })?;
         self.flush().await
     }
@@ -199,15 +226,9 @@ impl BusShared {
             Err(err) => Err(match err.kind() {
                 RequestErrorKind::NoResponders => BusError::NoResponders(channel.to_owned()),
                 RequestErrorKind::TimedOut => BusError::Timeout(timeout),
-                RequestErrorKind::InvalidSubject => {
-                    BusError::Config(format!("{channel:?} is not a valid NATS subject"))
-                }
-                RequestErrorKind::MaxPayloadExceeded => BusError::Broker(format!(
-                    "a payload of {} bytes exceeds the limit of the NATS server at {}: {err}",
-                    payload.len(),
-                    self.server
-                )),
-                RequestErrorKind::Other => self.lost("request", &err),
+                RequestErrorKind::InvalidSubject => invalid_subject(channel, err),
+                RequestErrorKind::MaxPayloadExceeded => self.too_large(payload.len(), err),
+                RequestErrorKind::Other => self.lost("request", err),
             }),
         }
     }
@@ -224,7 +245,10 @@ impl BusShared {
                 .subscribe(channel.clone())
                 .await
                 .map_err(|err| {
-                    BusError::Config(format!("cannot subscribe to {channel:?}: {err}"))
+                    BusError::Config(ErrorDetail::with_source(
+                        format!("cannot subscribe to {channel:?}: {err}"),
+                        err,
+                    ))
                 })?;
             subscribers.push(subscriber);
         }
@@ -248,10 +272,13 @@ impl BusShared {
         self.flush().await?;
         match probe.next().await {
             Some(_) => Ok(()),
-            None => Err(BusError::Disconnected(format!(
-                "the connection to the NATS server at {} closed",
-                self.server
-            ))),
+            None => Err(BusError::Disconnected(
+                format!(
+                    "the connection to the NATS server at {} closed",
+                    self.server
+                )
+                .into(),
+            )),
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::NatsBus;
 use crate::base64::decode_base64;
 use async_trait::async_trait;
-use keyman_transport::{BusError, StateStore};
+use keyman_transport::{BusError, ErrorDetail, StateStore};
 use std::sync::Arc;
 
 impl NatsBus {
@@ -89,14 +89,21 @@ impl NatsStore {
             .request(subject, headers, body, timeout)
             .await
             .map_err(|e| match e {
-                BusError::NoResponders(_) => BusError::Broker(format!(
-                    "JetStream is not enabled on the NATS server at {}",
-                    self.bus.server()
+                BusError::NoResponders(_) => BusError::Broker(ErrorDetail::with_source(
+                    format!(
+                        "JetStream is not enabled on the NATS server at {}",
+                        self.bus.server()
+                    ),
+                    e,
                 )),
                 other => other,
             })?;
-        let value: serde_json::Value = serde_json::from_slice(&answer)
-            .map_err(|e| BusError::Broker(format!("unreadable JetStream answer: {e}")))?;
+        let value: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| {
+            BusError::Broker(ErrorDetail::with_source(
+                format!("unreadable JetStream answer: {e}"),
+                e,
+            ))
+        })?;
         match value.get("error") {
             None => Ok(Some(value)),
             Some(err)
@@ -107,13 +114,16 @@ impl NatsStore {
             {
                 Ok(None)
             }
-            Some(err) => Err(BusError::Broker(format!(
-                "JetStream on {}: {}",
-                self.bus.server(),
-                err.get("description")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("an error without description")
-            ))),
+            Some(err) => Err(BusError::Broker(
+                format!(
+                    "JetStream on {}: {}",
+                    self.bus.server(),
+                    err.get("description")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("an error without description")
+                )
+                .into(),
+            )),
         }
     }
 

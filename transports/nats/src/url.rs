@@ -1,7 +1,7 @@
 //! NATS server URLs: a comma-separated list, and the credentials written into them.
 
 use async_nats::ServerAddr;
-use keyman_transport::BusError;
+use keyman_transport::{BusError, ErrorDetail};
 use std::str::FromStr;
 
 /// Parses a comma-separated list of server URLs.
@@ -11,12 +11,16 @@ pub(crate) fn parse_servers(url: &str) -> Result<Vec<ServerAddr>, BusError> {
         .map(str::trim)
         .filter(|part| !part.is_empty())
         .map(|part| {
-            ServerAddr::from_str(part)
-                .map_err(|err| BusError::Config(format!("bad NATS URL: {err}")))
+            ServerAddr::from_str(part).map_err(|err| {
+                BusError::Config(ErrorDetail::with_source(
+                    format!("bad NATS URL: {err}"),
+                    err,
+                ))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     if servers.is_empty() {
-        return Err(BusError::Config("no NATS server URL given".to_owned()));
+        return Err(BusError::Config("no NATS server URL given".into()));
     }
     Ok(servers)
 }

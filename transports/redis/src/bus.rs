@@ -5,7 +5,7 @@ use crate::subscription::feed_subscription;
 use crate::url::open_client;
 use async_trait::async_trait;
 use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
-use keyman_transport::{Bus, BusError, Subscription};
+use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
 use std::sync::Arc;
@@ -179,25 +179,26 @@ impl BusShared {
     /// Translates an error of the Redis client.
     fn bus_error(&self, err: &RedisError) -> BusError {
         let server = &self.server;
+        let detail = |message: String| ErrorDetail::with_source(message, err.clone());
         match err.kind() {
             ErrorKind::InvalidClientConfig => {
-                BusError::Config(format!("bad Redis configuration: {err}"))
+                BusError::Config(detail(format!("bad Redis configuration: {err}")))
             }
-            _ if matches!(err.code(), Some("NOAUTH" | "WRONGPASS")) => BusError::Config(format!(
-                "the Redis server at {server} refused the credentials: {err}"
+            _ if matches!(err.code(), Some("NOAUTH" | "WRONGPASS")) => BusError::Config(detail(
+                format!("the Redis server at {server} refused the credentials: {err}"),
             )),
-            ErrorKind::AuthenticationFailed => BusError::Config(format!(
+            ErrorKind::AuthenticationFailed => BusError::Config(detail(format!(
                 "the Redis server at {server} refused the credentials: {err}"
-            )),
+            ))),
             _ if err.is_timeout() => BusError::Timeout(self.options.operation_timeout),
             _ if err.is_io_error()
                 || err.is_connection_dropped()
                 || err.is_connection_refusal()
                 || err.is_unrecoverable_error() =>
             {
-                BusError::Disconnected(format!("Redis server at {server}: {err}"))
+                BusError::Disconnected(detail(format!("Redis server at {server}: {err}")))
             }
-            _ => BusError::Broker(format!("Redis server at {server}: {err}")),
+            _ => BusError::Broker(detail(format!("Redis server at {server}: {err}"))),
         }
     }
 }
