@@ -47,7 +47,7 @@ impl RedisBus {
     /// Error messages name the server, never the password.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BusError> {
         let client = open_client(url)?;
-        let options_timeout = options.operation_timeout;
+        let timeout = options.operation_timeout;
         let server = client.get_connection_info().addr().to_string();
         let bus = Self {
             shared: Arc::new(BusShared {
@@ -58,7 +58,7 @@ impl RedisBus {
                 next_connection: AtomicU64::new(0),
             }),
         };
-        bounded(options_timeout, bus.shared.check_connection()).await?;
+        bounded(timeout, bus.shared.check_connection()).await?;
         Ok(bus)
     }
 
