@@ -1,12 +1,14 @@
 //! NatsBus against a nats-server each test starts for itself.
 
 use keyman_nats::{NatsBus, NatsOptions};
-use keyman_transport::testing::{NatsServer, conformance};
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, Subscription};
-use std::net::{Ipv4Addr, TcpListener};
+use keyman_transport::testing::{
+    NatsServer, QUICK_BACKOFF, QUICK_TIMEOUT, conformance, next_event, next_payload, signal,
+    subscribe_to, unused_port,
+};
+use keyman_transport::{Bus, BusError, BusEvent, Lease};
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = conformance::EVENT_TIMEOUT;
 
 fn start_server() -> NatsServer {
     NatsServer::start().expect("nats-server starts")
@@ -14,11 +16,8 @@ fn start_server() -> NatsServer {
 
 fn quick_options() -> NatsOptions {
     NatsOptions {
-        operation_timeout: Duration::from_secs(1),
-        reconnect: Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-        },
+        operation_timeout: QUICK_TIMEOUT,
+        reconnect: QUICK_BACKOFF,
         ..NatsOptions::default()
     }
 }
@@ -27,20 +26,6 @@ async fn connect(url: &str) -> NatsBus {
     NatsBus::connect(url, quick_options())
         .await
         .expect("connects to the test server")
-}
-
-async fn next_event(subscription: &mut Subscription) -> BusEvent {
-    tokio::time::timeout(WAIT, subscription.next())
-        .await
-        .expect("an event within the deadline")
-        .expect("the subscription is open")
-}
-
-async fn next_payload(subscription: &mut Subscription) -> Vec<u8> {
-    match next_event(subscription).await {
-        BusEvent::Message(message) => message.payload,
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -54,11 +39,7 @@ async fn passes_the_conformance_suite() {
 async fn a_shared_handle_passes_the_conformance_suite() {
     let server = start_server();
     let bus = connect(&server.url()).await;
-    conformance::run_all(|| {
-        let bus = bus.clone();
-        async move { bus }
-    })
-    .await;
+    conformance::run_all_on_one_handle(&bus).await;
 }
 
 #[tokio::test]
@@ -102,10 +83,7 @@ async fn publish_while_the_server_is_down_fails_within_the_timeout() {
     let mut server = start_server();
     let bus = connect(&server.url()).await;
     let channel = conformance::unique_channel("down");
-    let mut subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_to(&bus, &channel).await;
 
     server.stop().expect("stop");
     assert!(matches!(
@@ -177,10 +155,7 @@ async fn a_request_is_answered_on_its_reply_subject_and_times_out_without_answer
     let requester = connect(&server.url()).await;
     let responder = connect(&server.url()).await;
     let channel = conformance::unique_channel("request");
-    let mut requests = responder
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut requests = subscribe_to(&responder, &channel).await;
     assert!(requester.supports_request());
 
     let answering = async {
@@ -225,10 +200,7 @@ async fn a_bad_url_is_a_configuration_error() {
 
 #[tokio::test]
 async fn connecting_to_a_port_nobody_listens_on_fails_fast() {
-    let port = {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        listener.local_addr().expect("address").port()
-    };
+    let port = unused_port();
     let started = Instant::now();
     let result =
         NatsBus::connect(&format!("nats://127.0.0.1:{port}"), NatsOptions::default()).await;
@@ -248,10 +220,7 @@ async fn connects_with_user_and_password_and_never_shows_the_password() {
     let debug = format!("{bus:?}");
     assert!(!debug.contains("s3cr3t-pw"), "{debug}");
     let channel = conformance::unique_channel("auth");
-    let mut subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_to(&bus, &channel).await;
     bus.publish(&channel, b"hi").await.expect("publish");
     assert_eq!(next_payload(&mut subscription).await, b"hi");
 
@@ -283,16 +252,6 @@ async fn an_invalid_subject_is_refused() {
     ));
 }
 
-/// Sends a signal to a process, as `kill -<name> <pid>` does.
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name} {pid} failed");
-}
-
 #[tokio::test]
 async fn a_subscription_notices_a_server_that_stops_answering() {
     let server = start_server();
@@ -306,10 +265,7 @@ async fn a_subscription_notices_a_server_that_stops_answering() {
         .await
         .expect("connects");
     let channel = conformance::unique_channel("frozen");
-    let mut subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_to(&bus, &channel).await;
 
     // A stopped process keeps its sockets open but answers nothing.
     signal(pid, "STOP");

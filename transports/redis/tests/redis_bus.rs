@@ -1,12 +1,14 @@
 //! RedisBus against a redis-server each test starts for itself.
 
 use keyman_redis::{RedisBus, RedisOptions};
-use keyman_transport::testing::{RedisServer, conformance};
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, Subscription};
-use std::net::{Ipv4Addr, TcpListener};
+use keyman_transport::testing::{
+    QUICK_BACKOFF, QUICK_TIMEOUT, RedisServer, conformance, next_event, next_payload, signal,
+    subscribe_to, unused_port,
+};
+use keyman_transport::{Bus, BusError, BusEvent, Lease};
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = conformance::EVENT_TIMEOUT;
 
 fn start_server() -> RedisServer {
     RedisServer::start().expect("redis-server starts")
@@ -14,11 +16,8 @@ fn start_server() -> RedisServer {
 
 fn quick_options() -> RedisOptions {
     RedisOptions {
-        operation_timeout: Duration::from_secs(1),
-        reconnect: Backoff {
-            initial: Duration::from_millis(20),
-            max: Duration::from_millis(200),
-        },
+        operation_timeout: QUICK_TIMEOUT,
+        reconnect: QUICK_BACKOFF,
         ..RedisOptions::default()
     }
 }
@@ -27,13 +26,6 @@ async fn connect(url: &str) -> RedisBus {
     RedisBus::connect(url, quick_options())
         .await
         .expect("connects to the test server")
-}
-
-async fn next_event(subscription: &mut Subscription) -> BusEvent {
-    tokio::time::timeout(WAIT, subscription.next())
-        .await
-        .expect("an event within the deadline")
-        .expect("the subscription is open")
 }
 
 /// Polls `condition` until it holds, or panics after [`WAIT`].
@@ -79,11 +71,7 @@ async fn passes_the_conformance_suite() {
 async fn a_shared_handle_passes_the_conformance_suite() {
     let server = start_server();
     let bus = connect(&server.url()).await;
-    conformance::run_all(|| {
-        let bus = bus.clone();
-        async move { bus }
-    })
-    .await;
+    conformance::run_all_on_one_handle(&bus).await;
 }
 
 #[tokio::test]
@@ -112,10 +100,7 @@ async fn publish_while_the_server_is_down_fails_fast_and_works_once_it_is_back()
     let mut server = start_server();
     let bus = connect(&server.url()).await;
     let channel = conformance::unique_channel("down");
-    let mut subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_to(&bus, &channel).await;
 
     server.stop().expect("stop");
     let timeout = bus.options().operation_timeout;
@@ -150,10 +135,7 @@ async fn publish_while_the_server_is_down_fails_fast_and_works_once_it_is_back()
     bus.publish(&channel, b"back")
         .await
         .expect("publish after restart");
-    match next_event(&mut subscription).await {
-        BusEvent::Message(message) => assert_eq!(message.payload, b"back"),
-        other => panic!("expected the message, got {other:?}"),
-    }
+    assert_eq!(next_payload(&mut subscription).await, b"back");
 }
 
 #[tokio::test]
@@ -161,10 +143,7 @@ async fn a_subscription_reconnects_when_the_server_drops_its_connection() {
     let server = start_server();
     let bus = connect(&server.url()).await;
     let channel = conformance::unique_channel("client-kill");
-    let mut subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_to(&bus, &channel).await;
     let mut inspector = inspector(&server.url()).await;
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
@@ -180,10 +159,7 @@ async fn a_subscription_reconnects_when_the_server_drops_its_connection() {
     ));
     assert_eq!(next_event(&mut subscription).await, BusEvent::Reconnected);
     bus.publish(&channel, b"again").await.expect("publish");
-    match next_event(&mut subscription).await {
-        BusEvent::Message(message) => assert_eq!(message.payload, b"again"),
-        other => panic!("expected the message, got {other:?}"),
-    }
+    assert_eq!(next_payload(&mut subscription).await, b"again");
 }
 
 #[tokio::test]
@@ -192,10 +168,7 @@ async fn dropping_a_subscription_closes_its_connection() {
     let bus = connect(&server.url()).await;
     let mut inspector = inspector(&server.url()).await;
     let channel = conformance::unique_channel("drop");
-    let subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let subscription = subscribe_to(&bus, &channel).await;
     assert_eq!(subscriber_count(&mut inspector, &channel).await, 1);
     drop(subscription);
     wait_until("the server forgets the subscription", || {
@@ -235,10 +208,7 @@ async fn a_tls_url_without_the_tls_feature_is_a_configuration_error() {
 
 #[tokio::test]
 async fn connecting_to_a_port_nobody_listens_on_fails_fast() {
-    let port = {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-        listener.local_addr().expect("address").port()
-    };
+    let port = unused_port();
     let started = Instant::now();
     let result = RedisBus::connect(
         &format!("redis://127.0.0.1:{port}"),
@@ -273,15 +243,9 @@ async fn connects_with_user_password_and_database_and_never_shows_the_password()
     let debug = format!("{bus:?}");
     assert!(!debug.contains("s3cr3t-pw"), "{debug}");
     let channel = conformance::unique_channel("auth");
-    let mut subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_to(&bus, &channel).await;
     bus.publish(&channel, b"hi").await.expect("publish");
-    match next_event(&mut subscription).await {
-        BusEvent::Message(message) => assert_eq!(message.payload, b"hi"),
-        other => panic!("expected the message, got {other:?}"),
-    }
+    assert_eq!(next_payload(&mut subscription).await, b"hi");
 
     // Pub/sub ignores the database number: db 0 and db 3 share channels.
     let other_db = connect(&format!("redis://alice:s3cr3t-pw@127.0.0.1:{port}/0")).await;
@@ -289,10 +253,7 @@ async fn connects_with_user_password_and_database_and_never_shows_the_password()
         .publish(&channel, b"from db 0")
         .await
         .expect("publish");
-    match next_event(&mut subscription).await {
-        BusEvent::Message(message) => assert_eq!(message.payload, b"from db 0"),
-        other => panic!("expected the message, got {other:?}"),
-    }
+    assert_eq!(next_payload(&mut subscription).await, b"from db 0");
 
     for url in [
         format!("redis://alice:wrong-pw@127.0.0.1:{port}"),
@@ -309,16 +270,6 @@ async fn connects_with_user_password_and_database_and_never_shows_the_password()
     }
 }
 
-/// Sends a signal to a process, as `kill -<name> <pid>` does.
-fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{name} {pid} failed");
-}
-
 #[tokio::test]
 async fn a_subscription_notices_a_server_that_stops_answering() {
     let server = start_server();
@@ -332,10 +283,7 @@ async fn a_subscription_notices_a_server_that_stops_answering() {
         .await
         .expect("connects");
     let channel = conformance::unique_channel("frozen");
-    let mut subscription = bus
-        .subscribe(std::slice::from_ref(&channel))
-        .await
-        .expect("subscribe");
+    let mut subscription = subscribe_to(&bus, &channel).await;
 
     // A stopped process keeps its sockets open but answers nothing.
     signal(pid, "STOP");
@@ -347,10 +295,7 @@ async fn a_subscription_notices_a_server_that_stops_answering() {
     }
     assert_eq!(next_event(&mut subscription).await, BusEvent::Reconnected);
     bus.publish(&channel, b"thawed").await.expect("publish");
-    match next_event(&mut subscription).await {
-        BusEvent::Message(message) => assert_eq!(message.payload, b"thawed"),
-        other => panic!("expected the message, got {other:?}"),
-    }
+    assert_eq!(next_payload(&mut subscription).await, b"thawed");
 }
 
 #[cfg(feature = "tls")]

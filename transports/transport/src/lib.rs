@@ -8,7 +8,9 @@
 use async_trait::async_trait;
 use std::time::Duration;
 
+pub mod adapter;
 mod backoff;
+mod error;
 mod lease;
 mod memory;
 mod queue;
@@ -17,6 +19,7 @@ mod store;
 pub mod testing;
 
 pub use backoff::Backoff;
+pub use error::{BusError, ErrorDetail};
 pub use lease::{Lease, MemoryLease};
 pub use memory::MemoryBus;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
@@ -47,32 +50,6 @@ pub enum BusEvent {
     /// The connection is back and every channel of the subscription is subscribed again.
     /// Whoever waits for an answer should send its request again.
     Reconnected,
-}
-
-/// The errors of a transport.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BusError {
-    /// The broker cannot be reached now (connection refused, lost, or not yet back).
-    #[error("disconnected from the broker: {0}")]
-    Disconnected(String),
-    /// The broker did not answer within the time allowed.
-    #[error("the broker did not answer within {0:?}")]
-    Timeout(Duration),
-    /// A native request found nobody subscribed to answer it (NATS "no responders").
-    #[error("no responder is subscribed to {0}")]
-    NoResponders(String),
-    /// The transport does not offer this operation (for example native request/reply on Redis).
-    #[error("this transport does not support {0}")]
-    Unsupported(&'static str),
-    /// The URL or the options given to the transport are wrong.
-    #[error("bad transport configuration: {0}")]
-    Config(String),
-    /// The bus was closed by its owner.
-    #[error("the bus is closed")]
-    Closed,
-    /// Any other failure reported by the broker's client library.
-    #[error("broker error: {0}")]
-    Broker(String),
 }
 
 /// A stream of [`BusEvent`]s for a set of channels. Dropping it unsubscribes.

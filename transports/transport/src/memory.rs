@@ -195,7 +195,7 @@ impl Bus for MemoryBus {
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
         if channels.is_empty() {
             return Err(BusError::Config(
-                "subscribe needs at least one channel".to_owned(),
+                "subscribe needs at least one channel".into(),
             ));
         }
         let mut state = self.shared.lock();

@@ -1,6 +1,6 @@
 //! [`StateStore`]: where the orchestrator keeps its state across restarts.
 
-use crate::BusError;
+use crate::{BusError, ErrorDetail};
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -45,8 +45,11 @@ impl FileStore {
     }
 }
 
-fn io_error(path: &Path, e: &std::io::Error) -> BusError {
-    BusError::Broker(format!("state file {}: {e}", path.display()))
+fn io_error(path: &Path, e: std::io::Error) -> BusError {
+    BusError::Broker(ErrorDetail::with_source(
+        format!("state file {}: {e}", path.display()),
+        e,
+    ))
 }
 
 fn write_atomically(path: &Path, state: &[u8]) -> std::io::Result<()> {
@@ -75,21 +78,28 @@ impl StateStore for FileStore {
         let read = tokio::task::spawn_blocking(move || match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(&path, &e)),
+            Err(e) => Err(io_error(&path, e)),
         });
-        read.await
-            .map_err(|e| BusError::Broker(format!("state file reader failed: {e}")))?
+        read.await.map_err(|e| {
+            BusError::Broker(ErrorDetail::with_source(
+                format!("state file reader failed: {e}"),
+                e,
+            ))
+        })?
     }
 
     async fn save(&self, state: &[u8]) -> Result<(), BusError> {
         let path = self.path.clone();
         let state = state.to_vec();
         let write = tokio::task::spawn_blocking(move || {
-            write_atomically(&path, &state).map_err(|e| io_error(&path, &e))
+            write_atomically(&path, &state).map_err(|e| io_error(&path, e))
         });
-        write
-            .await
-            .map_err(|e| BusError::Broker(format!("state file writer failed: {e}")))?
+        write.await.map_err(|e| {
+            BusError::Broker(ErrorDetail::with_source(
+                format!("state file writer failed: {e}"),
+                e,
+            ))
+        })?
     }
 
     fn describe(&self) -> String {

@@ -42,6 +42,16 @@ where
     request_reply(publisher, subscriber).await;
 }
 
+/// [`run_all`] with clones of one handle as publisher and subscriber: for a
+/// bus whose clones share one connection.
+pub async fn run_all_on_one_handle<B: Bus + Clone>(bus: &B) {
+    run_all(|| {
+        let bus = bus.clone();
+        async move { bus }
+    })
+    .await;
+}
+
 /// A published message arrives with its channel, its exact bytes (any bytes, also
 /// none) and no `reply_to`.
 pub async fn round_trip(publisher: &dyn Bus, subscriber: &dyn Bus) {

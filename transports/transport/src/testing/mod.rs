@@ -13,5 +13,9 @@
 
 pub mod conformance;
 mod servers;
+mod support;
 
 pub use servers::{NATS_SERVER_BINARY, NatsServer, REDIS_SERVER_BINARY, RedisServer};
+pub use support::{
+    QUICK_BACKOFF, QUICK_TIMEOUT, next_event, next_payload, signal, subscribe_to, unused_port,
+};

@@ -361,7 +361,7 @@ fn owns_listener(pid: u32, port: u16) -> bool {
 }
 
 /// A loopback port that nothing listened on a moment ago.
-fn free_port() -> io::Result<u16> {
+pub(crate) fn free_port() -> io::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }

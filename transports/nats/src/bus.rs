@@ -1,0 +1,326 @@
+//! [`NatsBus`]: connecting, publishing, requests and subscribing over NATS core.
+
+use crate::NatsOptions;
+use crate::link::{LinkStatus, feed_subscription, watch_connection};
+use crate::url::{Credentials, parse_servers, url_credentials};
+use async_nats::ConnectErrorKind;
+use async_nats::client::{FlushErrorKind, PublishErrorKind, RequestErrorKind};
+use async_nats::connection::State;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::SelectAll;
+use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
+use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// A [`Bus`] over NATS core pub/sub. Cloning it is cheap and shares the connection.
+#[derive(Clone)]
+pub struct NatsBus {
+    pub(crate) shared: Arc<BusShared>,
+}
+
+pub(crate) struct BusShared {
+    pub(crate) client: async_nats::Client,
+    pub(crate) options: NatsOptions,
+    /// `host:port` of the first server, for messages; never the password.
+    pub(crate) server: String,
+    /// The state of the connection as the subscriptions should see it.
+    pub(crate) link: watch::Receiver<LinkStatus>,
+}
+
+impl std::fmt::Debug for NatsBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsBus")
+            .field("server", &self.shared.server)
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsBus {
+    /// Connects to a NATS server, such as `nats://user:password@host:4222`
+    /// (`tls://` for TLS; several servers separated by commas).
+    ///
+    /// Fails with [`BusError::Config`] for a bad URL or refused credentials,
+    /// with [`BusError::Disconnected`] if the server cannot be reached, and with
+    /// [`BusError::Timeout`] if it does not answer within the operation timeout.
+    /// Error messages name the server, never the password.
+    pub async fn connect(url: &str, options: NatsOptions) -> Result<Self, BusError> {
+        let servers = parse_servers(url)?;
+        let server = servers
+            .first()
+            .map(|addr| format!("{}:{}", addr.host(), addr.port()))
+            .unwrap_or_default();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let backoff = options.reconnect;
+        let mut connect_options = async_nats::ConnectOptions::new()
+            .connection_timeout(options.operation_timeout)
+            .request_timeout(None)
+            .ping_interval(options.health_check_interval)
+            .reconnect_delay_callback(move |attempts| {
+                backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
+            })
+            .event_callback(move |event| {
+                // Fails only when the bus is gone, and then nobody listens.
+                let _ = events_tx.send(event);
+                async {}
+            });
+        if let Some(credentials) = servers.iter().find_map(url_credentials) {
+            connect_options = match credentials {
+                Credentials::UserPassword(user, password) => {
+                    connect_options.user_and_password(user, password)
+                }
+                Credentials::Token(token) => connect_options.token(token),
+            };
+        }
+        if let Some(name) = &options.client_name {
+            connect_options = connect_options.name(name);
+        }
+        let connecting = connect_options.connect(servers);
+        let client = match tokio::time::timeout(options.operation_timeout, connecting).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(err)) => return Err(connect_error(err, &server, options.operation_timeout)),
+            Err(_) => return Err(BusError::Timeout(options.operation_timeout)),
+        };
+        let (link_tx, link) = watch::channel(LinkStatus {
+            up: true,
+            ..LinkStatus::default()
+        });
+        let shared = Arc::new(BusShared {
+            client,
+            options,
+            server,
+            link,
+        });
+        tokio::spawn(watch_connection(
+            Arc::downgrade(&shared),
+            events_rx,
+            link_tx,
+        ));
+        Ok(Self { shared })
+    }
+
+    /// The options it was connected with.
+    pub fn options(&self) -> &NatsOptions {
+        &self.shared.options
+    }
+
+    /// `host:port` of the (first) server it talks to.
+    pub fn server(&self) -> &str {
+        &self.shared.server
+    }
+}
+
+/// Translates a failed connection: a bad URL, refused credentials or a failed
+/// TLS handshake are the configuration's fault, the rest the network's.
+fn connect_error(err: async_nats::ConnectError, server: &str, timeout: Duration) -> BusError {
+    match err.kind() {
+        ConnectErrorKind::ServerParse => BusError::Config(ErrorDetail::with_source(
+            format!("bad NATS URL: {err}"),
+            err,
+        )),
+        ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
+            BusError::Config(ErrorDetail::with_source(
+                format!("the NATS server at {server} refused the credentials: {err}"),
+                err,
+            ))
+        }
+        ConnectErrorKind::Tls => BusError::Config(ErrorDetail::with_source(
+            format!("TLS with the NATS server at {server} failed: {err}"),
+            err,
+        )),
+        ConnectErrorKind::TimedOut => BusError::Timeout(timeout),
+        ConnectErrorKind::Dns | ConnectErrorKind::Io | ConnectErrorKind::MaxReconnects => {
+            BusError::Disconnected(ErrorDetail::with_source(
+                format!("NATS server at {server}: {err}"),
+                err,
+            ))
+        }
+    }
+}
+
+/// A channel that is not a NATS subject: the caller's mistake, with the client's error as the source.
+fn invalid_subject(channel: &str, err: impl std::error::Error + Send + Sync + 'static) -> BusError {
+    BusError::Config(ErrorDetail::with_source(
+        format!("{channel:?} is not a valid NATS subject"),
+        err,
+    ))
+}
+
+impl BusShared {
+    /// Fails unless the client is connected now.
+    fn ensure_connected(&self) -> Result<(), BusError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            State::Pending | State::Disconnected => Err(BusError::Disconnected(
+                format!("not connected to the NATS server at {}", self.server).into(),
+            )),
+        }
+    }
+
+    /// A failed `what` that means the connection is gone; keeps `err` as the source.
+    fn lost(&self, what: &str, err: impl std::error::Error + Send + Sync + 'static) -> BusError {
+        BusError::Disconnected(ErrorDetail::with_source(
+            format!("{what} to the NATS server at {}: {err}", self.server),
+            err,
+        ))
+    }
+
+    /// A payload larger than the server takes; keeps `err` as the source.
+    fn too_large(
+        &self,
+        size: usize,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> BusError {
+        BusError::Broker(ErrorDetail::with_source(
+            format!(
+                "a payload of {size} bytes exceeds the limit of the NATS server at {}: {err}",
+                self.server
+            ),
+            err,
+        ))
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(|err| match err.kind() {
+            FlushErrorKind::SendError | FlushErrorKind::FlushError => self.lost("flush", err),
+        })
+    }
+
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
+        self.client
+            .publish(channel.to_owned(), payload.to_vec().into())
+            .await
+            .map_err(|err| match err.kind() {
+                PublishErrorKind::InvalidSubject => invalid_subject(channel, err),
+                PublishErrorKind::MaxPayloadExceeded => self.too_large(payload.len(), err),
+                PublishErrorKind::Send => self.lost("publish", err),
+            })?;
+        self.flush().await
+    }
+
+    /// A NATS request with optional headers; see [`Bus::request`].
+    pub(crate) async fn request(
+        &self,
+        channel: &str,
+        headers: Option<async_nats::HeaderMap>,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        self.ensure_connected()?;
+        let mut request = async_nats::Request::new()
+            .payload(payload.to_vec().into())
+            .timeout(Some(timeout));
+        if let Some(headers) = headers {
+            request = request.headers(headers);
+        }
+        let asking = self.client.send_request(channel.to_owned(), request);
+        let answer = match tokio::time::timeout(timeout, asking).await {
+            Ok(answer) => answer,
+            Err(_) => return Err(BusError::Timeout(timeout)),
+        };
+        match answer {
+            Ok(message) => Ok(message.payload.to_vec()),
+            Err(err) => Err(match err.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders(channel.to_owned()),
+                RequestErrorKind::TimedOut => BusError::Timeout(timeout),
+                RequestErrorKind::InvalidSubject => invalid_subject(channel, err),
+                RequestErrorKind::MaxPayloadExceeded => self.too_large(payload.len(), err),
+                RequestErrorKind::Other => self.lost("request", err),
+            }),
+        }
+    }
+
+    /// Subscribes the client to each channel and makes sure the server has seen it.
+    async fn open_subscription(
+        &self,
+        channels: &[String],
+    ) -> Result<SelectAll<async_nats::Subscriber>, BusError> {
+        let mut subscribers = SelectAll::new();
+        for channel in channels {
+            let subscriber = self
+                .client
+                .subscribe(channel.clone())
+                .await
+                .map_err(|err| {
+                    BusError::Config(ErrorDetail::with_source(
+                        format!("cannot subscribe to {channel:?}: {err}"),
+                        err,
+                    ))
+                })?;
+            subscribers.push(subscriber);
+        }
+        self.round_trip().await?;
+        Ok(subscribers)
+    }
+
+    /// Sends a message to itself through the server. When it comes back, the
+    /// server has handled everything this client sent before it.
+    pub(crate) async fn round_trip(&self) -> Result<(), BusError> {
+        let inbox = self.client.new_inbox();
+        let mut probe = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| self.lost("subscribe", err))?;
+        self.client
+            .publish(inbox, Vec::new().into())
+            .await
+            .map_err(|err| self.lost("publish", err))?;
+        self.flush().await?;
+        match probe.next().await {
+            Some(_) => Ok(()),
+            None => Err(BusError::Disconnected(
+                format!(
+                    "the connection to the NATS server at {} closed",
+                    self.server
+                )
+                .into(),
+            )),
+        }
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    /// Publishes and waits until the message is written to the server's
+    /// connection; see the crate documentation for what happens while disconnected.
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
+        self.shared.ensure_connected()?;
+        let timeout = self.shared.options.operation_timeout;
+        bounded(timeout, self.shared.publish(channel, payload)).await
+    }
+
+    /// Subscribes to each channel and waits for a round trip through the
+    /// server, so the subscription is live when this returns. Messages carry
+    /// the NATS reply subject as `reply_to`.
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
+        let unique = subscribe_channels(channels)?;
+        self.shared.ensure_connected()?;
+        let link = self.shared.link.clone();
+        let timeout = self.shared.options.operation_timeout;
+        let subscribers = bounded(timeout, self.shared.open_subscription(&unique)).await?;
+        Ok(spawn_subscription(
+            self.shared.options.queue_capacity,
+            |sender| feed_subscription(subscribers, link, sender),
+        ))
+    }
+
+    /// A NATS request: fails fast with [`BusError::NoResponders`] when nobody
+    /// is subscribed to `channel`, and with [`BusError::Timeout`] when nobody
+    /// answers within `timeout`.
+    async fn request(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        self.shared.request(channel, None, payload, timeout).await
+    }
+
+    fn supports_request(&self) -> bool {
+        true
+    }
+}

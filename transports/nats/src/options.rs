@@ -1,0 +1,37 @@
+//! [`NatsOptions`]: the settings of a [`NatsBus`](crate::NatsBus).
+
+use keyman_transport::{Backoff, DEFAULT_QUEUE_CAPACITY};
+#[cfg(doc)]
+use keyman_transport::{BusError, SubscriptionSender};
+use std::time::Duration;
+
+/// Settings of a [`NatsBus`](crate::NatsBus); [`NatsOptions::default`] suits most uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    /// The longest a connection attempt, a publish or a subscribe may take
+    /// before it fails with [`BusError::Timeout`]. Default 3 s.
+    pub operation_timeout: Duration,
+    /// The waits between reconnection attempts. Default 50 ms doubling up to 1 s.
+    pub reconnect: Backoff,
+    /// How many events a subscription queues for a slow reader before it drops
+    /// messages and reports the gap (see
+    /// [`SubscriptionSender`]). Default 4096.
+    pub queue_capacity: usize,
+    /// How often the client pings the server; after two unanswered pings it
+    /// treats the connection as lost and reconnects. Default 15 s.
+    pub health_check_interval: Duration,
+    /// The client name the server shows for this connection, if any.
+    pub client_name: Option<String>,
+}
+
+impl Default for NatsOptions {
+    fn default() -> Self {
+        Self {
+            operation_timeout: Duration::from_secs(3),
+            reconnect: Backoff::default(),
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            health_check_interval: Duration::from_secs(15),
+            client_name: None,
+        }
+    }
+}
