@@ -74,9 +74,8 @@ impl From<BusError> for KeyError {
             BusError::Timeout(d) => KeyError::Timeout(d),
             BusError::NoResponders(channel) => KeyError::NoOrchestrator(channel),
             e @ (BusError::Config(_) | BusError::Unsupported(_)) => KeyError::Config(e),
-            e @ (BusError::Disconnected(_) | BusError::Closed | BusError::Broker(_)) => {
-                KeyError::Disconnected(e)
-            }
+            // Disconnected, Closed, Broker, and causes added later.
+            e => KeyError::Disconnected(e),
         }
     }
 }
