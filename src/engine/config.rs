@@ -4,7 +4,7 @@ use crate::pool::Selection;
 use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
 use std::time::Duration;
 
-/// How an [`Engine`] is set up.
+/// How an [`Engine`](super::Engine) is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
     /// The ids of the request channels (Augur's by default).

@@ -61,3 +61,39 @@ pub enum KeyEvent {
     /// Permanently invalid.
     Invalidated,
 }
+
+/// How much an [`Event`] matters to an operator: the level at which the service
+/// logs it, the same wherever it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Routine and frequent (a key rate limited).
+    Debug,
+    /// A change an operator wants to see (a key published, SHUTDOWN).
+    Info,
+    /// Something is wrong with a client or a key (bad input, a revoked key).
+    Warn,
+}
+
+impl Event {
+    /// The level at which this event is logged.
+    pub fn level(&self) -> Level {
+        match self {
+            Event::Rejected { .. }
+            | Event::UnknownChannel { .. }
+            | Event::UnknownPlatform { .. } => Level::Warn,
+            Event::Key { what, .. } => what.level(),
+            Event::Shutdown => Level::Info,
+        }
+    }
+}
+
+impl KeyEvent {
+    /// The level at which an [`Event::Key`] of this kind is logged.
+    pub fn level(&self) -> Level {
+        match self {
+            KeyEvent::Published | KeyEvent::Revived | KeyEvent::Unpublished => Level::Info,
+            KeyEvent::Expired(_) => Level::Debug,
+            KeyEvent::Invalidated => Level::Warn,
+        }
+    }
+}

@@ -31,7 +31,7 @@ impl<R: Rng> Engine<R> {
             };
             let before = queue.len();
             while let Some(front) = queue.front() {
-                let answer = match self.pool.assign(&platform, now, &mut self.rng) {
+                let answer = match self.draw(now, &platform) {
                     Assignment::Key(k) => Reply::Key(k.to_string()),
                     Assignment::Wait { .. } => break,
                     Assignment::NoKeys | Assignment::UnknownPlatform => Reply::Error {
@@ -39,9 +39,8 @@ impl<R: Rng> Engine<R> {
                         message: format!("no usable keys for platform: {platform}"),
                     },
                 };
-                match answer {
-                    Reply::Key(_) => self.stats.assigned += 1,
-                    _ => self.stats.errors += 1,
+                if !matches!(answer, Reply::Key(_)) {
+                    self.stats.errors += 1;
                 }
                 let dest = front.dest.clone();
                 let rid = front.request_id.clone();

@@ -14,10 +14,9 @@
 //! `error` reply so that it does not wait in vain.
 
 use crate::mask::Masked;
+use crate::pool::Counts;
 use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published};
-use crate::protocol::{
-    Announce, ErrorCode, Id, Rejected, Reply, ReplyTo, Request, decode_announce, decode_request,
-};
+use crate::protocol::{PlatformStatus, Reply};
 use crate::time::Timestamp;
 use rand_core::Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -28,9 +27,10 @@ mod held;
 mod stats;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 pub use config::EngineConfig;
-pub use events::{Event, KeyEvent, Transmit};
+pub use events::{Event, KeyEvent, Level, Transmit};
 pub use stats::Stats;
 
 use held::Held;
@@ -111,54 +111,6 @@ impl<R: Rng> Engine<R> {
         self.shutdown
     }
 
-    /// Handles one message received on `channel` at `now`. Call
-    /// [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
-    /// afterwards.
-    pub fn handle(&mut self, now: Timestamp, channel: &str, payload: &[u8]) {
-        self.handle_with_reply(now, channel, payload, None);
-    }
-
-    /// Like [`handle`](Self::handle), for transports with native request/reply:
-    /// when `reply_subject` is given, the answer goes there instead of to the
-    /// `{channel}-{requester_id}` channel.
-    pub fn handle_with_reply(
-        &mut self,
-        now: Timestamp,
-        channel: &str,
-        payload: &[u8],
-        reply_subject: Option<&str>,
-    ) {
-        if self.shutdown {
-            return;
-        }
-        let max = self.config.max_payload;
-        if channel == self.config.channels.request {
-            match decode_request(payload, max) {
-                Ok(req) => {
-                    self.stats.handled += 1;
-                    self.on_request(now, req, reply_subject);
-                }
-                Err(rej) => self.reject(channel, rej, reply_subject, false),
-            }
-        } else if channel == self.config.channels.announce {
-            match decode_announce(payload, max) {
-                Ok(msg) => {
-                    self.stats.handled += 1;
-                    self.on_announce(now, msg, reply_subject);
-                }
-                Err(rej) => self.reject(channel, rej, reply_subject, true),
-            }
-        } else {
-            self.stats.rejected += 1;
-            self.events.push_back(Event::UnknownChannel {
-                channel: channel.to_string(),
-            });
-        }
-        if self.held_count > 0 {
-            self.serve_held(now, false);
-        }
-    }
-
     /// Refreshes the keys whose refresh time has come. Call it at (or after) the
     /// time [`poll_timeout`](Self::poll_timeout) gave; calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
@@ -192,47 +144,145 @@ impl<R: Rng> Engine<R> {
         self.events.pop_front()
     }
 
-    fn reject(
+    /// Hands out a fresh key of `platform` at `now`, or says why not: the
+    /// earliest refresh time when every key is rate limited, or that the
+    /// platform is unknown or has no usable key (which is also reported as an
+    /// [`Event::UnknownPlatform`]). The answer a NEW gets, without the wire.
+    pub fn assign(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
+        let unknown = !self.pool.has_platform(platform);
+        if unknown {
+            self.events.push_back(Event::UnknownPlatform {
+                platform: platform.to_string(),
+            });
+        }
+        self.draw(now, platform)
+    }
+
+    /// [`KeyPool::assign`], counted in [`Stats::assigned`].
+    fn draw(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
+        let answer = self.pool.assign(platform, now, &mut self.rng);
+        if let Assignment::Key(_) = answer {
+            self.stats.assigned += 1;
+        }
+        answer
+    }
+
+    /// Marks `key` rate limited until `refresh_at` (from the API's reset
+    /// header), cut to `now + max_expiry` ([`EngineConfig::max_expiry`]) so that
+    /// a wrong header parks no key for years. The later of two refresh times
+    /// wins; a refresh time not after `now`, an unknown or an invalid key change
+    /// nothing. A change is reported as [`KeyEvent::Expired`] with the refresh
+    /// time applied.
+    pub fn expire(
         &mut self,
-        channel: &str,
-        rej: Rejected,
-        reply_subject: Option<&str>,
-        announce: bool,
-    ) {
-        self.stats.rejected += 1;
-        if let Some(reply) = &rej.reply {
-            let message = rej.error.to_string();
-            let dest = self.destination(reply, reply_subject, announce);
-            self.send_error(dest, reply, ErrorCode::BadRequest, message);
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+    ) -> Expired {
+        let refresh_at = refresh_at.min(now.saturating_add(self.config.max_expiry));
+        let outcome = self.pool.expire(platform, key, refresh_at, now);
+        if outcome != Expired::Unchanged {
+            self.key_event(platform, key, KeyEvent::Expired(refresh_at));
         }
-        self.events.push_back(Event::Rejected {
-            channel: channel.to_string(),
-            error: rej.error,
-        });
+        outcome
     }
 
-    fn destination(&self, reply: &ReplyTo, reply_subject: Option<&str>, announce: bool) -> String {
-        match reply_subject {
-            Some(s) => s.to_string(),
-            None if announce => self.config.channels.announce_reply(&reply.requester_id),
-            None => self.config.channels.request_reply(&reply.requester_id),
+    /// Marks `key` permanently invalid; only a publish brings it back. Held
+    /// requests of a platform left without usable keys are answered.
+    pub fn invalidate(&mut self, now: Timestamp, platform: &str, key: &str) -> Invalidated {
+        let outcome = self.pool.invalidate(platform, key, now);
+        if outcome == Invalidated::Invalidated {
+            self.key_event(platform, key, KeyEvent::Invalidated);
+            self.serve_held_after_change(now);
         }
+        outcome
     }
 
-    fn send(&mut self, channel: String, reply: &Reply, request_id: Option<&Id>) {
-        self.transmits.push_back(Transmit {
-            channel,
-            payload: reply.encode(request_id),
-        });
+    /// Adds `key` to `platform`: a new key is fresh ([`KeyEvent::Published`]),
+    /// an invalid one is fresh again ([`KeyEvent::Revived`]), a fresh or expired
+    /// one is left as it is (publishing is idempotent and does not cut a rate
+    /// limit short). Held requests of the platform get the key.
+    pub fn publish(&mut self, now: Timestamp, platform: &str, key: &str) -> Published {
+        let outcome = self.pool.publish(platform, key);
+        let what = match outcome {
+            Published::Added => KeyEvent::Published,
+            Published::Revived => KeyEvent::Revived,
+            Published::Unchanged => return outcome,
+        };
+        self.key_event(platform, key, what);
+        self.serve_held_after_change(now);
+        outcome
     }
 
-    fn send_error(&mut self, channel: String, reply: &ReplyTo, code: ErrorCode, message: String) {
-        self.stats.errors += 1;
-        self.send(
-            channel,
-            &Reply::Error { code, message },
-            reply.request_id.as_ref(),
-        );
+    /// Removes `key` from `platform`, whatever its state; returns whether it was
+    /// there. The platform stays known.
+    pub fn unpublish(&mut self, now: Timestamp, platform: &str, key: &str) -> bool {
+        let removed = self.pool.unpublish(platform, key);
+        if removed {
+            self.key_event(platform, key, KeyEvent::Unpublished);
+            self.serve_held_after_change(now);
+        }
+        removed
+    }
+
+    /// Stops the engine (SHUTDOWN): held requests get a key if one is fresh
+    /// now, else the `wait` they would have had without holding; afterwards
+    /// [`is_shutdown`](Self::is_shutdown) is true and input is ignored.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        if self.shutdown {
+            return;
+        }
+        if self.held_count > 0 {
+            self.serve_held(now, false);
+        }
+        let held = std::mem::take(&mut self.held);
+        for (platform, queue) in held {
+            let next = self.pool.next_refresh_of(&platform).unwrap_or(now);
+            let wait = Reply::Wait(wait_seconds(now, next));
+            for h in queue {
+                self.stats.waits += 1;
+                self.send(h.dest, &wait, h.request_id.as_ref());
+            }
+        }
+        self.held_count = 0;
+        self.next_hold_expiry = None;
+        self.shutdown = true;
+        self.events.push_back(Event::Shutdown);
+    }
+
+    /// The platform names, in the order of their first publish.
+    pub fn platforms(&self) -> Vec<String> {
+        self.pool.platforms().map(str::to_string).collect()
+    }
+
+    /// The fresh and expired keys of `platform` at `now`; `None` for an unknown
+    /// platform.
+    pub fn keys(&mut self, now: Timestamp, platform: &str) -> Option<Vec<String>> {
+        self.pool.keys(platform, now)
+    }
+
+    /// The invalid keys of `platform`, sorted; `None` for an unknown platform.
+    pub fn invalid_keys(&self, platform: &str) -> Option<Vec<String>> {
+        self.pool.invalid_keys(platform)
+    }
+
+    /// Key counts and the next refresh time of every platform at `now`.
+    pub fn status(&mut self, now: Timestamp) -> Vec<PlatformStatus> {
+        self.pool.status(now)
+    }
+
+    /// How many keys of `platform` are in each state at `now`; `None` for an
+    /// unknown platform.
+    pub fn counts(&mut self, now: Timestamp, platform: &str) -> Option<Counts> {
+        self.pool.counts(platform, now)
+    }
+
+    /// Answers the held requests that a change of the pool may serve.
+    fn serve_held_after_change(&mut self, now: Timestamp) {
+        if self.held_count > 0 {
+            self.serve_held(now, false);
+        }
     }
 
     fn key_event(&mut self, platform: &str, key: &str, what: KeyEvent) {
@@ -242,140 +292,6 @@ impl<R: Rng> Engine<R> {
             key: Masked(key).to_string(),
             what,
         });
-    }
-
-    fn on_request(&mut self, now: Timestamp, req: Request, reply_subject: Option<&str>) {
-        match req {
-            Request::New {
-                platform,
-                reply,
-                hold_ms,
-            } => {
-                let dest = self.destination(&reply, reply_subject, false);
-                let rid = reply.request_id.as_ref();
-                let answer = match self.pool.assign(&platform, now, &mut self.rng) {
-                    Assignment::Key(k) => {
-                        self.stats.assigned += 1;
-                        Reply::Key(k.to_string())
-                    }
-                    Assignment::Wait { until } => {
-                        if let Some(ms) = hold_ms
-                            && self.hold(now, &platform, &dest, &reply, ms)
-                        {
-                            return;
-                        }
-                        self.stats.waits += 1;
-                        Reply::Wait(wait_seconds(now, until))
-                    }
-                    Assignment::UnknownPlatform => {
-                        self.events.push_back(Event::UnknownPlatform {
-                            platform: platform.clone(),
-                        });
-                        let message = format!("unknown platform: {platform}");
-                        self.send_error(dest, &reply, ErrorCode::UnknownPlatform, message);
-                        return;
-                    }
-                    Assignment::NoKeys => {
-                        let message = format!("no usable keys for platform: {platform}");
-                        self.send_error(dest, &reply, ErrorCode::NoKeys, message);
-                        return;
-                    }
-                };
-                self.send(dest, &answer, rid);
-            }
-            Request::Expire {
-                key,
-                platform,
-                refresh_time,
-                ..
-            } => {
-                let refresh_time = refresh_time.min(now.saturating_add(self.config.max_expiry));
-                match self.pool.expire(&platform, &key, refresh_time, now) {
-                    Expired::Expired | Expired::Extended => {
-                        self.key_event(&platform, &key, KeyEvent::Expired(refresh_time))
-                    }
-                    Expired::Unchanged => {}
-                }
-            }
-            Request::Invalidate { key, platform, .. } => {
-                if self.pool.invalidate(&platform, &key, now) == Invalidated::Invalidated {
-                    self.key_event(&platform, &key, KeyEvent::Invalidated);
-                }
-            }
-        }
-    }
-
-    fn on_announce(&mut self, now: Timestamp, msg: Announce, reply_subject: Option<&str>) {
-        let dest = msg
-            .reply_to()
-            .map(|r| self.destination(r, reply_subject, true));
-        match msg {
-            Announce::Publish { key, platform } => match self.pool.publish(&platform, &key) {
-                Published::Added => self.key_event(&platform, &key, KeyEvent::Published),
-                Published::Revived => self.key_event(&platform, &key, KeyEvent::Revived),
-                Published::Unchanged => {}
-            },
-            Announce::Unpublish { key, platform } => {
-                if self.pool.unpublish(&platform, &key) {
-                    self.key_event(&platform, &key, KeyEvent::Unpublished);
-                }
-            }
-            Announce::Ack { reply } => self.send(
-                dest.unwrap_or_default(),
-                &Reply::Ack,
-                reply.request_id.as_ref(),
-            ),
-            Announce::ListPlatforms { reply } => {
-                let list = self.pool.platforms().map(str::to_string).collect();
-                self.send(
-                    dest.unwrap_or_default(),
-                    &Reply::List(list),
-                    reply.request_id.as_ref(),
-                );
-            }
-            Announce::ListKeys { platform, reply } => {
-                let answer = match self.pool.keys(&platform, now) {
-                    Some(keys) => Reply::List(keys),
-                    None => Reply::ListError(format!("unknown platform: {platform}")),
-                };
-                self.send(dest.unwrap_or_default(), &answer, reply.request_id.as_ref());
-            }
-            Announce::ListInvalidKeys { platform, reply } => {
-                let answer = match self.pool.invalid_keys(&platform) {
-                    Some(keys) => Reply::List(keys),
-                    None => Reply::ListError(format!("unknown platform: {platform}")),
-                };
-                self.send(dest.unwrap_or_default(), &answer, reply.request_id.as_ref());
-            }
-            Announce::Status { reply } => {
-                let status = self.pool.status(now);
-                self.send(
-                    dest.unwrap_or_default(),
-                    &Reply::Status(status),
-                    reply.request_id.as_ref(),
-                );
-            }
-            Announce::Shutdown => {
-                // Held requests get a key if one is fresh now, else the wait they
-                // would have had without holding.
-                if self.held_count > 0 {
-                    self.serve_held(now, false);
-                }
-                let held = std::mem::take(&mut self.held);
-                for (platform, queue) in held {
-                    let next = self.pool.next_refresh_of(&platform).unwrap_or(now);
-                    let wait = Reply::Wait(wait_seconds(now, next));
-                    for h in queue {
-                        self.stats.waits += 1;
-                        self.send(h.dest, &wait, h.request_id.as_ref());
-                    }
-                }
-                self.held_count = 0;
-                self.next_hold_expiry = None;
-                self.shutdown = true;
-                self.events.push_back(Event::Shutdown);
-            }
-        }
     }
 }
 

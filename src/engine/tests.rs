@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::{DEFAULT_MAX_PAYLOAD, DecodeError, ReplyMessage};
+use crate::protocol::{DEFAULT_MAX_PAYLOAD, DecodeError, ErrorCode, Id, ReplyMessage};
 use crate::rng::SplitMix64;
 
 const REQ: &str = "worker-oath-request";

@@ -117,6 +117,7 @@ impl crate::time::Clock for SystemClock {
 pub mod blocking;
 mod client;
 pub mod embedded;
+mod log;
 mod orchestrator;
 mod rpc;
 
