@@ -419,11 +419,7 @@ impl Driver {
         let known = self.engine.pool().has_platform(platform);
         let next_refresh = self.engine.pool().next_refresh_of(platform);
         // The NEW refreshed the platform at `now`: counting refreshes nothing more.
-        let counts = self
-            .engine
-            .pool_mut()
-            .counts(platform, now)
-            .unwrap_or_default();
+        let counts = self.engine.counts(now, platform).unwrap_or_default();
         match reply {
             Reply::Key(k) => {
                 let state = self.engine.pool().state(platform, &k, now);

@@ -8,7 +8,20 @@
 //! Neither reads a clock, draws from a global random generator or does I/O: time
 //! is passed in as a [`Timestamp`] and randomness comes from a `rand_core`
 //! generator the caller owns.
-
+//!
+//! ## Layers
+//!
+//! | layer | modules | what it is |
+//! | --- | --- | --- |
+//! | pure core (no I/O, no tokio; builds with `default-features = false`) | [`pool`], [`engine`], [`protocol`], [`time`], [`rng`], [`mask`] | the keys' states, every decision about them, the wire format |
+//! | service (feature `tokio`) | `service` | drivers of the core: the orchestrator over a bus, the remote clients, the embedded pool, blocking wrappers; typed errors in [`error`] |
+//! | application | [`simulate`] | a day of traffic against a modelled API, in virtual time, over the core |
+//! | test and fuzz harness | `fuzzing` (hidden) | the engine driver and invariant checks the fuzz targets and property tests share |
+//!
+//! The transports (Redis, NATS, in memory) are their own crates below
+//! `transports/`; the command-line program is `src/bin/keyman`.
+//!
+#![doc = include_str!("engine/run_loop.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,17 +1,27 @@
 //! [`Engine`]: the orchestrator as a sans-IO state machine.
 //!
-//! Feed it what arrives with [`Engine::handle`] (the current wall-clock time, the
-//! channel, the payload); then drain [`Engine::poll_transmit`] for what to publish
-//! and [`Engine::poll_event`] for what to log; call [`Engine::handle_timeout`] when
-//! the time from [`Engine::poll_timeout`] has come; stop once
-//! [`Engine::is_shutdown`] is true. The engine never reads a clock, never draws
-//! from a global RNG and never does I/O, so a test or a simulation drives it
-//! exactly as the service does.
+//! The engine owns a [`KeyPool`] and every decision about it: what a request
+//! for a key gets, how far ahead an EXPIRE may park a key, what a publish of an
+//! invalid or expired key does, which [`Event`] a change emits and at which
+//! [`Level`] it is logged, and when the state is worth saving
+//! ([`Stats::changes`]). Drivers only move bytes, read clocks and wait: the
+//! orchestrator feeds it wire messages through [`Engine::handle`], the embedded
+//! pool calls its typed operations ([`Engine::assign`], [`Engine::expire`], …)
+//! directly, and tests and simulations do either in virtual time. `handle`
+//! decodes a message and calls the same typed operations, so both paths apply
+//! one policy.
 //!
-//! Bad input of any kind (not JSON, wrong types, unknown types, missing fields,
-//! oversized payloads) changes no state: it is reported as an [`Event::Rejected`]
-//! and, when the sender waits for an answer and can be addressed, answered with an
-//! `error` reply so that it does not wait in vain.
+//! The engine never reads a clock, never draws from a global RNG and never does
+//! I/O. Bad input of any kind (not JSON, wrong types, unknown types, missing
+//! fields, oversized payloads) changes no state: it is reported as an
+//! [`Event::Rejected`] and, when the sender waits for an answer and can be
+//! addressed, answered with an `error` reply so that it does not wait in vain.
+//!
+//! Its parts: [`EngineConfig`] (config), [`Transmit`], [`Event`] and [`Level`]
+//! (events), [`Stats`] (stats), the held requests (held), and the wire side
+//! that decodes messages and encodes answers (wire).
+//!
+#![doc = include_str!("run_loop.md")]
 
 use crate::mask::Masked;
 use crate::pool::Counts;
@@ -35,7 +45,28 @@ pub use stats::Stats;
 
 use held::Held;
 
-/// The orchestrator's state machine. See the [module docs](self).
+/// The orchestrator's state machine. See the [module docs](self) for the run
+/// loop, the order in which to drain outputs, and time going backwards.
+///
+/// Its methods, by group:
+///
+/// - **Inputs** (each takes the current time): [`handle`](Self::handle) and
+///   [`handle_with_reply`](Self::handle_with_reply) for wire messages,
+///   [`handle_timeout`](Self::handle_timeout) for timers, and the typed
+///   operations [`assign`](Self::assign), [`expire`](Self::expire),
+///   [`invalidate`](Self::invalidate), [`publish`](Self::publish),
+///   [`unpublish`](Self::unpublish) and [`shutdown`](Self::shutdown). Every
+///   change of the pool goes through them, with its event and its count in
+///   [`Stats::changes`].
+/// - **Outputs**: [`poll_transmit`](Self::poll_transmit),
+///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout),
+///   [`is_shutdown`](Self::is_shutdown).
+/// - **Queries**: [`platforms`](Self::platforms), [`keys`](Self::keys),
+///   [`invalid_keys`](Self::invalid_keys), [`status`](Self::status),
+///   [`counts`](Self::counts) (these refresh due keys, which is no change).
+/// - **Inspection**: [`pool`](Self::pool) (read only), [`held`](Self::held),
+///   [`stats`](Self::stats), [`config`](Self::config); and
+///   [`restore`](Self::restore) to load a saved state.
 #[derive(Debug)]
 pub struct Engine<R> {
     pool: KeyPool,
@@ -84,13 +115,10 @@ impl<R: Rng> Engine<R> {
         &self.pool
     }
 
-    /// The pool, to change it directly (an embedding program's admin path).
-    pub fn pool_mut(&mut self) -> &mut KeyPool {
-        &mut self.pool
-    }
-
-    /// Replaces the pool with the state `snapshot` describes (for example the
-    /// one saved before a restart). Held requests are kept.
+    /// Replaces the pool with the state `snapshot` describes (the one saved
+    /// before a restart). Held requests are kept. It emits no event and does not
+    /// move [`Stats::changes`]: the state came from storage, there is nothing new
+    /// to save.
     pub fn restore(&mut self, snapshot: &crate::pool::PoolSnapshot) {
         self.pool = KeyPool::from_snapshot(snapshot, self.config.selection);
     }
@@ -124,6 +152,7 @@ impl<R: Rng> Engine<R> {
     /// earliest refresh time of an expired key or end of a held request, or
     /// `None` if nothing is pending. Held requests are answered only through it
     /// (or the next message); refreshes of expired keys also happen lazily.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         if self.shutdown {
             return None;
@@ -135,11 +164,16 @@ impl<R: Rng> Engine<R> {
     }
 
     /// The next payload to publish, in order; `None` when there is nothing more.
+    /// Call it until `None` after every input, before [`poll_event`](Self::poll_event).
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
     /// The next event to log, in order; `None` when there is nothing more.
+    /// Call it until `None` after every input, after
+    /// [`poll_transmit`](Self::poll_transmit).
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
@@ -295,9 +329,10 @@ impl<R: Rng> Engine<R> {
     }
 }
 
-/// Whole seconds from `now` until `until`, rounded up, never 0.
-pub fn wait_seconds(now: Timestamp, until: Timestamp) -> u64 {
-    until
+/// Whole seconds from `now` until `refresh_at`, rounded up, never 0: the
+/// `{"wait": n}` hint.
+pub fn wait_seconds(now: Timestamp, refresh_at: Timestamp) -> u64 {
+    refresh_at
         .as_millis()
         .saturating_sub(now.as_millis())
         .div_ceil(1000)

@@ -1,4 +1,5 @@
 use super::*;
+use crate::pool::Assignment;
 use crate::protocol::{DEFAULT_MAX_PAYLOAD, DecodeError, ErrorCode, Id, ReplyMessage};
 use crate::rng::SplitMix64;
 
@@ -440,4 +441,48 @@ fn status_reports_counts_per_platform() {
             next_refresh: Some(50)
         }])
     );
+}
+
+#[test]
+fn time_going_backwards_panics_nowhere_and_refreshes_nothing_early() {
+    let mut e = engine();
+    e.handle(
+        t(0),
+        ANN,
+        br#"{"type":"PUBLISH","key_str":"a","key_platform":"p"}"#,
+    );
+    e.handle(
+        t(0),
+        REQ,
+        br#"{"type":"EXPIRE","key_str":"a","key_platform":"p","refresh_time":100}"#,
+    );
+    // At 150 the key has refreshed; back at 50 it stays fresh.
+    e.handle_timeout(t(150));
+    assert_eq!(e.assign(t(50), "p"), Assignment::Key("a"));
+    // Expired until 200 at 150, it is not handed out at 199 nor back at 120.
+    e.expire(t(150), "p", "a", t(200));
+    e.handle_timeout(t(120));
+    assert_eq!(e.assign(t(199), "p"), Assignment::Wait { until: t(200) });
+    assert_eq!(e.assign(t(120), "p"), Assignment::Wait { until: t(200) });
+    // A held request ends once a `now` reaches its end, not before.
+    e.handle(
+        t(150),
+        REQ,
+        br#"{"type":"NEW","key_platform":"p","requester_id":"x","hold_ms":10000}"#,
+    );
+    e.handle_timeout(t(100));
+    assert_eq!(e.held(), 1);
+    assert!(drain(&mut e).is_empty());
+    e.handle_timeout(t(160));
+    assert_eq!(reply_of(&drain(&mut e)[0]).reply, Reply::Wait(40));
+    // The wait hint counts from the `now` given.
+    e.handle(
+        t(10),
+        REQ,
+        br#"{"type":"NEW","key_platform":"p","requester_id":1}"#,
+    );
+    assert_eq!(reply_of(&drain(&mut e)[0]).reply, Reply::Wait(190));
+    assert_eq!(e.poll_timeout(), Some(t(200)));
+    e.handle_timeout(t(200));
+    assert_eq!(e.assign(t(0), "p"), Assignment::Key("a"));
 }
