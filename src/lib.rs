@@ -21,6 +21,36 @@
 //! The transports (Redis, NATS, in memory) are their own crates below
 //! `transports/`; the command-line program is `src/bin/keyman`.
 //!
+//! ## Glossary
+//!
+//! - **key**: an API token, a secret: never logged or shown whole ([`Masked`]).
+//! - **platform**: the API a key is for (`github_rest`, `gitlab`); a key belongs
+//!   to one platform, and the same string may be a key of two.
+//! - **worker**: a program that calls the API with keys. It uses a `KeySource`
+//!   (`service::KeySource`), implemented by `KeyClient` (remote, over a bus)
+//!   and `EmbeddedPool` (in process). On the wire it speaks on the **request
+//!   channel** (Augur's `worker-oath-request`): NEW, EXPIRE, INVALIDATE.
+//! - **admin**: a program or person that publishes and unpublishes keys and
+//!   looks at the pool. It uses a `KeyAdmin` (`service::KeyAdmin`),
+//!   implemented by `KeyPublisher` (remote) and `EmbeddedPool`. On the wire it
+//!   speaks on the **announce channel** (Augur's `augur-oauth-announce`):
+//!   PUBLISH, UNPUBLISH, LIST_*, STATUS, ACK, SHUTDOWN. See [`Channels`].
+//! - **fresh**, **expired**, **invalid** ([`KeyState`]): a fresh key may be
+//!   handed out; an expired one is rate limited until its refresh time; an
+//!   invalid one (revoked, HTTP 401) is never handed out until published again.
+//! - **refresh time** (`refresh_at`): when an expired key is fresh again, from
+//!   the API's rate-limit reset header; cut to at most
+//!   [`EngineConfig::max_expiry`] ahead. On the wire it is EXPIRE's
+//!   `refresh_time` field (Unix seconds).
+//! - **held request**: a NEW that found no fresh key and asked (`hold_ms`) to
+//!   wait in the engine for one instead of getting `{"wait": n}` at once.
+//!   [`Engine::held`] is how many are held now, [`Stats::holds_total`] how many
+//!   were ever held.
+//! - **requester id** (`requester_id`): who asks; the answer goes to the
+//!   channel `{channel}-{requester_id}`. **request id** (`request_id`, ext):
+//!   which of the requester's questions an answer is for; the reply echoes it.
+//!   Both are an [`Id`].
+//!
 #![doc = include_str!("engine/run_loop.md")]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -39,7 +69,7 @@ pub mod time;
 #[cfg(feature = "tokio")]
 pub mod service;
 
-pub use engine::{Engine, EngineConfig, Event, KeyEvent, Stats, Transmit};
+pub use engine::{Engine, EngineConfig, Event, KeyEvent, Level, Stats, Transmit};
 pub use error::KeyError;
 pub use mask::Masked;
 pub use pool::{Assignment, Counts, KeyPool, KeyState, PlatformSnapshot, PoolSnapshot, Selection};

@@ -39,10 +39,10 @@ pub enum Selection {
 pub enum KeyState {
     /// May be handed out.
     Fresh,
-    /// Rate limited; becomes fresh when the clock reaches `until`.
+    /// Rate limited; becomes fresh when the clock reaches `refresh_at`.
     Expired {
         /// The refresh time.
-        until: Timestamp,
+        refresh_at: Timestamp,
     },
     /// Permanently bad; only a publish brings it back.
     Invalid,
@@ -53,10 +53,10 @@ pub enum KeyState {
 pub enum Assignment<'a> {
     /// A fresh key.
     Key(&'a str),
-    /// No key is fresh; the earliest expired key refreshes at `until`.
+    /// No key is fresh; the earliest expired key refreshes at `refresh_at`.
     Wait {
         /// The earliest refresh time of the platform.
-        until: Timestamp,
+        refresh_at: Timestamp,
     },
     /// No key was ever published for this platform.
     UnknownPlatform,
@@ -285,7 +285,7 @@ impl KeyPool {
         let len = pool.fresh.len();
         if len == 0 {
             return match pool.earliest_refresh() {
-                Some(until) => Assignment::Wait { until },
+                Some(refresh_at) => Assignment::Wait { refresh_at },
                 None => Assignment::NoKeys,
             };
         }
@@ -300,36 +300,36 @@ impl KeyPool {
         Assignment::Key(&pool.fresh[idx])
     }
 
-    /// Marks `key` of `platform` rate limited until `until`. A fresh key becomes
+    /// Marks `key` of `platform` rate limited refresh_at `refresh_at`. A fresh key becomes
     /// expired; an expired key takes the later of its two refresh times; an invalid
-    /// or unknown key is left alone, and so is any key when `until` is not after
+    /// or unknown key is left alone, and so is any key when `refresh_at` is not after
     /// `now` (it would be fresh again at once). `O(log n)`.
     pub fn expire(
         &mut self,
         platform: &str,
         key: &str,
-        until: Timestamp,
+        refresh_at: Timestamp,
         now: Timestamp,
     ) -> Expired {
         let Some(pool) = self.platform_mut(platform) else {
             return Expired::Unchanged;
         };
         pool.refresh(now);
-        if until <= now {
+        if refresh_at <= now {
             return Expired::Unchanged;
         }
         match pool.slots.get(key).copied() {
             Some(Slot::Fresh(idx)) => {
                 let k = pool.remove_fresh(idx);
-                pool.slots.insert(k.clone(), Slot::Expired(until));
-                pool.expired.insert((until, k));
+                pool.slots.insert(k.clone(), Slot::Expired(refresh_at));
+                pool.expired.insert((refresh_at, k));
                 Expired::Expired
             }
-            Some(Slot::Expired(old)) if until > old => {
+            Some(Slot::Expired(old)) if refresh_at > old => {
                 let k: Arc<str> = Arc::from(key);
                 if let Some((_, k)) = pool.expired.take(&(old, k)) {
-                    pool.slots.insert(k.clone(), Slot::Expired(until));
-                    pool.expired.insert((until, k));
+                    pool.slots.insert(k.clone(), Slot::Expired(refresh_at));
+                    pool.expired.insert((refresh_at, k));
                 }
                 Expired::Extended
             }
@@ -365,7 +365,9 @@ impl KeyPool {
         Some(match pool.slots.get(key)? {
             Slot::Fresh(_) => KeyState::Fresh,
             Slot::Expired(until) if *until <= now => KeyState::Fresh,
-            Slot::Expired(until) => KeyState::Expired { until: *until },
+            Slot::Expired(refresh_at) => KeyState::Expired {
+                refresh_at: *refresh_at,
+            },
             Slot::Invalid => KeyState::Invalid,
         })
     }
@@ -604,7 +606,7 @@ mod tests {
         assert_eq!(pool.expire("gh", "k1", t(100), t(0)), Expired::Expired);
         assert_eq!(
             pool.assign("gh", t(50), &mut rng),
-            Assignment::Wait { until: t(100) }
+            Assignment::Wait { refresh_at: t(100) }
         );
         assert_eq!(pool.assign("gh", t(100), &mut rng), Assignment::Key("k1"));
         assert_eq!(
@@ -640,7 +642,7 @@ mod tests {
         assert_eq!(pool.publish("gh", "k"), Published::Unchanged);
         assert_eq!(
             pool.state("gh", "k", t(15)),
-            Some(KeyState::Expired { until: t(20) })
+            Some(KeyState::Expired { refresh_at: t(20) })
         );
         assert_eq!(pool.next_refresh(), Some(t(20)));
         assert_eq!(pool.refresh_due(t(20)), 1);

@@ -56,8 +56,11 @@ pub enum KeyEvent {
     Revived,
     /// Removed from its platform.
     Unpublished,
-    /// Rate limited until the given time.
-    Expired(Timestamp),
+    /// Rate limited until `refresh_at`.
+    Expired {
+        /// When the key is fresh again (after the EXPIRE cap).
+        refresh_at: Timestamp,
+    },
     /// Permanently invalid.
     Invalidated,
 }
@@ -92,7 +95,7 @@ impl KeyEvent {
     pub fn level(&self) -> Level {
         match self {
             KeyEvent::Published | KeyEvent::Revived | KeyEvent::Unpublished => Level::Info,
-            KeyEvent::Expired(_) => Level::Debug,
+            KeyEvent::Expired { .. } => Level::Debug,
             KeyEvent::Invalidated => Level::Warn,
         }
     }

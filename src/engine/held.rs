@@ -110,7 +110,7 @@ impl<R: Rng> Engine<R> {
             until,
         });
         self.held_count += 1;
-        self.stats.held += 1;
+        self.stats.holds_total += 1;
         self.next_hold_expiry = Some(self.next_hold_expiry.map_or(until, |t| t.min(until)));
         true
     }

@@ -105,7 +105,8 @@ impl<R: Rng> Engine<R> {
         }
     }
 
-    /// How many NEW requests are held waiting for a key.
+    /// How many NEW requests are held waiting for a key now;
+    /// [`Stats::holds_total`] counts every request ever held.
     pub fn held(&self) -> usize {
         self.held_count
     }
@@ -217,7 +218,7 @@ impl<R: Rng> Engine<R> {
         let refresh_at = refresh_at.min(now.saturating_add(self.config.max_expiry));
         let outcome = self.pool.expire(platform, key, refresh_at, now);
         if outcome != Expired::Unchanged {
-            self.key_event(platform, key, KeyEvent::Expired(refresh_at));
+            self.key_event(platform, key, KeyEvent::Expired { refresh_at });
         }
         outcome
     }

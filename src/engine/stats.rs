@@ -13,8 +13,9 @@ pub struct Stats {
     pub waits: u64,
     /// Error replies sent.
     pub errors: u64,
-    /// NEW requests held for a key (ext `hold_ms`).
-    pub held: u64,
+    /// NEW requests held for a key (ext `hold_ms`) since the start, counted
+    /// once each; [`Engine::held`](super::Engine::held) is how many are held now.
+    pub holds_total: u64,
     /// Changes of the pool's state (publish, unpublish, expire, invalidate);
     /// when it moves, the state is worth saving.
     pub changes: u64,

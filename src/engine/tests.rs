@@ -462,8 +462,14 @@ fn time_going_backwards_panics_nowhere_and_refreshes_nothing_early() {
     // Expired until 200 at 150, it is not handed out at 199 nor back at 120.
     e.expire(t(150), "p", "a", t(200));
     e.handle_timeout(t(120));
-    assert_eq!(e.assign(t(199), "p"), Assignment::Wait { until: t(200) });
-    assert_eq!(e.assign(t(120), "p"), Assignment::Wait { until: t(200) });
+    assert_eq!(
+        e.assign(t(199), "p"),
+        Assignment::Wait { refresh_at: t(200) }
+    );
+    assert_eq!(
+        e.assign(t(120), "p"),
+        Assignment::Wait { refresh_at: t(200) }
+    );
     // A held request ends once a `now` reaches its end, not before.
     e.handle(
         t(150),

@@ -112,7 +112,7 @@ impl<R: Rng> Engine<R> {
                 let dest = self.destination(&reply, reply_subject, false);
                 let answer = match self.assign(now, &platform) {
                     Assignment::Key(k) => Reply::Key(k.to_string()),
-                    Assignment::Wait { until: refresh_at } => {
+                    Assignment::Wait { refresh_at } => {
                         if let Some(ms) = hold_ms
                             && self.hold(now, &platform, &dest, &reply, ms)
                         {

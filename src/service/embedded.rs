@@ -212,7 +212,7 @@ impl Shared {
         let now = self.clock.now();
         let attempt = match state.engine.assign(now, platform) {
             Assignment::Key(k) => Ok(Attempt::Key(k.to_string())),
-            Assignment::Wait { until } => Ok(Attempt::WaitUntil(until)),
+            Assignment::Wait { refresh_at } => Ok(Attempt::WaitUntil(refresh_at)),
             Assignment::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
             Assignment::NoKeys => Err(KeyError::NoKeys(platform.to_string())),
         };
@@ -442,17 +442,18 @@ impl KeySource for EmbeddedPool {
         self.shared.request(platform, deadline).await
     }
 
-    /// Marks `key` rate limited until `reset`, cut to the longest expiry ahead
-    /// (the later of two reset times wins; a reset not after now, an unknown or
+    /// Marks `key` rate limited until `refresh_at` (the API's reset time), cut
+    /// to the longest expiry ahead (the later of two refresh times wins; one not
+    /// after now, an unknown or
     /// an invalid key change nothing), then requests another key. `O(log n)`
     /// plus a request.
     async fn expire(
         &self,
         platform: &str,
         key: &str,
-        reset: Timestamp,
+        refresh_at: Timestamp,
     ) -> Result<String, KeyError> {
-        self.shared.expire(platform, key, reset)?;
+        self.shared.expire(platform, key, refresh_at)?;
         self.shared.request(platform, self.shared.deadline).await
     }
 
@@ -529,10 +530,15 @@ impl BlockingEmbeddedPool {
         self.shared.request_blocking(platform, deadline)
     }
 
-    /// Marks `key` rate limited until `reset` and returns another key. See
+    /// Marks `key` rate limited until `refresh_at` and returns another key. See
     /// [`KeySource::expire`].
-    pub fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<String, KeyError> {
-        self.shared.expire(platform, key, reset)?;
+    pub fn expire(
+        &self,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+    ) -> Result<String, KeyError> {
+        self.shared.expire(platform, key, refresh_at)?;
         self.shared.request_blocking(platform, self.shared.deadline)
     }
 

@@ -35,7 +35,7 @@ pub(crate) fn log_event(event: &Event) {
             KeyEvent::Published => log_at!(level, %platform, %key, "key published"),
             KeyEvent::Revived => log_at!(level, %platform, %key, "invalid key published again"),
             KeyEvent::Unpublished => log_at!(level, %platform, %key, "key unpublished"),
-            KeyEvent::Expired(refresh_at) => log_at!(
+            KeyEvent::Expired { refresh_at } => log_at!(
                 level,
                 %platform,
                 %key,

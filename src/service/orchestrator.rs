@@ -643,7 +643,7 @@ fn log_event(ev: &Event) {
             KeyEvent::Published => tracing::info!(%platform, %key, "key published"),
             KeyEvent::Revived => tracing::info!(%platform, %key, "invalid key published again"),
             KeyEvent::Unpublished => tracing::info!(%platform, %key, "key unpublished"),
-            KeyEvent::Expired(until) => {
+            KeyEvent::Expired { refresh_at: until } => {
                 tracing::debug!(%platform, %key, until = %Timestamp::as_secs(*until), "key rate limited")
             }
             KeyEvent::Invalidated => tracing::warn!(%platform, %key, "key invalidated"),
