@@ -293,7 +293,8 @@ impl Driver {
         }
 
         // Replies to held requests come after the reply to this message, if any.
-        let newly_held = usize::try_from(after.held - stats.held).unwrap_or(usize::MAX);
+        let newly_held =
+            usize::try_from(after.holds_total - stats.holds_total).unwrap_or(usize::MAX);
         let released = (held_before + newly_held)
             .checked_sub(self.engine.held())
             .unwrap_or_else(|| panic!("held requests appeared from nowhere"));
@@ -419,11 +420,7 @@ impl Driver {
         let known = self.engine.pool().has_platform(platform);
         let next_refresh = self.engine.pool().next_refresh_of(platform);
         // The NEW refreshed the platform at `now`: counting refreshes nothing more.
-        let counts = self
-            .engine
-            .pool_mut()
-            .counts(platform, now)
-            .unwrap_or_default();
+        let counts = self.engine.counts(now, platform).unwrap_or_default();
         match reply {
             Reply::Key(k) => {
                 let state = self.engine.pool().state(platform, &k, now);
@@ -626,7 +623,7 @@ mod tests {
         d.step(&mut Input(&publish(0)));
         d.step(&mut Input(&[0b00_000_000, 0, 5, 0, 0, 4, 64]));
         d.step(&mut Input(&held_new));
-        assert_eq!((d.engine.stats().held, d.held.len()), (1, 1));
+        assert_eq!((d.engine.stats().holds_total, d.held.len()), (1, 1));
         // Another key is published: the held request gets it.
         d.step(&mut Input(&publish(1)));
         assert_eq!((d.engine.stats().assigned, d.held.len()), (1, 0));

@@ -282,7 +282,7 @@ fn check_new_reply(
     let known = e.pool().has_platform(platform);
     let next_refresh = e.pool().next_refresh_of(platform);
     // NEW refreshed the platform at `now`: counting at `now` refreshes nothing more.
-    let counts = e.pool_mut().counts(platform, now).unwrap_or_default();
+    let counts = e.counts(now, platform).unwrap_or_default();
     match reply {
         Reply::Key(k) => match e.pool().state(platform, k, now) {
             Some(KeyState::Fresh) => Ok(()),

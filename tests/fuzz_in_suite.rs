@@ -124,11 +124,11 @@ fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
         total.assigned += s.assigned;
         total.waits += s.waits;
         total.errors += s.errors;
-        total.held += s.held;
+        total.holds_total += s.holds_total;
     }
     // The inputs reach every outcome of a request, not only the rejections.
     assert!(
-        total.assigned > 0 && total.waits > 0 && total.errors > 0 && total.held > 0,
+        total.assigned > 0 && total.waits > 0 && total.errors > 0 && total.holds_total > 0,
         "{total:?}"
     );
     assert!(total.handled > total.rejected, "{total:?}");

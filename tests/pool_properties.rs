@@ -141,7 +141,7 @@ impl Model {
         Some(match self.keys.get(&(p, k))? {
             M::Fresh => KeyState::Fresh,
             M::Expired(until) if *until <= now => KeyState::Fresh,
-            M::Expired(until) => KeyState::Expired { until: *until },
+            M::Expired(until) => KeyState::Expired { refresh_at: *until },
             M::Invalid => KeyState::Invalid,
         })
     }
@@ -225,7 +225,7 @@ fn check_assign(
     match pool.assign(p, now, rng) {
         Assignment::UnknownPlatform if !known => Ok(()),
         Assignment::NoKeys if known && fresh.is_empty() && earliest.is_none() => Ok(()),
-        Assignment::Wait { until } if known && fresh.is_empty() => {
+        Assignment::Wait { refresh_at: until } if known && fresh.is_empty() => {
             if Some(until) != earliest {
                 return Err(format!(
                     "wait until {until:?}, earliest refresh {earliest:?}"
@@ -489,7 +489,7 @@ fn an_expired_key_comes_back_exactly_at_its_refresh_time() {
     assert_eq!(
         pool.assign("p", at(START + 999), &mut rng),
         Assignment::Wait {
-            until: at(START + 1_000)
+            refresh_at: at(START + 1_000)
         }
     );
     assert_eq!(
@@ -503,7 +503,7 @@ fn an_expired_key_comes_back_exactly_at_its_refresh_time() {
     assert_eq!(
         pool.assign("p", at(START + 2_499), &mut rng),
         Assignment::Wait {
-            until: at(START + 2_500)
+            refresh_at: at(START + 2_500)
         }
     );
     assert_eq!(

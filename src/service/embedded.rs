@@ -1,7 +1,11 @@
 //! The embedded key pool: keyman in one process, without a server.
 //!
-//! [`EmbeddedPool`] is a handle over one shared [`KeyPool`]: cheap to clone
+//! [`EmbeddedPool`] is a handle over one shared [`Engine`]: cheap to clone
 //! (an [`Arc`] inside), `Send + Sync`, usable from any number of tokio tasks.
+//! It drives the engine through its typed methods, as the `quinn` crate drives
+//! `quinn-proto`: the engine decides what a request gets, what an EXPIRE does
+//! (refresh times are cut to [`EngineConfig::max_expiry`] ahead) and what is
+//! logged at which level; this module only locks, waits and wakes.
 //! [`BlockingEmbeddedPool`] is the same pool for plain threads with no async
 //! runtime. Nothing is serialized and there is no bus: a call locks the pool for
 //! the few microseconds the pool operation takes.
@@ -23,15 +27,17 @@
 //! [`EmbeddedPool::wake_waiters`] is called (after moving an injected
 //! [`ManualClock`](crate::ManualClock) forward, for example).
 //!
-//! Costs: every operation holds one lock for the cost of the [`KeyPool`]
+//! Costs: every operation holds one lock for the cost of the
+//! [`KeyPool`](crate::KeyPool)
 //! operation it wraps (`O(1)` to hand out a key, `O(log n)` to expire or
 //! invalidate one, `O(n)` to list `n` keys). Calls from many threads serialize on
 //! that lock; there is no other contention.
 
+use super::KeyError;
+use super::log::log_event;
 use super::{DEFAULT_DEADLINE, KeyAdmin, KeySource, SystemClock};
-use crate::error::KeyError;
-use crate::mask::Masked;
-use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published, Selection};
+use crate::engine::{Engine, EngineConfig};
+use crate::pool::{Assignment, Selection};
 use crate::protocol::PlatformStatus;
 use crate::rng::SplitMix64;
 use crate::time::{Clock, Timestamp};
@@ -89,10 +95,19 @@ struct Shared {
     deadline: Duration,
 }
 
+/// The pool's state: an [`Engine`] driven through its typed methods, which
+/// decide everything (the answer to a request, the EXPIRE cap, the events).
 struct State {
-    pool: KeyPool,
-    rng: SplitMix64,
-    shut_down: bool,
+    engine: Engine<SplitMix64>,
+}
+
+impl State {
+    /// Logs the events the engine reported.
+    fn log_events(&mut self) {
+        while let Some(event) = self.engine.poll_event() {
+            log_event(&event);
+        }
+    }
 }
 
 /// What one look at the pool gave a request.
@@ -149,9 +164,13 @@ impl EmbeddedPoolBuilder {
         EmbeddedPool {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    pool: KeyPool::with_selection(self.selection),
-                    rng: SplitMix64::new(seed),
-                    shut_down: false,
+                    engine: Engine::new(
+                        EngineConfig {
+                            selection: self.selection,
+                            ..EngineConfig::default()
+                        },
+                        SplitMix64::new(seed),
+                    ),
                 }),
                 changed: Notify::new(),
                 changed_blocking: Condvar::new(),
@@ -187,17 +206,18 @@ impl Shared {
     }
 
     fn attempt(&self, state: &mut State, platform: &str) -> Result<Attempt, KeyError> {
-        if state.shut_down {
+        if state.engine.is_shutdown() {
             return Err(KeyError::ShutDown);
         }
         let now = self.clock.now();
-        let State { pool, rng, .. } = state;
-        match pool.assign(platform, now, rng) {
+        let attempt = match state.engine.assign(now, platform) {
             Assignment::Key(k) => Ok(Attempt::Key(k.to_string())),
-            Assignment::Wait { until } => Ok(Attempt::WaitUntil(until)),
+            Assignment::Wait { refresh_at } => Ok(Attempt::WaitUntil(refresh_at)),
             Assignment::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
             Assignment::NoKeys => Err(KeyError::NoKeys(platform.to_string())),
-        }
+        };
+        state.log_events();
+        attempt
     }
 
     /// How long to sleep before looking again: until the refresh time by the
@@ -256,134 +276,100 @@ impl Shared {
         }
     }
 
-    fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<(), KeyError> {
+    /// Applies one change of `key` of `platform` through the engine, logs its
+    /// events and, when the pool changed, wakes the waiting requests to look
+    /// again (a key may be fresh, or none usable any more).
+    fn change(
+        &self,
+        platform: &str,
+        key: &str,
+        op: impl FnOnce(&mut Engine<SplitMix64>, Timestamp),
+    ) -> Result<(), KeyError> {
         super::require_non_empty("platform", platform)?;
         super::require_non_empty("key", key)?;
         let mut state = self.lock();
-        if state.shut_down {
+        if state.engine.is_shutdown() {
             return Err(KeyError::ShutDown);
         }
-        let now = self.clock.now();
-        match state.pool.expire(platform, key, reset, now) {
-            Expired::Expired | Expired::Extended => {
-                tracing::debug!(platform, key = %Masked(key), until = %reset, "key rate limited");
-            }
-            Expired::Unchanged => {}
+        let before = state.engine.stats().changes;
+        op(&mut state.engine, self.clock.now());
+        state.log_events();
+        if state.engine.stats().changes != before {
+            self.wake_all();
         }
         Ok(())
+    }
+
+    fn expire(&self, platform: &str, key: &str, refresh_at: Timestamp) -> Result<(), KeyError> {
+        self.change(platform, key, |engine, now| {
+            engine.expire(now, platform, key, refresh_at);
+        })
     }
 
     fn invalidate(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        super::require_non_empty("platform", platform)?;
-        super::require_non_empty("key", key)?;
-        let mut state = self.lock();
-        if state.shut_down {
-            return Err(KeyError::ShutDown);
-        }
-        let now = self.clock.now();
-        if state.pool.invalidate(platform, key, now) == Invalidated::Invalidated {
-            tracing::info!(platform, key = %Masked(key), "key invalidated");
-            // Waiters may now have no usable key at all: let them say so at once.
-            self.wake_all();
-        }
-        Ok(())
+        self.change(platform, key, |engine, now| {
+            engine.invalidate(now, platform, key);
+        })
     }
 
     fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        super::require_non_empty("platform", platform)?;
-        super::require_non_empty("key", key)?;
-        let mut state = self.lock();
-        if state.shut_down {
-            return Err(KeyError::ShutDown);
-        }
-        match state.pool.publish(platform, key) {
-            Published::Added => {
-                tracing::debug!(platform, key = %Masked(key), "key published");
-                self.wake_all();
-            }
-            Published::Revived => {
-                tracing::info!(platform, key = %Masked(key), "invalid key published again");
-                self.wake_all();
-            }
-            Published::Unchanged => {}
-        }
-        Ok(())
+        self.change(platform, key, |engine, now| {
+            engine.publish(now, platform, key);
+        })
     }
 
     fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
-        super::require_non_empty("platform", platform)?;
-        super::require_non_empty("key", key)?;
+        self.change(platform, key, |engine, now| {
+            engine.unpublish(now, platform, key);
+        })
+    }
+
+    /// Answers a question about the pool at the current time, unless it was
+    /// shut down.
+    fn query<T>(
+        &self,
+        op: impl FnOnce(&mut Engine<SplitMix64>, Timestamp) -> T,
+    ) -> Result<T, KeyError> {
         let mut state = self.lock();
-        if state.shut_down {
+        if state.engine.is_shutdown() {
             return Err(KeyError::ShutDown);
         }
-        if state.pool.unpublish(platform, key) {
-            tracing::debug!(platform, key = %Masked(key), "key unpublished");
-            self.wake_all();
-        }
-        Ok(())
+        Ok(op(&mut state.engine, self.clock.now()))
     }
 
     fn ping(&self) -> Result<(), KeyError> {
-        if self.lock().shut_down {
-            return Err(KeyError::ShutDown);
-        }
-        Ok(())
+        self.query(|_, _| ())
     }
 
     fn platforms(&self) -> Result<Vec<String>, KeyError> {
-        let state = self.lock();
-        if state.shut_down {
-            return Err(KeyError::ShutDown);
-        }
-        Ok(state.pool.platforms().map(str::to_string).collect())
+        self.query(|engine, _| engine.platforms())
     }
 
     fn keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
         super::require_non_empty("platform", platform)?;
-        let mut state = self.lock();
-        if state.shut_down {
-            return Err(KeyError::ShutDown);
-        }
-        let now = self.clock.now();
-        state
-            .pool
-            .keys(platform, now)
+        self.query(|engine, now| engine.keys(now, platform))?
             .ok_or_else(|| KeyError::UnknownPlatform(platform.to_string()))
     }
 
     fn invalid_keys(&self, platform: &str) -> Result<Vec<String>, KeyError> {
         super::require_non_empty("platform", platform)?;
-        let state = self.lock();
-        if state.shut_down {
-            return Err(KeyError::ShutDown);
-        }
-        state
-            .pool
-            .invalid_keys(platform)
+        self.query(|engine, _| engine.invalid_keys(platform))?
             .ok_or_else(|| KeyError::UnknownPlatform(platform.to_string()))
     }
 
     fn status(&self) -> Result<Vec<PlatformStatus>, KeyError> {
-        let mut state = self.lock();
-        if state.shut_down {
-            return Err(KeyError::ShutDown);
-        }
-        let now = self.clock.now();
-        Ok(state.pool.status(now))
+        self.query(|engine, now| engine.status(now))
     }
 
     fn shutdown(&self) {
         let mut state = self.lock();
-        if !state.shut_down {
-            state.shut_down = true;
-            tracing::info!("embedded key pool shut down");
-        }
+        let now = self.clock.now();
+        state.engine.shutdown(now);
+        state.log_events();
         drop(state);
         self.wake_all();
     }
 }
-
 impl EmbeddedPool {
     /// An empty pool on the system clock, with a seed from the system time, the
     /// default deadline and uniform selection.
@@ -441,7 +427,7 @@ impl fmt::Debug for BlockingEmbeddedPool {
 }
 
 /// Requests wait without polling (see the [module docs](self)); the other
-/// operations return at once. Each costs the [`KeyPool`] operation it wraps,
+/// operations return at once. Each costs the [`KeyPool`](crate::KeyPool) operation it wraps,
 /// under one lock.
 #[async_trait]
 impl KeySource for EmbeddedPool {
@@ -456,16 +442,18 @@ impl KeySource for EmbeddedPool {
         self.shared.request(platform, deadline).await
     }
 
-    /// Marks `key` rate limited until `reset` (the later of two reset times wins;
-    /// a reset not after now, an unknown or an invalid key change nothing), then
-    /// requests another key. `O(log n)` plus a request.
+    /// Marks `key` rate limited until `refresh_at` (the API's reset time), cut
+    /// to the longest expiry ahead (the later of two refresh times wins; one not
+    /// after now, an unknown or
+    /// an invalid key change nothing), then requests another key. `O(log n)`
+    /// plus a request.
     async fn expire(
         &self,
         platform: &str,
         key: &str,
-        reset: Timestamp,
+        refresh_at: Timestamp,
     ) -> Result<String, KeyError> {
-        self.shared.expire(platform, key, reset)?;
+        self.shared.expire(platform, key, refresh_at)?;
         self.shared.request(platform, self.shared.deadline).await
     }
 
@@ -542,10 +530,15 @@ impl BlockingEmbeddedPool {
         self.shared.request_blocking(platform, deadline)
     }
 
-    /// Marks `key` rate limited until `reset` and returns another key. See
+    /// Marks `key` rate limited until `refresh_at` and returns another key. See
     /// [`KeySource::expire`].
-    pub fn expire(&self, platform: &str, key: &str, reset: Timestamp) -> Result<String, KeyError> {
-        self.shared.expire(platform, key, reset)?;
+    pub fn expire(
+        &self,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+    ) -> Result<String, KeyError> {
+        self.shared.expire(platform, key, refresh_at)?;
         self.shared.request_blocking(platform, self.shared.deadline)
     }
 

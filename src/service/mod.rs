@@ -126,6 +126,7 @@ pub mod blocking;
 mod client;
 pub mod embedded;
 mod error;
+mod log;
 mod orchestrator;
 mod rpc;
 

@@ -286,7 +286,7 @@ impl Simulation {
         while let Some(event) = self.engine.poll_event() {
             if let Event::Key { what, .. } = event {
                 match what {
-                    KeyEvent::Expired(_) => self.keys_expired += 1,
+                    KeyEvent::Expired { .. } => self.keys_expired += 1,
                     KeyEvent::Invalidated => {
                         self.keys_invalidated += 1;
                         invalidated = true;

@@ -287,6 +287,40 @@ pub async fn status_counts_keys_in_each_state(source: Source, admin: Admin, pref
     assert_eq!(ours.next_refresh, Some(reset.as_millis().div_ceil(1000)));
 }
 
+/// An EXPIRE far in the future (a wrong reset header) is cut to the longest
+/// expiry (`EngineConfig::max_expiry`, 25 h by default): the status tells that
+/// the key refreshes then, not in ten years.
+pub async fn expire_far_in_the_future_is_cut_to_the_longest_expiry(
+    source: Source,
+    admin: Admin,
+    prefix: &str,
+) {
+    let p = platform(prefix, "rest");
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    publish_all(&admin, &p, &[&a, &b]).await;
+    let longest = keyman::EngineConfig::default().max_expiry;
+    let years = Duration::from_secs(10 * 365 * 24 * 3600);
+    let before = wall_clock();
+    assert_eq!(
+        source.expire(&p, &a, before.saturating_add(years)).await,
+        Ok(b.clone())
+    );
+    let after = wall_clock();
+    let status = admin.status().await.expect("status");
+    let ours = status
+        .iter()
+        .find(|s| s.platform == p)
+        .unwrap_or_else(|| panic!("{p} missing from the status"));
+    assert_eq!((ours.fresh, ours.expired), (1, 1), "{ours:?}");
+    let next = ours.next_refresh.expect("a next refresh");
+    let earliest = before.saturating_add(longest).as_secs();
+    let latest = after.saturating_add(longest).as_millis().div_ceil(1000);
+    assert!(
+        (earliest..=latest).contains(&next),
+        "refreshes at {next}, not within the longest expiry ({earliest}..={latest})"
+    );
+}
+
 /// Many tasks requesting keys at once from one handle are all served.
 pub async fn concurrent_requests_from_many_tasks_all_succeed(
     source: Source,
@@ -387,6 +421,7 @@ macro_rules! behaviour_tests {
             unpublish_removes_key_from_rotation,
             platforms_keys_and_invalid_keys_are_listed,
             status_counts_keys_in_each_state,
+            expire_far_in_the_future_is_cut_to_the_longest_expiry,
             concurrent_requests_from_many_tasks_all_succeed,
             waiting_request_is_woken_by_a_publish,
             empty_names_are_invalid_arguments,

@@ -8,8 +8,8 @@
 //!   to renew, until when the term is valid, when to step down);
 //! - `standby`: the lease calls (standing by, renewing, releasing);
 //! - `saving`: loading the state and saving it after changes;
-//! - `publishing`: the outbox of replies and the task that publishes them;
-//! - `events`: how the engine's events are logged;
+//! - `publishing`: the outbox of replies and the task that publishes them
+//!   (events are logged by `service::log`, as everywhere the service drives an engine);
 //! - `error`: [`OrchestratorError`].
 
 use super::{Bus, Lease, StateStore, SystemClock, random_seed};
@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod error;
-mod events;
 mod leadership;
 mod publishing;
 mod saving;

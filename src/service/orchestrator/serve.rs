@@ -3,12 +3,12 @@
 //! publishing around it.
 
 use super::super::BusEvent;
-use super::events::log_event;
 use super::leadership::{Action, Leadership, StepDown};
 use super::publishing::Outbox;
 use super::saving::{Saving, load_state};
 use super::standby::{Renewal, renew};
 use super::{Orchestrator, OrchestratorError, Stopped};
+use crate::service::log::log_event;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;

@@ -20,6 +20,12 @@ use rand_core::Rng;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+mod snapshot;
+#[cfg(test)]
+mod tests;
+
+pub use snapshot::{PlatformSnapshot, PoolSnapshot};
+
 /// How [`KeyPool::assign`] chooses among the fresh keys of a platform.
 ///
 /// New strategies (most remaining quota, leases with a concurrency cap) are added
@@ -39,10 +45,10 @@ pub enum Selection {
 pub enum KeyState {
     /// May be handed out.
     Fresh,
-    /// Rate limited; becomes fresh when the clock reaches `until`.
+    /// Rate limited; becomes fresh when the clock reaches `refresh_at`.
     Expired {
         /// The refresh time.
-        until: Timestamp,
+        refresh_at: Timestamp,
     },
     /// Permanently bad; only a publish brings it back.
     Invalid,
@@ -53,10 +59,10 @@ pub enum KeyState {
 pub enum Assignment<'a> {
     /// A fresh key.
     Key(&'a str),
-    /// No key is fresh; the earliest expired key refreshes at `until`.
+    /// No key is fresh; the earliest expired key refreshes at `refresh_at`.
     Wait {
         /// The earliest refresh time of the platform.
-        until: Timestamp,
+        refresh_at: Timestamp,
     },
     /// No key was ever published for this platform.
     UnknownPlatform,
@@ -285,7 +291,7 @@ impl KeyPool {
         let len = pool.fresh.len();
         if len == 0 {
             return match pool.earliest_refresh() {
-                Some(until) => Assignment::Wait { until },
+                Some(refresh_at) => Assignment::Wait { refresh_at },
                 None => Assignment::NoKeys,
             };
         }
@@ -300,36 +306,36 @@ impl KeyPool {
         Assignment::Key(&pool.fresh[idx])
     }
 
-    /// Marks `key` of `platform` rate limited until `until`. A fresh key becomes
+    /// Marks `key` of `platform` rate limited refresh_at `refresh_at`. A fresh key becomes
     /// expired; an expired key takes the later of its two refresh times; an invalid
-    /// or unknown key is left alone, and so is any key when `until` is not after
+    /// or unknown key is left alone, and so is any key when `refresh_at` is not after
     /// `now` (it would be fresh again at once). `O(log n)`.
     pub fn expire(
         &mut self,
         platform: &str,
         key: &str,
-        until: Timestamp,
+        refresh_at: Timestamp,
         now: Timestamp,
     ) -> Expired {
         let Some(pool) = self.platform_mut(platform) else {
             return Expired::Unchanged;
         };
         pool.refresh(now);
-        if until <= now {
+        if refresh_at <= now {
             return Expired::Unchanged;
         }
         match pool.slots.get(key).copied() {
             Some(Slot::Fresh(idx)) => {
                 let k = pool.remove_fresh(idx);
-                pool.slots.insert(k.clone(), Slot::Expired(until));
-                pool.expired.insert((until, k));
+                pool.slots.insert(k.clone(), Slot::Expired(refresh_at));
+                pool.expired.insert((refresh_at, k));
                 Expired::Expired
             }
-            Some(Slot::Expired(old)) if until > old => {
+            Some(Slot::Expired(old)) if refresh_at > old => {
                 let k: Arc<str> = Arc::from(key);
                 if let Some((_, k)) = pool.expired.take(&(old, k)) {
-                    pool.slots.insert(k.clone(), Slot::Expired(until));
-                    pool.expired.insert((until, k));
+                    pool.slots.insert(k.clone(), Slot::Expired(refresh_at));
+                    pool.expired.insert((refresh_at, k));
                 }
                 Expired::Extended
             }
@@ -365,7 +371,9 @@ impl KeyPool {
         Some(match pool.slots.get(key)? {
             Slot::Fresh(_) => KeyState::Fresh,
             Slot::Expired(until) if *until <= now => KeyState::Fresh,
-            Slot::Expired(until) => KeyState::Expired { until: *until },
+            Slot::Expired(refresh_at) => KeyState::Expired {
+                refresh_at: *refresh_at,
+            },
             Slot::Invalid => KeyState::Invalid,
         })
     }
@@ -492,80 +500,6 @@ impl KeyPool {
         }
         Ok(())
     }
-}
-
-/// The state of a [`KeyPool`] as plain data, to store and restore it (the
-/// orchestrator keeps it across restarts). It contains the keys: store it where
-/// the keys themselves may be kept.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct PoolSnapshot {
-    /// The platforms, in the order they were first published.
-    pub platforms: Vec<PlatformSnapshot>,
-}
-
-/// One platform of a [`PoolSnapshot`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct PlatformSnapshot {
-    /// The platform's name.
-    pub name: String,
-    /// Its fresh keys.
-    #[serde(default)]
-    pub fresh: Vec<String>,
-    /// Its expired keys with their refresh times.
-    #[serde(default)]
-    pub expired: Vec<(String, Timestamp)>,
-    /// Its invalid keys.
-    #[serde(default)]
-    pub invalid: Vec<String>,
-}
-
-impl KeyPool {
-    /// The pool's state as plain data. `O(n)` over all platforms.
-    pub fn snapshot(&self) -> PoolSnapshot {
-        PoolSnapshot {
-            platforms: self
-                .platforms
-                .iter()
-                .map(|(name, pool)| PlatformSnapshot {
-                    name: name.clone(),
-                    fresh: pool.fresh.iter().map(|k| k.to_string()).collect(),
-                    expired: pool
-                        .expired
-                        .iter()
-                        .map(|(t, k)| (k.to_string(), *t))
-                        .collect(),
-                    invalid: pool.invalid.iter().map(|k| k.to_string()).collect(),
-                })
-                .collect(),
-        }
-    }
-
-    /// A pool in the state `snapshot` describes. A key listed twice in one
-    /// platform keeps the last state it is listed with (invalid over expired over
-    /// fresh); empty names are skipped. `O(n log n)`.
-    pub fn from_snapshot(snapshot: &PoolSnapshot, selection: Selection) -> KeyPool {
-        let mut pool = KeyPool::with_selection(selection);
-        for p in &snapshot.platforms {
-            if p.name.is_empty() {
-                continue;
-            }
-            pool.ensure_platform(&p.name);
-            for k in p.fresh.iter().filter(|k| !k.is_empty()) {
-                pool.publish(&p.name, k);
-            }
-            for (k, until) in p.expired.iter().filter(|(k, _)| !k.is_empty()) {
-                pool.publish(&p.name, k);
-                // Expire as of the epoch, so that refresh times already past are
-                // kept and refreshed on the next touch like any other.
-                pool.expire(&p.name, k, *until, Timestamp::EPOCH);
-            }
-            for k in p.invalid.iter().filter(|k| !k.is_empty()) {
-                pool.publish(&p.name, k);
-                pool.invalidate(&p.name, k, Timestamp::EPOCH);
-            }
-        }
-        pool
-    }
 
     fn ensure_platform(&mut self, platform: &str) {
         if !self.index.contains_key(platform) {
@@ -580,173 +514,4 @@ impl KeyPool {
 /// Maps a uniform 64-bit word to `0..len` by multiply-shift (bias below `len / 2^64`).
 fn uniform_index(word: u64, len: usize) -> usize {
     ((u128::from(word) * len as u128) >> 64) as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::SplitMix64;
-
-    fn t(secs: u64) -> Timestamp {
-        Timestamp::from_secs(secs)
-    }
-
-    #[test]
-    fn assign_answers_each_outcome() {
-        let mut pool = KeyPool::new();
-        let mut rng = SplitMix64::new(1);
-        assert_eq!(
-            pool.assign("gh", t(0), &mut rng),
-            Assignment::UnknownPlatform
-        );
-        pool.publish("gh", "k1");
-        assert_eq!(pool.assign("gh", t(0), &mut rng), Assignment::Key("k1"));
-        assert_eq!(pool.expire("gh", "k1", t(100), t(0)), Expired::Expired);
-        assert_eq!(
-            pool.assign("gh", t(50), &mut rng),
-            Assignment::Wait { until: t(100) }
-        );
-        assert_eq!(pool.assign("gh", t(100), &mut rng), Assignment::Key("k1"));
-        assert_eq!(
-            pool.invalidate("gh", "k1", t(100)),
-            Invalidated::Invalidated
-        );
-        assert_eq!(pool.assign("gh", t(200), &mut rng), Assignment::NoKeys);
-        pool.check_consistency().unwrap();
-    }
-
-    #[test]
-    fn publish_is_idempotent_and_revives_invalid_keys() {
-        let mut pool = KeyPool::new();
-        assert_eq!(pool.publish("gh", "k"), Published::Added);
-        assert_eq!(pool.publish("gh", "k"), Published::Unchanged);
-        assert_eq!(pool.keys("gh", t(0)).unwrap(), vec!["k".to_string()]);
-        pool.invalidate("gh", "k", t(0));
-        assert_eq!(pool.invalid_keys("gh").unwrap(), vec!["k".to_string()]);
-        assert!(pool.keys("gh", t(0)).unwrap().is_empty());
-        assert_eq!(pool.publish("gh", "k"), Published::Revived);
-        assert!(pool.invalid_keys("gh").unwrap().is_empty());
-        assert_eq!(pool.state("gh", "k", t(0)), Some(KeyState::Fresh));
-        pool.check_consistency().unwrap();
-    }
-
-    #[test]
-    fn the_later_refresh_time_wins_and_publish_keeps_an_expired_key_expired() {
-        let mut pool = KeyPool::new();
-        pool.publish("gh", "k");
-        assert_eq!(pool.expire("gh", "k", t(10), t(0)), Expired::Expired);
-        assert_eq!(pool.expire("gh", "k", t(5), t(0)), Expired::Unchanged);
-        assert_eq!(pool.expire("gh", "k", t(20), t(0)), Expired::Extended);
-        assert_eq!(pool.publish("gh", "k"), Published::Unchanged);
-        assert_eq!(
-            pool.state("gh", "k", t(15)),
-            Some(KeyState::Expired { until: t(20) })
-        );
-        assert_eq!(pool.next_refresh(), Some(t(20)));
-        assert_eq!(pool.refresh_due(t(20)), 1);
-        assert_eq!(pool.next_refresh(), None);
-        pool.check_consistency().unwrap();
-    }
-
-    #[test]
-    fn expire_in_the_past_or_of_unknown_keys_changes_nothing() {
-        let mut pool = KeyPool::new();
-        pool.publish("gh", "k");
-        assert_eq!(pool.expire("gh", "k", t(10), t(10)), Expired::Unchanged);
-        assert_eq!(pool.expire("gh", "nope", t(20), t(10)), Expired::Unchanged);
-        assert_eq!(pool.expire("gl", "k", t(20), t(10)), Expired::Unchanged);
-        pool.invalidate("gh", "k", t(10));
-        assert_eq!(pool.expire("gh", "k", t(20), t(10)), Expired::Unchanged);
-        assert_eq!(pool.state("gh", "k", t(10)), Some(KeyState::Invalid));
-    }
-
-    #[test]
-    fn unpublish_removes_a_key_in_any_state_and_keeps_the_platform() {
-        let mut pool = KeyPool::new();
-        for k in ["a", "b", "c"] {
-            pool.publish("gh", k);
-        }
-        pool.expire("gh", "b", t(10), t(0));
-        pool.invalidate("gh", "c", t(0));
-        assert!(pool.unpublish("gh", "a"));
-        assert!(pool.unpublish("gh", "b"));
-        assert!(pool.unpublish("gh", "c"));
-        assert!(!pool.unpublish("gh", "c"));
-        assert!(!pool.unpublish("zz", "c"));
-        assert_eq!(pool.counts("gh", t(0)), Some(Counts::default()));
-        assert_eq!(pool.platforms().collect::<Vec<_>>(), vec!["gh"]);
-        let mut rng = SplitMix64::new(2);
-        assert_eq!(pool.assign("gh", t(0), &mut rng), Assignment::NoKeys);
-        pool.check_consistency().unwrap();
-    }
-
-    #[test]
-    fn platforms_are_independent_and_listed_in_publish_order() {
-        let mut pool = KeyPool::new();
-        pool.publish("github_rest", "k");
-        pool.publish("github_graphql", "k");
-        pool.publish("github_search", "k");
-        pool.expire("github_rest", "k", t(10), t(0));
-        assert_eq!(
-            pool.state("github_graphql", "k", t(0)),
-            Some(KeyState::Fresh)
-        );
-        assert_eq!(
-            pool.platforms().collect::<Vec<_>>(),
-            vec!["github_rest", "github_graphql", "github_search"]
-        );
-    }
-
-    #[test]
-    fn round_robin_visits_every_fresh_key_in_turn() {
-        let mut pool = KeyPool::with_selection(Selection::RoundRobin);
-        for k in ["a", "b", "c"] {
-            pool.publish("gh", k);
-        }
-        let mut rng = SplitMix64::new(3);
-        let mut seen = Vec::new();
-        for _ in 0..6 {
-            if let Assignment::Key(k) = pool.assign("gh", t(0), &mut rng) {
-                seen.push(k.to_string());
-            }
-        }
-        assert_eq!(seen, vec!["a", "b", "c", "a", "b", "c"]);
-    }
-
-    #[test]
-    fn a_snapshot_restores_every_state_and_the_platform_order() {
-        let mut pool = KeyPool::new();
-        for k in ["a", "b", "c", "d"] {
-            pool.publish("gh", k);
-        }
-        pool.publish("gl", "x");
-        pool.unpublish("gl", "x");
-        pool.expire("gh", "b", t(10), t(0));
-        pool.expire("gh", "c", t(20), t(0));
-        pool.invalidate("gh", "d", t(0));
-        let snap = pool.snapshot();
-        let json = serde_json::to_string(&snap).unwrap();
-        let back: PoolSnapshot = serde_json::from_str(&json).unwrap();
-        let mut restored = KeyPool::from_snapshot(&back, Selection::Uniform);
-        restored.check_consistency().unwrap();
-        assert_eq!(restored.platforms().collect::<Vec<_>>(), vec!["gh", "gl"]);
-        for k in ["a", "b", "c", "d"] {
-            assert_eq!(
-                restored.state("gh", k, t(5)),
-                pool.state("gh", k, t(5)),
-                "{k}"
-            );
-        }
-        assert_eq!(restored.counts("gl", t(5)), Some(Counts::default()));
-        assert_eq!(restored.next_refresh(), Some(t(10)));
-        assert_eq!(restored.snapshot(), snap);
-    }
-
-    #[test]
-    fn uniform_index_stays_in_range() {
-        for len in [1usize, 2, 3, 1000] {
-            assert_eq!(uniform_index(0, len), 0);
-            assert_eq!(uniform_index(u64::MAX, len), len - 1);
-        }
-    }
 }

@@ -1,0 +1,37 @@
+//! How an [`Engine`](super::Engine) is set up.
+
+use crate::pool::Selection;
+use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
+use std::time::Duration;
+
+/// How an [`Engine`](super::Engine) is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// The ids of the request channels (Augur's by default).
+    pub channels: Channels,
+    /// The largest payload handled; larger ones are rejected unread.
+    pub max_payload: usize,
+    /// How keys are chosen among the fresh ones.
+    pub selection: Selection,
+    /// The longest a NEW that asks to be held (`hold_ms`, ext) is held.
+    pub max_hold: Duration,
+    /// The most NEW requests held at once; beyond it they get `{"wait": n}` at once.
+    pub max_held: usize,
+    /// The furthest ahead an EXPIRE may park a key: a later refresh time (a
+    /// wrong header, a bad client) is cut to `now + max_expiry`, so that no key
+    /// is lost for years. One day and an hour by default (daily quotas).
+    pub max_expiry: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            channels: Channels::default(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            selection: Selection::Uniform,
+            max_hold: Duration::from_secs(60),
+            max_held: 10_000,
+            max_expiry: Duration::from_secs(25 * 3600),
+        }
+    }
+}

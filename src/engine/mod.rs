@@ -1,0 +1,341 @@
+//! [`Engine`]: the orchestrator as a sans-IO state machine.
+//!
+//! The engine owns a [`KeyPool`] and every decision about it: what a request
+//! for a key gets, how far ahead an EXPIRE may park a key, what a publish of an
+//! invalid or expired key does, which [`Event`] a change emits and at which
+//! [`Level`] it is logged, and when the state is worth saving
+//! ([`Stats::changes`]). Drivers only move bytes, read clocks and wait: the
+//! orchestrator feeds it wire messages through [`Engine::handle`], the embedded
+//! pool calls its typed operations ([`Engine::assign`], [`Engine::expire`], …)
+//! directly, and tests and simulations do either in virtual time. `handle`
+//! decodes a message and calls the same typed operations, so both paths apply
+//! one policy.
+//!
+//! The engine never reads a clock, never draws from a global RNG and never does
+//! I/O. Bad input of any kind (not JSON, wrong types, unknown types, missing
+//! fields, oversized payloads) changes no state: it is reported as an
+//! [`Event::Rejected`] and, when the sender waits for an answer and can be
+//! addressed, answered with an `error` reply so that it does not wait in vain.
+//!
+//! Its parts: [`EngineConfig`] (config), [`Transmit`], [`Event`] and [`Level`]
+//! (events), [`Stats`] (stats), the held requests (held), and the wire side
+//! that decodes messages and encodes answers (wire).
+//!
+#![doc = include_str!("run_loop.md")]
+
+use crate::mask::Masked;
+use crate::pool::Counts;
+use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published};
+use crate::protocol::{PlatformStatus, Reply};
+use crate::time::Timestamp;
+use rand_core::Rng;
+use std::collections::{BTreeMap, VecDeque};
+
+mod config;
+mod events;
+mod held;
+mod stats;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+pub use config::EngineConfig;
+pub use events::{Event, KeyEvent, Level, Transmit};
+pub use stats::Stats;
+
+use held::Held;
+
+/// The orchestrator's state machine. See the [module docs](self) for the run
+/// loop, the order in which to drain outputs, and time going backwards.
+///
+/// Its methods, by group:
+///
+/// - **Inputs** (each takes the current time): [`handle`](Self::handle) and
+///   [`handle_with_reply`](Self::handle_with_reply) for wire messages,
+///   [`handle_timeout`](Self::handle_timeout) for timers, and the typed
+///   operations [`assign`](Self::assign), [`expire`](Self::expire),
+///   [`invalidate`](Self::invalidate), [`publish`](Self::publish),
+///   [`unpublish`](Self::unpublish) and [`shutdown`](Self::shutdown). Every
+///   change of the pool goes through them, with its event and its count in
+///   [`Stats::changes`].
+/// - **Outputs**: [`poll_transmit`](Self::poll_transmit),
+///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout),
+///   [`is_shutdown`](Self::is_shutdown).
+/// - **Queries**: [`platforms`](Self::platforms), [`keys`](Self::keys),
+///   [`invalid_keys`](Self::invalid_keys), [`status`](Self::status),
+///   [`counts`](Self::counts) (these refresh due keys, which is no change).
+/// - **Inspection**: [`pool`](Self::pool) (read only), [`held`](Self::held),
+///   [`stats`](Self::stats), [`config`](Self::config); and
+///   [`restore`](Self::restore) to load a saved state.
+#[derive(Debug)]
+pub struct Engine<R> {
+    pool: KeyPool,
+    config: EngineConfig,
+    rng: R,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    shutdown: bool,
+    stats: Stats,
+    /// Held NEW requests per platform, oldest first.
+    held: BTreeMap<String, VecDeque<Held>>,
+    held_count: usize,
+    /// The earliest `until` of the held requests.
+    next_hold_expiry: Option<Timestamp>,
+}
+
+impl<R: Rng> Engine<R> {
+    /// An engine with an empty pool, drawing randomness from `rng`.
+    pub fn new(config: EngineConfig, rng: R) -> Self {
+        Self::with_pool(KeyPool::with_selection(config.selection), config, rng)
+    }
+
+    /// An engine over an existing pool (for example one restored from storage).
+    pub fn with_pool(pool: KeyPool, config: EngineConfig, rng: R) -> Self {
+        Self {
+            pool,
+            config,
+            rng,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            shutdown: false,
+            stats: Stats::default(),
+            held: BTreeMap::new(),
+            held_count: 0,
+            next_hold_expiry: None,
+        }
+    }
+
+    /// How many NEW requests are held waiting for a key now;
+    /// [`Stats::holds_total`] counts every request ever held.
+    pub fn held(&self) -> usize {
+        self.held_count
+    }
+
+    /// The pool, for inspection.
+    pub fn pool(&self) -> &KeyPool {
+        &self.pool
+    }
+
+    /// Replaces the pool with the state `snapshot` describes (the one saved
+    /// before a restart). Held requests are kept. It emits no event and does not
+    /// move [`Stats::changes`]: the state came from storage, there is nothing new
+    /// to save.
+    pub fn restore(&mut self, snapshot: &crate::pool::PoolSnapshot) {
+        self.pool = KeyPool::from_snapshot(snapshot, self.config.selection);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// What the engine has done so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Whether SHUTDOWN was handled. Once true, input is ignored; drain the
+    /// transmits still queued, then stop.
+    pub fn is_shutdown(&self) -> bool {
+        self.shutdown
+    }
+
+    /// Refreshes the keys whose refresh time has come. Call it at (or after) the
+    /// time [`poll_timeout`](Self::poll_timeout) gave; calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.pool.refresh_due(now);
+        if self.held_count > 0 {
+            self.serve_held(now, true);
+        }
+    }
+
+    /// When the engine next needs [`handle_timeout`](Self::handle_timeout): the
+    /// earliest refresh time of an expired key or end of a held request, or
+    /// `None` if nothing is pending. Held requests are answered only through it
+    /// (or the next message); refreshes of expired keys also happen lazily.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        if self.shutdown {
+            return None;
+        }
+        match (self.pool.next_refresh(), self.next_hold_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next payload to publish, in order; `None` when there is nothing more.
+    /// Call it until `None` after every input, before [`poll_event`](Self::poll_event).
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event to log, in order; `None` when there is nothing more.
+    /// Call it until `None` after every input, after
+    /// [`poll_transmit`](Self::poll_transmit).
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Hands out a fresh key of `platform` at `now`, or says why not: the
+    /// earliest refresh time when every key is rate limited, or that the
+    /// platform is unknown or has no usable key (which is also reported as an
+    /// [`Event::UnknownPlatform`]). The answer a NEW gets, without the wire.
+    pub fn assign(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
+        let unknown = !self.pool.has_platform(platform);
+        if unknown {
+            self.events.push_back(Event::UnknownPlatform {
+                platform: platform.to_string(),
+            });
+        }
+        self.draw(now, platform)
+    }
+
+    /// [`KeyPool::assign`], counted in [`Stats::assigned`].
+    fn draw(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
+        let answer = self.pool.assign(platform, now, &mut self.rng);
+        if let Assignment::Key(_) = answer {
+            self.stats.assigned += 1;
+        }
+        answer
+    }
+
+    /// Marks `key` rate limited until `refresh_at` (from the API's reset
+    /// header), cut to `now + max_expiry` ([`EngineConfig::max_expiry`]) so that
+    /// a wrong header parks no key for years. The later of two refresh times
+    /// wins; a refresh time not after `now`, an unknown or an invalid key change
+    /// nothing. A change is reported as [`KeyEvent::Expired`] with the refresh
+    /// time applied.
+    pub fn expire(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+    ) -> Expired {
+        let refresh_at = refresh_at.min(now.saturating_add(self.config.max_expiry));
+        let outcome = self.pool.expire(platform, key, refresh_at, now);
+        if outcome != Expired::Unchanged {
+            self.key_event(platform, key, KeyEvent::Expired { refresh_at });
+        }
+        outcome
+    }
+
+    /// Marks `key` permanently invalid; only a publish brings it back. Held
+    /// requests of a platform left without usable keys are answered.
+    pub fn invalidate(&mut self, now: Timestamp, platform: &str, key: &str) -> Invalidated {
+        let outcome = self.pool.invalidate(platform, key, now);
+        if outcome == Invalidated::Invalidated {
+            self.key_event(platform, key, KeyEvent::Invalidated);
+            self.serve_held_after_change(now);
+        }
+        outcome
+    }
+
+    /// Adds `key` to `platform`: a new key is fresh ([`KeyEvent::Published`]),
+    /// an invalid one is fresh again ([`KeyEvent::Revived`]), a fresh or expired
+    /// one is left as it is (publishing is idempotent and does not cut a rate
+    /// limit short). Held requests of the platform get the key.
+    pub fn publish(&mut self, now: Timestamp, platform: &str, key: &str) -> Published {
+        let outcome = self.pool.publish(platform, key);
+        let what = match outcome {
+            Published::Added => KeyEvent::Published,
+            Published::Revived => KeyEvent::Revived,
+            Published::Unchanged => return outcome,
+        };
+        self.key_event(platform, key, what);
+        self.serve_held_after_change(now);
+        outcome
+    }
+
+    /// Removes `key` from `platform`, whatever its state; returns whether it was
+    /// there. The platform stays known.
+    pub fn unpublish(&mut self, now: Timestamp, platform: &str, key: &str) -> bool {
+        let removed = self.pool.unpublish(platform, key);
+        if removed {
+            self.key_event(platform, key, KeyEvent::Unpublished);
+            self.serve_held_after_change(now);
+        }
+        removed
+    }
+
+    /// Stops the engine (SHUTDOWN): held requests get a key if one is fresh
+    /// now, else the `wait` they would have had without holding; afterwards
+    /// [`is_shutdown`](Self::is_shutdown) is true and input is ignored.
+    pub fn shutdown(&mut self, now: Timestamp) {
+        if self.shutdown {
+            return;
+        }
+        if self.held_count > 0 {
+            self.serve_held(now, false);
+        }
+        let held = std::mem::take(&mut self.held);
+        for (platform, queue) in held {
+            let next = self.pool.next_refresh_of(&platform).unwrap_or(now);
+            let wait = Reply::Wait(wait_seconds(now, next));
+            for h in queue {
+                self.stats.waits += 1;
+                self.send(h.dest, &wait, h.request_id.as_ref());
+            }
+        }
+        self.held_count = 0;
+        self.next_hold_expiry = None;
+        self.shutdown = true;
+        self.events.push_back(Event::Shutdown);
+    }
+
+    /// The platform names, in the order of their first publish.
+    pub fn platforms(&self) -> Vec<String> {
+        self.pool.platforms().map(str::to_string).collect()
+    }
+
+    /// The fresh and expired keys of `platform` at `now`; `None` for an unknown
+    /// platform.
+    pub fn keys(&mut self, now: Timestamp, platform: &str) -> Option<Vec<String>> {
+        self.pool.keys(platform, now)
+    }
+
+    /// The invalid keys of `platform`, sorted; `None` for an unknown platform.
+    pub fn invalid_keys(&self, platform: &str) -> Option<Vec<String>> {
+        self.pool.invalid_keys(platform)
+    }
+
+    /// Key counts and the next refresh time of every platform at `now`.
+    pub fn status(&mut self, now: Timestamp) -> Vec<PlatformStatus> {
+        self.pool.status(now)
+    }
+
+    /// How many keys of `platform` are in each state at `now`; `None` for an
+    /// unknown platform.
+    pub fn counts(&mut self, now: Timestamp, platform: &str) -> Option<Counts> {
+        self.pool.counts(platform, now)
+    }
+
+    /// Answers the held requests that a change of the pool may serve.
+    fn serve_held_after_change(&mut self, now: Timestamp) {
+        if self.held_count > 0 {
+            self.serve_held(now, false);
+        }
+    }
+
+    fn key_event(&mut self, platform: &str, key: &str, what: KeyEvent) {
+        self.stats.changes += 1;
+        self.events.push_back(Event::Key {
+            platform: platform.to_string(),
+            key: Masked(key).to_string(),
+            what,
+        });
+    }
+}
+
+/// Whole seconds from `now` until `refresh_at`, rounded up, never 0: the
+/// `{"wait": n}` hint.
+pub fn wait_seconds(now: Timestamp, refresh_at: Timestamp) -> u64 {
+    refresh_at
+        .as_millis()
+        .saturating_sub(now.as_millis())
+        .div_ceil(1000)
+        .max(1)
+}

@@ -1,0 +1,189 @@
+//! The wire side of the [`Engine`]: a message is decoded, handed to the typed
+//! operation it names, and the answer encoded for the channel its sender reads.
+//! Nothing here decides what a key does; that is the typed methods' work.
+
+use super::{Engine, Event, Transmit, wait_seconds};
+use crate::pool::Assignment;
+use crate::protocol::{
+    Announce, ErrorCode, Id, Rejected, Reply, ReplyTo, Request, decode_announce, decode_request,
+};
+use crate::time::Timestamp;
+use rand_core::Rng;
+
+impl<R: Rng> Engine<R> {
+    /// Handles one message received on `channel` at `now`. Call
+    /// [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
+    /// afterwards.
+    pub fn handle(&mut self, now: Timestamp, channel: &str, payload: &[u8]) {
+        self.handle_with_reply(now, channel, payload, None);
+    }
+
+    /// Like [`handle`](Self::handle), for transports with native request/reply:
+    /// when `reply_subject` is given, the answer goes there instead of to the
+    /// `{channel}-{requester_id}` channel.
+    pub fn handle_with_reply(
+        &mut self,
+        now: Timestamp,
+        channel: &str,
+        payload: &[u8],
+        reply_subject: Option<&str>,
+    ) {
+        if self.shutdown {
+            return;
+        }
+        let max = self.config.max_payload;
+        if channel == self.config.channels.request {
+            match decode_request(payload, max) {
+                Ok(req) => {
+                    self.stats.handled += 1;
+                    self.on_request(now, req, reply_subject);
+                }
+                Err(rej) => self.reject(channel, rej, reply_subject, false),
+            }
+        } else if channel == self.config.channels.announce {
+            match decode_announce(payload, max) {
+                Ok(msg) => {
+                    self.stats.handled += 1;
+                    self.on_announce(now, msg, reply_subject);
+                }
+                Err(rej) => self.reject(channel, rej, reply_subject, true),
+            }
+        } else {
+            self.stats.rejected += 1;
+            self.events.push_back(Event::UnknownChannel {
+                channel: channel.to_string(),
+            });
+        }
+        if self.held_count > 0 {
+            self.serve_held(now, false);
+        }
+    }
+
+    fn reject(
+        &mut self,
+        channel: &str,
+        rej: Rejected,
+        reply_subject: Option<&str>,
+        announce: bool,
+    ) {
+        self.stats.rejected += 1;
+        if let Some(reply) = &rej.reply {
+            let message = rej.error.to_string();
+            let dest = self.destination(reply, reply_subject, announce);
+            self.send_error(dest, reply, ErrorCode::BadRequest, message);
+        }
+        self.events.push_back(Event::Rejected {
+            channel: channel.to_string(),
+            error: rej.error,
+        });
+    }
+
+    fn destination(&self, reply: &ReplyTo, reply_subject: Option<&str>, announce: bool) -> String {
+        match reply_subject {
+            Some(s) => s.to_string(),
+            None if announce => self.config.channels.announce_reply(&reply.requester_id),
+            None => self.config.channels.request_reply(&reply.requester_id),
+        }
+    }
+
+    pub(super) fn send(&mut self, channel: String, reply: &Reply, request_id: Option<&Id>) {
+        self.transmits.push_back(Transmit {
+            channel,
+            payload: reply.encode(request_id),
+        });
+    }
+
+    fn send_error(&mut self, channel: String, reply: &ReplyTo, code: ErrorCode, message: String) {
+        self.stats.errors += 1;
+        self.send(
+            channel,
+            &Reply::Error { code, message },
+            reply.request_id.as_ref(),
+        );
+    }
+
+    fn on_request(&mut self, now: Timestamp, req: Request, reply_subject: Option<&str>) {
+        match req {
+            Request::New {
+                platform,
+                reply,
+                hold_ms,
+            } => {
+                let dest = self.destination(&reply, reply_subject, false);
+                let answer = match self.assign(now, &platform) {
+                    Assignment::Key(k) => Reply::Key(k.to_string()),
+                    Assignment::Wait { refresh_at } => {
+                        if let Some(ms) = hold_ms
+                            && self.hold(now, &platform, &dest, &reply, ms)
+                        {
+                            return;
+                        }
+                        self.stats.waits += 1;
+                        Reply::Wait(wait_seconds(now, refresh_at))
+                    }
+                    Assignment::UnknownPlatform => {
+                        let message = format!("unknown platform: {platform}");
+                        self.send_error(dest, &reply, ErrorCode::UnknownPlatform, message);
+                        return;
+                    }
+                    Assignment::NoKeys => {
+                        let message = format!("no usable keys for platform: {platform}");
+                        self.send_error(dest, &reply, ErrorCode::NoKeys, message);
+                        return;
+                    }
+                };
+                self.send(dest, &answer, reply.request_id.as_ref());
+            }
+            Request::Expire {
+                key,
+                platform,
+                refresh_time,
+                ..
+            } => {
+                self.expire(now, &platform, &key, refresh_time);
+            }
+            Request::Invalidate { key, platform, .. } => {
+                self.invalidate(now, &platform, &key);
+            }
+        }
+    }
+
+    fn on_announce(&mut self, now: Timestamp, msg: Announce, reply_subject: Option<&str>) {
+        let dest = msg
+            .reply_to()
+            .map(|r| self.destination(r, reply_subject, true))
+            .unwrap_or_default();
+        let (answer, reply) = match msg {
+            Announce::Publish { key, platform } => {
+                self.publish(now, &platform, &key);
+                return;
+            }
+            Announce::Unpublish { key, platform } => {
+                self.unpublish(now, &platform, &key);
+                return;
+            }
+            Announce::Shutdown => {
+                self.shutdown(now);
+                return;
+            }
+            Announce::Ack { reply } => (Reply::Ack, reply),
+            Announce::ListPlatforms { reply } => (Reply::List(self.platforms()), reply),
+            Announce::ListKeys { platform, reply } => {
+                let answer = match self.keys(now, &platform) {
+                    Some(keys) => Reply::List(keys),
+                    None => Reply::ListError(format!("unknown platform: {platform}")),
+                };
+                (answer, reply)
+            }
+            Announce::ListInvalidKeys { platform, reply } => {
+                let answer = match self.invalid_keys(&platform) {
+                    Some(keys) => Reply::List(keys),
+                    None => Reply::ListError(format!("unknown platform: {platform}")),
+                };
+                (answer, reply)
+            }
+            Announce::Status { reply } => (Reply::Status(self.status(now)), reply),
+        };
+        self.send(dest, &answer, reply.request_id.as_ref());
+    }
+}
