@@ -87,6 +87,14 @@ impl std::fmt::Debug for Orchestrator {
 /// How long changes wait before they are saved, by default.
 pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long the replies still queued when a term ends may take to publish.
+const FINAL_PUBLISH_LIMIT: Duration = Duration::from_secs(1);
+/// How long the final save may take; after it, what it did not save is logged as lost.
+const FINAL_SAVE_LIMIT: Duration = Duration::from_secs(2);
+/// How long releasing the lease on the way out may take (at most the lease's
+/// time to live); a lease not released expires by itself.
+const RELEASE_LIMIT: Duration = Duration::from_secs(1);
+
 /// The shortest lease time to live [`Orchestrator::with_lease`] accepts.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(30);
 /// The longest lease time to live; longer ones are cut to it.
@@ -160,6 +168,13 @@ impl Orchestrator {
     /// published, the state is saved and the lease (if any) released before
     /// this returns. With a lease, it stands by until it holds it, and after
     /// losing it stands by again rather than returning.
+    ///
+    /// Whatever is unreachable, this returns within about 4 s of the stop:
+    /// loading the state and subscribing give way to `stop`, publishing the
+    /// last replies may take 1 s, the final save 2 s and releasing the lease
+    /// 1 s. What could not be done in that time is logged (a final save that
+    /// did not land at error, with the number of changes it loses); a lease
+    /// not released expires by itself.
     pub async fn run_until(
         mut self,
         stop: impl Future<Output = ()>,
