@@ -377,3 +377,43 @@ fn serve_standby_checks_its_options_and_warns_about_state_it_cannot_share() {
     ok(keyman(&url, &["ping"]));
     assert_eq!(ok(keyman(&url, &["platforms", "--json"])).trim(), "[]");
 }
+
+#[test]
+fn serve_gives_up_on_an_unreachable_broker_after_its_connect_timeout() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let started = Instant::now();
+    let o = keyman(&url, &["serve", "--no-state", "--connect-timeout", "1"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    println!(
+        "serve --connect-timeout 1 on a closed port: {} after {took:?}",
+        o.status
+    );
+    assert_eq!(o.status.code(), Some(6), "{stderr}");
+    assert!(took < Duration::from_secs(4), "took {took:?}:\n{stderr}");
+    // It tried more than once, saying so each time, before giving up.
+    assert!(
+        stderr
+            .matches("cannot reach the broker; trying again")
+            .count()
+            >= 2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("giving up"), "{stderr}");
+
+    // Its help says how to give up.
+    let help = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run keyman");
+    assert!(
+        stdout(&help).contains("--connect-timeout"),
+        "{}",
+        stdout(&help)
+    );
+}
