@@ -8,6 +8,7 @@ use crate::engine::Engine;
 use crate::pool::PoolSnapshot;
 use crate::rng::SplitMix64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -60,11 +61,17 @@ pub(super) async fn load_state(
     Ok(())
 }
 
+/// A state for the saver: the engine's change counter, and the state's bytes.
+type Counted = (u64, Vec<u8>);
+
 /// The saving of one serving term: the engine's change counter as last saved,
 /// when the next save is due, and the task that writes to the store.
 pub(super) struct Saving {
-    /// The saver, when there is a store.
-    saver: Option<(mpsc::Sender<Vec<u8>>, JoinHandle<()>)>,
+    /// The saver, when there is a store: it is sent the engine's change
+    /// counter with each state.
+    saver: Option<(mpsc::Sender<Counted>, JoinHandle<()>)>,
+    /// The engine's change counter of the last state that landed in the store.
+    landed: Arc<AtomicU64>,
     interval: Duration,
     /// The engine's change counter when its state was last handed to the saver.
     saved_changes: u64,
@@ -80,12 +87,14 @@ impl Saving {
         interval: Duration,
         changes: u64,
     ) -> Self {
+        let landed = Arc::new(AtomicU64::new(changes));
         let saver = store.map(|store| {
-            let (tx, rx) = mpsc::channel::<Vec<u8>>(1);
-            (tx, tokio::spawn(save_loop(store, rx)))
+            let (tx, rx) = mpsc::channel::<Counted>(1);
+            (tx, tokio::spawn(save_loop(store, rx, landed.clone())))
         });
         Self {
             saver,
+            landed,
             interval,
             saved_changes: changes,
             save_at: None,
@@ -104,7 +113,7 @@ impl Saving {
         let changes = engine.stats().changes;
         if let Some((tx, _)) = &self.saver
             && changes != self.saved_changes
-            && tx.try_send(snapshot_json(engine)).is_ok()
+            && tx.try_send((changes, snapshot_json(engine))).is_ok()
         {
             self.saved_changes = changes;
         }
@@ -129,30 +138,67 @@ impl Saving {
         }
     }
 
-    /// Saves what changed since the last save, and waits until every save is done.
-    pub(super) async fn finish(self, engine: &Engine<SplitMix64>) {
-        if let Some((tx, saver)) = self.saver {
-            if engine.stats().changes != self.saved_changes {
-                let _ = tx.send(snapshot_json(engine)).await;
+    /// Saves what changed since the last save, and waits until every save is
+    /// done, at most `limit`. If they are not done by then, the saver is
+    /// stopped (nothing more is written) and the error says how many of the
+    /// engine's changes are not in the store.
+    pub(super) async fn finish(
+        self,
+        engine: &Engine<SplitMix64>,
+        limit: Duration,
+    ) -> Result<(), Unsaved> {
+        let Some((tx, mut saver)) = self.saver else {
+            return Ok(());
+        };
+        let changes = engine.stats().changes;
+        let done = async {
+            if changes != self.saved_changes {
+                let _ = tx.send((changes, snapshot_json(engine))).await;
             }
             drop(tx);
-            let _ = saver.await;
+            let _ = (&mut saver).await;
+        };
+        if tokio::time::timeout(limit, done).await.is_err() {
+            saver.abort();
+        }
+        let landed = self.landed.load(Ordering::Acquire);
+        if landed == changes {
+            Ok(())
+        } else {
+            Err(Unsaved {
+                changes: changes.saturating_sub(landed),
+            })
         }
     }
 }
 
+/// The final save did not land in time: what is not in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unsaved {
+    /// How many changes were made since the last state that landed.
+    pub(super) changes: u64,
+}
+
 /// Saves the snapshots it is sent, in order; a failed save is tried again (every
-/// second, with the newest snapshot) until one succeeds.
-async fn save_loop(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(mut state) = rx.recv().await {
+/// second, with the newest snapshot) until one succeeds. `landed` is set to
+/// the change counter of each state that lands.
+async fn save_loop(
+    store: Arc<dyn StateStore>,
+    mut rx: mpsc::Receiver<Counted>,
+    landed: Arc<AtomicU64>,
+) {
+    while let Some((mut changes, mut state)) = rx.recv().await {
         loop {
             match store.save(&state).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    landed.store(changes, Ordering::Release);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(store = %store.describe(), error = %e, "could not save the state; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     match rx.try_recv() {
-                        Ok(newer) => state = newer,
+                        Ok(newer) => (changes, state) = newer,
                         Err(mpsc::error::TryRecvError::Empty) => {}
                         Err(mpsc::error::TryRecvError::Disconnected) => {}
                     }
