@@ -303,7 +303,6 @@ enum State {
 struct Connection {
     url: String,
     admin: bool,
-    connect_deadline: Duration,
     state: Mutex<State>,
 }
 
@@ -315,7 +314,7 @@ impl Connection {
 
     /// This process's connection: the open one, or a new one if this process
     /// is a fork of the one that opened it. Call without the GIL.
-    fn conn(&self) -> Result<Arc<Conn>, Failure> {
+    fn conn(&self, deadline: Duration) -> Result<Arc<Conn>, Failure> {
         let pid = std::process::id();
         let mut state = self.state();
         match &*state {
@@ -325,7 +324,7 @@ impl Connection {
                 // Forked: the parent's runtime has no threads here, and its
                 // sockets are the parent's. Leave them alone, forever.
                 std::mem::forget(std::mem::replace(&mut *state, State::Closed));
-                let conn = Arc::new(Conn::open(&self.url, self.admin, self.connect_deadline)?);
+                let conn = Arc::new(Conn::open(&self.url, self.admin, deadline)?);
                 *state = State::Open {
                     pid,
                     conn: conn.clone(),
@@ -344,8 +343,10 @@ impl Connection {
     ) -> PyResult<T> {
         let result = py.detach(|| {
             let d = deadline(timeout)?;
-            let conn = self.conn()?;
-            f(&conn, d)
+            let started = std::time::Instant::now();
+            // A forked child opens its connection first, within the same deadline.
+            let conn = self.conn(d)?;
+            f(&conn, d.saturating_sub(started.elapsed()))
         });
         result.map_err(|e| e.into_py(py))
     }
@@ -380,13 +381,12 @@ impl Connection {
     fn new(py: Python<'_>, url: String, admin: bool, timeout: f64) -> PyResult<Self> {
         let opened = py.detach(|| {
             let d = deadline(timeout)?;
-            Conn::open(&url, admin, d).map(|c| (c, d))
+            Conn::open(&url, admin, d)
         });
-        let (conn, d) = opened.map_err(|e| e.into_py(py))?;
+        let conn = opened.map_err(|e| e.into_py(py))?;
         Ok(Connection {
             url,
             admin,
-            connect_deadline: d.max(Duration::from_secs(5)),
             state: Mutex::new(State::Open {
                 pid: std::process::id(),
                 conn: Arc::new(conn),

@@ -158,3 +158,20 @@ def test_exception_hierarchy() -> None:
     ):
         assert issubclass(cls, keyman_client.KeymanError)
         assert cls.__doc__
+
+
+def test_every_public_name_has_a_docstring() -> None:
+    import inspect
+
+    from keyman_client import _native
+
+    assert keyman_client.__doc__
+    for name in keyman_client.__all__:
+        obj = getattr(keyman_client, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__doc__, name
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                    assert member.__doc__, f"{name}.{attr}"
+    for attr in ("request", "expire", "invalidate", "publish", "unpublish", "ping", "close"):
+        assert getattr(_native.Connection, attr).__doc__, attr

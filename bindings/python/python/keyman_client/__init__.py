@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, List, NamedTuple, Optional, Union
+from typing import Any, List, NamedTuple, Optional, TypeVar, Union
 
 from ._errors import (
     Disconnected,
@@ -107,6 +107,9 @@ def _millis(refresh_timestamp: Union[int, float]) -> int:
     return min(int(math.ceil(refresh_timestamp * 1000)), 2**63)
 
 
+_Self = TypeVar("_Self", bound="_Closing")
+
+
 class _Closing:
     """Context-manager support shared by both clients."""
 
@@ -121,7 +124,7 @@ class _Closing:
         """Whether :meth:`close` was called."""
         return bool(self._conn.closed)
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self: _Self) -> _Self:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
