@@ -115,12 +115,16 @@ def test_close_and_context_manager(served: str, platform: str) -> None:
     client.close()  # idempotent
 
 
-def test_shutdown_stops_the_orchestrator(keyman_bin: str, bare_redis: str, workdir: str) -> None:
+@pytest.mark.parametrize("broker", ["bare_redis", "bare_nats"])
+def test_shutdown_stops_the_orchestrator(
+    keyman_bin: str, broker: str, workdir: str, request: pytest.FixtureRequest
+) -> None:
     import conftest
 
-    server = conftest.start_serve(keyman_bin, bare_redis, conftest.subfolder(workdir))
+    url = request.getfixturevalue(broker)
+    server = conftest.start_serve(keyman_bin, url, conftest.subfolder(workdir))
     try:
-        with KeyPublisher(url=bare_redis, timeout=5) as admin:
+        with KeyPublisher(url=url, timeout=5) as admin:
             admin.shutdown()
             assert server.proc.wait(timeout=10) == 0
             assert admin.wait(0.5) is False
