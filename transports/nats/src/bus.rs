@@ -58,6 +58,7 @@ impl NatsBus {
         let mut connect_options = async_nats::ConnectOptions::new()
             .connection_timeout(options.operation_timeout)
             .request_timeout(None)
+            .subscription_capacity(options.client_buffer.max(1))
             .ping_interval(options.health_check_interval)
             .reconnect_delay_callback(move |attempts| {
                 backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))

@@ -23,7 +23,7 @@ pub(crate) async fn feed_subscription(
             return;
         };
         tracing::warn!(server = %bus.server, %reason, "Redis subscription lost its connection");
-        if sender.send_disconnected(reason) == Delivery::Closed {
+        if sender.send_disconnected(reason).await == Delivery::Closed {
             return;
         }
         let mut attempt: u32 = 0;
@@ -46,7 +46,7 @@ pub(crate) async fn feed_subscription(
             }
         };
         tracing::info!(server = %bus.server, attempt, "Redis subscription reconnected");
-        if sender.send_reconnected() == Delivery::Closed {
+        if sender.send_reconnected().await == Delivery::Closed {
             return;
         }
     }
@@ -79,7 +79,7 @@ async fn forward_messages(
                     payload: message.get_payload_bytes().to_vec(),
                     reply_to: None,
                 };
-                if sender.send_message(message) == Delivery::Closed {
+                if sender.send_message(message).await == Delivery::Closed {
                     return None;
                 }
             }
