@@ -3,6 +3,7 @@
 //! subscription and reports changes of it.
 
 use crate::bus::BusShared;
+use crate::chunk::{Assembled, Assembler};
 use async_nats::Event;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
@@ -103,8 +104,10 @@ pub(crate) async fn feed_subscription(
     mut subscribers: SelectAll<async_nats::Subscriber>,
     mut link: watch::Receiver<LinkStatus>,
     sender: SubscriptionSender,
+    max_message: usize,
 ) {
     let mut seen = link.borrow_and_update().clone();
+    let mut assembler = Assembler::new(max_message);
     loop {
         tokio::select! {
             () = sender.closed() => return,
@@ -114,9 +117,17 @@ pub(crate) async fn feed_subscription(
                     sender.send_disconnected("the NATS connection was closed").await;
                     return;
                 };
+                let payload = match assembler.accept(&message.subject, message.headers.as_ref(), message.payload) {
+                    Assembled::Whole(payload) => payload,
+                    Assembled::Pending => continue,
+                    Assembled::Dropped(reason) => {
+                        tracing::warn!(%reason, "dropped a chunked message");
+                        continue;
+                    }
+                };
                 let message = Message {
                     channel: message.subject.as_str().to_owned(),
-                    payload: message.payload.to_vec(),
+                    payload: payload.to_vec(),
                     reply_to: message.reply.map(|reply| reply.as_str().to_owned()),
                 };
                 if sender.send_message(message).await == Delivery::Closed {

@@ -25,6 +25,11 @@ pub struct NatsOptions {
     /// the subscription is told of the gap. Memory is taken only as messages
     /// wait. Default 2 097 152 (2²¹).
     pub client_buffer: usize,
+    /// The largest message put together again from chunks. A payload larger
+    /// than the server takes (its `max_payload`, 1 MiB by default) is sent in
+    /// chunks that subscriptions and requests of a [`NatsBus`](crate::NatsBus)
+    /// put together again; beyond this size they drop it. Default 64 MiB.
+    pub max_message: usize,
     /// How often the client pings the server; after two unanswered pings it
     /// treats the connection as lost and reconnects. Default 15 s.
     pub health_check_interval: Duration,
@@ -39,6 +44,7 @@ impl Default for NatsOptions {
             reconnect: Backoff::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             client_buffer: DEFAULT_CLIENT_BUFFER,
+            max_message: 64 * 1024 * 1024,
             health_check_interval: Duration::from_secs(15),
             client_name: None,
         }
