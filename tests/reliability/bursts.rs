@@ -11,6 +11,7 @@ use tokio::task::block_in_place;
 const BURST_NEWS: usize = 20_000;
 const KEYS: usize = 100_000;
 /// The keys published before a restart (each to the four platforms).
+#[allow(dead_code)] // Used by the state tests, which include this file too.
 pub const KEYS_ON_RESTART: usize = 100_000;
 /// The four platforms Augur publishes every key to.
 pub const PLATFORMS: [&str; 4] = [

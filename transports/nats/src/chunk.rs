@@ -157,15 +157,14 @@ impl Assembler {
             if header.count == 1 {
                 return Self::finish(payload.to_vec(), header.total, subject);
             }
-            if self.incomplete.len() >= MAX_INCOMPLETE {
-                if let Some(oldest) = self
+            if self.incomplete.len() >= MAX_INCOMPLETE
+                && let Some(oldest) = self
                     .incomplete
                     .iter()
                     .min_by_key(|(_, part)| part.started)
                     .map(|(key, _)| key.clone())
-                {
-                    self.incomplete.remove(&oldest);
-                }
+            {
+                self.incomplete.remove(&oldest);
             }
             let mut data = Vec::with_capacity(header.total);
             data.extend_from_slice(&payload);

@@ -1,5 +1,16 @@
 //! The task behind each subscription of a [`RedisBus`](crate::RedisBus): it
 //! forwards messages, checks the connection with `PING`, and reconnects.
+//!
+//! While the subscription's queue is full the task waits for room and takes
+//! nothing more from the connection. (The Redis client reads the socket in a
+//! task of its own and keeps what it has read until this task takes it.) What
+//! the client has not read yet Redis buffers for the subscriber, up to its
+//! `client-output-buffer-limit pubsub` (by default `32mb 8mb 60`: 32 MB at
+//! once, or 8 MB for 60 s); beyond it Redis closes the connection, this task
+//! reports `Disconnected`, reconnects, reports `Reconnected`, and what was
+//! published in between is lost for this subscriber. Operators who expect
+//! bursts larger than that raise the limit, for example
+//! `CONFIG SET client-output-buffer-limit "pubsub 256mb 128mb 60"`.
 
 use crate::bus::BusShared;
 use futures_util::StreamExt;
