@@ -207,6 +207,36 @@ async fn burst_of_publishes_all_applied(broker: Broker) {
     for (p, n) in &counts {
         assert_eq!(n, &Ok(KEYS), "{p}: KeyPublisher::keys gave {n:?}");
     }
+    // And `keyman keys`, as an operator lists them.
+    let started = Instant::now();
+    let lines = block_in_place(|| cli_keys(&broker, PLATFORMS[0]));
+    println!(
+        "keyman keys --platform {} on {}: {lines:?} lines in {:?}",
+        PLATFORMS[0],
+        broker.url(),
+        started.elapsed()
+    );
+    assert_eq!(lines, Ok(KEYS), "keyman keys --platform {}", PLATFORMS[0]);
+}
+
+/// How many lines `keyman keys --platform <platform>` prints, or why it failed.
+fn cli_keys(broker: &Broker, platform: &str) -> Result<usize, String> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args(["keys", "--platform", platform])
+        .arg(broker.url_flag())
+        .arg(broker.url())
+        .env_remove("REDIS_CONN_STRING")
+        .env_remove("KEYMAN_NATS_URL")
+        .output()
+        .map_err(|err| format!("cannot run keyman: {err}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).lines().count())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
