@@ -9,5 +9,7 @@
 
 mod support;
 
+#[path = "reliability/bursts.rs"]
+mod bursts;
 #[path = "reliability/lifecycle.rs"]
 mod lifecycle;
