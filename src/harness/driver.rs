@@ -239,3 +239,80 @@ impl<R: Rng> Driver<R> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQ: &str = "worker-oath-request";
+    const ANN: &str = "augur-oauth-announce";
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_millis(START_MILLIS + secs * 1000)
+    }
+
+    /// A driver with one key on `p`, rate limited until 10 s after the start,
+    /// and a NEW from 42 held for up to 30 s.
+    fn held() -> Driver {
+        let mut d = Driver::new(7);
+        let refresh = START_MILLIS / 1000 + 10;
+        d.handle(
+            ANN,
+            br#"{"type":"PUBLISH","key_str":"k","key_platform":"p"}"#,
+        )
+        .unwrap();
+        let expire = format!(
+            r#"{{"type":"EXPIRE","key_str":"k","key_platform":"p","refresh_time":{refresh}}}"#
+        );
+        d.handle(REQ, expire.as_bytes()).unwrap();
+        let out = d
+            .handle(
+                REQ,
+                br#"{"type":"NEW","key_platform":"p","requester_id":42,"hold_ms":30000}"#,
+            )
+            .unwrap();
+        assert!(out.transmits.is_empty());
+        d
+    }
+
+    #[test]
+    fn step_goes_to_the_next_timeout_and_fires_it() {
+        let mut d = held();
+        assert!(d.step().unwrap());
+        assert_eq!(d.now(), at(10));
+        assert_eq!(
+            d.replies("worker-oath-request-42"),
+            [br#"{"key":"k"}"#.to_vec()]
+        );
+        assert!(!d.step().unwrap(), "no timer is left");
+        assert_eq!(d.now(), at(10));
+    }
+
+    #[test]
+    fn advance_to_fires_what_falls_due_on_the_way_and_stops_at_the_time_given() {
+        let mut d = held();
+        d.advance_to(at(5)).unwrap();
+        assert_eq!(d.now(), at(5));
+        assert!(d.replies("worker-oath-request-42").is_empty());
+        d.advance_to(at(60)).unwrap();
+        assert_eq!(d.now(), at(60));
+        assert_eq!(d.take_replies("worker-oath-request-42").len(), 1);
+        assert!(d.replies("worker-oath-request-42").is_empty());
+    }
+
+    #[test]
+    fn drive_until_idle_fires_every_timer() {
+        let mut d = held();
+        d.drive_until_idle().unwrap();
+        assert_eq!(d.engine.poll_timeout(), None);
+        assert_eq!(d.engine.held(), 0);
+        assert_eq!(d.held_followed(), 0);
+    }
+
+    #[test]
+    fn the_checker_sees_a_broken_promise() {
+        // A checker that did not see the NEW held finds a held request lost.
+        let mut d = held().checked(true);
+        assert!(d.step().is_err());
+    }
+}
