@@ -117,7 +117,8 @@ impl<R: Rng> Engine<R> {
     /// Replaces the pool with the state `snapshot` describes (the one saved
     /// before a restart). Held requests are kept. It emits no event and does not
     /// move [`Stats::changes`]: the state came from storage, there is nothing new
-    /// to save.
+    /// to save. What a restart then does to each key, with Augur's
+    /// republishing, is in the [protocol docs](crate::protocol#restarts-with-the-state-kept).
     pub fn restore(&mut self, snapshot: &crate::pool::PoolSnapshot) {
         self.pool = KeyPool::from_snapshot(snapshot, self.config.selection);
     }

@@ -32,6 +32,25 @@
 //! hold lasts its time however the wall clock is stepped: see
 //! [`Engine`](crate::Engine).
 
+//!
+//! # Restarts with the state kept
+//!
+//! Augur restarts by starting the orchestrator, waiting for it with ACKs
+//! (`KeyPublisher.wait(republish=True)`) and publishing every key of its
+//! database again. On a state kept across the restart, that PUBLISH is the
+//! same as any other:
+//!
+//! - an **expired** key stays expired until its refresh time (a publish does
+//!   not cut a rate limit short);
+//! - an **invalid** key is fresh again: only a PUBLISH brings an invalid key
+//!   back, and Augur's restart is one (its database does not know which keys
+//!   were revoked). A key still revoked is invalidated again by the first
+//!   worker that gets a 401 with it;
+//! - a key **no longer in Augur's database** is never published again and
+//!   stays as it was kept, fresh ones handed out as before. Drop it for good
+//!   with `keyman forget KEY` (UNPUBLISH on every platform, whatever the key's
+//!   state; the key is never printed whole).
+
 mod decode;
 mod ids;
 pub mod limits;
