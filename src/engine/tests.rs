@@ -757,7 +757,7 @@ fn resending_a_held_request_costs_the_same_with_many_held() {
             .map(|i| new_from(&format!("w{i}"), Some("r"), "p", 60_000))
             .collect();
         let mut best = std::time::Duration::MAX;
-        for _ in 0..3 {
+        for _ in 0..5 {
             let start = std::time::Instant::now();
             for m in &resends {
                 e.handle(t(2), REQ, m);
@@ -808,4 +808,21 @@ fn a_clock_stepped_back_does_not_extend_a_hold() {
     e.handle_timeout(t(100));
     assert_eq!(drain(&mut e).len(), 2, "v's wait and the ACK");
     assert_eq!(e.poll_timeout(), Some(t(110)));
+}
+
+#[test]
+fn a_resent_held_request_is_found_when_no_more_can_be_held() {
+    let mut e = expired_key_with(EngineConfig {
+        max_held: 1,
+        ..EngineConfig::default()
+    });
+    e.handle(t(1), REQ, &new_from("w", Some("1"), "p", 60_000));
+    // Full: a new request gets its wait at once, a re-sent one stays held.
+    e.handle(t(1), REQ, &new_from("v", Some("1"), "p", 60_000));
+    let out = drain(&mut e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].channel, "worker-oath-request-v");
+    e.handle(t(2), REQ, &new_from("w", Some("1"), "p", 60_000));
+    assert!(drain(&mut e).is_empty());
+    assert_eq!((e.held(), e.stats().holds_total), (1, 1));
 }
