@@ -9,6 +9,8 @@
 
 mod support;
 
+#[path = "reliability/bounds.rs"]
+mod bounds;
 #[path = "reliability/bursts.rs"]
 mod bursts;
 #[path = "reliability/lifecycle.rs"]

@@ -100,7 +100,7 @@ fn error_reply(code: ErrorCode, message: String, platform: &str) -> KeyError {
     match code {
         ErrorCode::UnknownPlatform => KeyError::UnknownPlatform(platform.to_string()),
         ErrorCode::NoKeys => KeyError::NoKeys(platform.to_string()),
-        ErrorCode::BadRequest => KeyError::Rejected(message),
+        ErrorCode::BadRequest | ErrorCode::TooLarge => KeyError::Rejected(message),
         ErrorCode::Other(code) => KeyError::Protocol(format!("error {code}: {message}")),
     }
 }
