@@ -140,3 +140,21 @@ fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
     );
     assert!(total.handled > total.rejected, "{total:?}");
 }
+
+/// Inputs the fuzzers once found a fault with (`fuzz/regressions/`, named
+/// after their target), replayed so that the fault stays fixed.
+#[test]
+fn inputs_the_fuzzers_found_faults_with_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/regressions exists") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let bytes = std::fs::read(&path).expect("a regression input");
+        if name.starts_with("decode-") {
+            decode_bytes(&bytes);
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "no regression inputs in {}", dir.display());
+}

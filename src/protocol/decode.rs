@@ -176,14 +176,14 @@ impl Fields<'_> {
         }
     }
 
-    /// An id field (a number or a string), within [`MAX_ID_LEN`](super::MAX_ID_LEN).
+    /// An id field (a whole number or a string), within [`MAX_ID_LEN`](super::MAX_ID_LEN).
     pub(super) fn id(&self, field: &'static str) -> Result<Option<Id>, DecodeError> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => {
                 let id = Id::from_value(v).ok_or(DecodeError::WrongType {
                     field,
-                    expected: "a number or a string",
+                    expected: "a whole number or a string",
                 })?;
                 if let Id::Text(s) = &id {
                     check_len(field, s)?;

@@ -298,3 +298,27 @@ fn too_large_is_a_typed_error_code() {
     assert!(String::from_utf8_lossy(&bytes).contains(r#""code":"too_large""#));
     assert_eq!(Reply::decode(&bytes, MAX).unwrap().reply, reply);
 }
+
+#[test]
+fn a_requester_id_that_is_not_a_whole_number_is_refused() {
+    // Found by fuzzing: 2444…0 (beyond 64 bits) came back as 2.444e48, so the
+    // reply channel would not be the one its sender listens on.
+    for payload in [
+        &br#"{"requester_id":2444444444444444444444444444444444444444444444440,"type":"NEW","key_platform":"N"}"#[..],
+        br#"{"requester_id":1.5,"type":"NEW","key_platform":"N"}"#,
+    ] {
+        let rejected = decode_request(payload, DEFAULT_MAX_PAYLOAD).expect_err("refused");
+        assert!(
+            rejected.error.to_string().contains("whole number"),
+            "{}",
+            rejected.error
+        );
+    }
+    assert!(
+        decode_request(
+            br#"{"requester_id":-7,"type":"NEW","key_platform":"N"}"#,
+            DEFAULT_MAX_PAYLOAD
+        )
+        .is_ok()
+    );
+}
