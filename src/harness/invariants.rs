@@ -396,9 +396,10 @@ fn parse(payload: &[u8]) -> Option<Map<String, Value>> {
 }
 
 /// A `requester_id` or `request_id` as the engine reads it.
+/// An id as the protocol reads it: a string or a whole number.
 fn id_of(v: Option<&Value>) -> Option<Id> {
     match v? {
-        Value::Number(n) => Some(Id::Number(n.clone())),
+        Value::Number(n) if n.is_u64() || n.is_i64() => Some(Id::Number(n.clone())),
         Value::String(s) => Some(Id::Text(s.clone())),
         _ => None,
     }
