@@ -1,5 +1,5 @@
-//! Test support for transports (feature `testing`): throwaway brokers and the
-//! conformance suite every [`Bus`](crate::Bus) must pass.
+//! Test support for transports (feature `testing`): throwaway brokers
+//! ([`TestServer`]) and the conformance suite every [`Bus`](crate::Bus) must pass.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -15,7 +15,10 @@ pub mod conformance;
 mod servers;
 mod support;
 
-pub use servers::{NATS_SERVER_BINARY, NatsServer, REDIS_SERVER_BINARY, RedisServer};
+pub use servers::{
+    Broker, NATS_SERVER_BINARY, NatsBroker, NatsServer, REDIS_SERVER_BINARY, RedisBroker,
+    RedisServer, TestServer,
+};
 pub use support::{
     QUICK_BACKOFF, QUICK_TIMEOUT, next_event, next_payload, signal, subscribe_to, unused_port,
 };
