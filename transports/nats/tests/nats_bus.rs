@@ -1,13 +1,13 @@
 //! NatsBus against a nats-server each test starts for itself: the shared
 //! suite of `keyman_transport::testing::suite`, then the tests of NATS only.
 
-use keyman_nats::{NatsBus, NatsLease, NatsOptions};
+use keyman_nats::{NatsBus, NatsOptions};
 use keyman_transport::testing::suite::{TEST_PASSWORD, TEST_USER, connect, start_server};
 use keyman_transport::testing::{
-    NatsBroker, NatsServer, QUICK_BACKOFF, QUICK_TIMEOUT, TransportUnderTest, conformance,
-    next_event, next_payload, subscribe_to,
+    NatsBroker, NatsServer, TransportUnderTest, WhileDown, conformance, next_event, next_payload,
+    subscribe_to,
 };
-use keyman_transport::{Bus, BusError, BusEvent, Lease};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = conformance::EVENT_TIMEOUT;
@@ -15,18 +15,10 @@ const WAIT: Duration = conformance::EVENT_TIMEOUT;
 /// NATS as the shared suite runs it.
 struct Nats;
 
-fn quick_options() -> NatsOptions {
-    NatsOptions {
-        operation_timeout: QUICK_TIMEOUT,
-        reconnect: QUICK_BACKOFF,
-        ..NatsOptions::default()
-    }
-}
-
 impl TransportUnderTest for Nats {
     type Bus = NatsBus;
     type Broker = NatsBroker;
-    type Lease = NatsLease;
+    type Options = NatsOptions;
 
     const BAD_URLS: &'static [&'static str] = &[
         "",
@@ -35,34 +27,40 @@ impl TransportUnderTest for Nats {
         " , ",
     ];
     const LEASE_NAME: &'static str = "keyman/leader.conformance";
-    const PUBLISH_AFTER_DISCONNECT_EVENT: bool = true;
-    const SUBSCRIBE_WHILE_DOWN_MAY_TIME_OUT: bool = true;
+    const WHILE_DOWN: WhileDown = WhileDown::NoticedFirst;
     const CREDENTIALS_PATH: &'static str = "";
     const FROZEN_REASON: Option<&'static str> = None;
 
-    async fn connect_quick(url: &str) -> Result<NatsBus, BusError> {
-        NatsBus::connect(url, quick_options()).await
+    async fn connect_with(url: &str, options: NatsOptions) -> Result<NatsBus, BusError> {
+        NatsBus::connect(url, options).await
     }
 
-    async fn connect_with_defaults(url: &str) -> Result<NatsBus, BusError> {
-        NatsBus::connect(url, NatsOptions::default()).await
+    fn with_link(
+        options: NatsOptions,
+        operation_timeout: Duration,
+        reconnect: Backoff,
+    ) -> NatsOptions {
+        NatsOptions {
+            operation_timeout,
+            reconnect,
+            ..options
+        }
     }
 
-    async fn connect_watching_health(url: &str) -> Result<NatsBus, BusError> {
-        let options = NatsOptions {
+    fn health_watching_options() -> NatsOptions {
+        NatsOptions {
             operation_timeout: Duration::from_millis(500),
             health_check_interval: Duration::from_millis(100),
-            ..quick_options()
-        };
-        NatsBus::connect(url, options).await
+            ..Nats::quick_options()
+        }
     }
 
     fn operation_timeout(bus: &NatsBus) -> Duration {
         bus.options().operation_timeout
     }
 
-    fn conformance_lease(bus: &NatsBus) -> NatsLease {
-        bus.lease("keyman", "leader.conformance")
+    fn conformance_lease(bus: &NatsBus) -> Box<dyn Lease> {
+        Box::new(bus.lease("keyman", "leader.conformance"))
     }
 
     /// JetStream may answer a moment after the server greets its first client.
@@ -200,7 +198,7 @@ async fn a_message_beyond_max_message_is_refused_by_the_publisher() {
     let server = start_server::<Nats>();
     let options = NatsOptions {
         max_message: 2 * 1024 * 1024,
-        ..quick_options()
+        ..Nats::quick_options()
     };
     let bus = NatsBus::connect(&server.url(), options)
         .await

@@ -1,27 +1,19 @@
 //! RedisBus against a redis-server each test starts for itself: the shared
 //! suite of `keyman_transport::testing::suite`, then the tests of Redis only.
 
-use keyman_redis::{RedisBus, RedisLease, RedisOptions};
+use keyman_redis::{RedisBus, RedisOptions};
 use keyman_transport::testing::suite::{TEST_PASSWORD, TEST_USER, connect, start_server};
 use keyman_transport::testing::{
-    QUICK_BACKOFF, QUICK_TIMEOUT, RedisBroker, RedisServer, TransportUnderTest, conformance,
-    next_event, next_payload, subscribe_to,
+    RedisBroker, RedisServer, TransportUnderTest, WhileDown, conformance, next_event, next_payload,
+    subscribe_to,
 };
-use keyman_transport::{Bus, BusError, BusEvent};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = conformance::EVENT_TIMEOUT;
 
 /// Redis as the shared suite runs it.
 struct Redis;
-
-fn quick_options() -> RedisOptions {
-    RedisOptions {
-        operation_timeout: QUICK_TIMEOUT,
-        reconnect: QUICK_BACKOFF,
-        ..RedisOptions::default()
-    }
-}
 
 /// The ACL of a server that accepts only the test user.
 fn acl_args() -> [String; 10] {
@@ -42,7 +34,7 @@ fn acl_args() -> [String; 10] {
 impl TransportUnderTest for Redis {
     type Bus = RedisBus;
     type Broker = RedisBroker;
-    type Lease = RedisLease;
+    type Options = RedisOptions;
 
     const BAD_URLS: &'static [&'static str] = &[
         "",
@@ -52,34 +44,40 @@ impl TransportUnderTest for Redis {
         "redis://127.0.0.1:6379/notadb",
     ];
     const LEASE_NAME: &'static str = "keyman:leader:conformance";
-    const PUBLISH_AFTER_DISCONNECT_EVENT: bool = false;
-    const SUBSCRIBE_WHILE_DOWN_MAY_TIME_OUT: bool = false;
+    const WHILE_DOWN: WhileDown = WhileDown::FailsAtOnce;
     const CREDENTIALS_PATH: &'static str = "/3";
     const FROZEN_REASON: Option<&'static str> = Some("PING");
 
-    async fn connect_quick(url: &str) -> Result<RedisBus, BusError> {
-        RedisBus::connect(url, quick_options()).await
+    async fn connect_with(url: &str, options: RedisOptions) -> Result<RedisBus, BusError> {
+        RedisBus::connect(url, options).await
     }
 
-    async fn connect_with_defaults(url: &str) -> Result<RedisBus, BusError> {
-        RedisBus::connect(url, RedisOptions::default()).await
+    fn with_link(
+        options: RedisOptions,
+        operation_timeout: Duration,
+        reconnect: Backoff,
+    ) -> RedisOptions {
+        RedisOptions {
+            operation_timeout,
+            reconnect,
+            ..options
+        }
     }
 
-    async fn connect_watching_health(url: &str) -> Result<RedisBus, BusError> {
-        let options = RedisOptions {
+    fn health_watching_options() -> RedisOptions {
+        RedisOptions {
             operation_timeout: Duration::from_millis(300),
             health_check_interval: Some(Duration::from_millis(100)),
-            ..quick_options()
-        };
-        RedisBus::connect(url, options).await
+            ..Redis::quick_options()
+        }
     }
 
     fn operation_timeout(bus: &RedisBus) -> Duration {
         bus.options().operation_timeout
     }
 
-    fn conformance_lease(bus: &RedisBus) -> RedisLease {
-        bus.lease(Self::LEASE_NAME)
+    fn conformance_lease(bus: &RedisBus) -> Box<dyn Lease> {
+        Box::new(bus.lease(Self::LEASE_NAME))
     }
 
     fn start_with_test_user() -> RedisServer {
@@ -180,7 +178,7 @@ async fn a_tls_url_against_a_plain_server_fails_cleanly() {
     let server = start_server::<Redis>();
     let url = format!("rediss://127.0.0.1:{}", server.port());
     let started = Instant::now();
-    let result = RedisBus::connect(&url, quick_options()).await;
+    let result = RedisBus::connect(&url, Redis::quick_options()).await;
     assert!(
         matches!(
             result,

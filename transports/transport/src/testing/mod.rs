@@ -22,7 +22,7 @@ pub use servers::{
     Broker, NATS_SERVER_BINARY, NatsBroker, NatsServer, REDIS_SERVER_BINARY, RedisBroker,
     RedisServer, TestServer,
 };
-pub use suite::TransportUnderTest;
+pub use suite::{TransportUnderTest, WhileDown};
 pub use support::{
     QUICK_BACKOFF, QUICK_TIMEOUT, next_event, next_payload, signal, subscribe_to, unused_port,
 };

@@ -35,21 +35,16 @@ fn find_binary(env_var: &str, name: &str, fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_string())
 }
 
-/// Which server a [`TestServer`] runs: [`RedisBroker`] or [`NatsBroker`].
-/// Sealed: only those two exist.
-pub trait Broker: sealed::Sealed + std::fmt::Debug {
+/// Which server a [`TestServer`] runs: [`RedisBroker`] or [`NatsBroker`], the
+/// only two (a third could not say how its process is run).
+pub trait Broker: std::fmt::Debug {
     /// The binary's name, such as `redis-server`, for messages.
     const NAME: &'static str;
     /// The URL scheme of its plain connections, such as `redis`.
     const SCHEME: &'static str;
-}
-
-mod sealed {
-    /// Ties a [`Broker`](super::Broker) to the way its process is run.
-    pub trait Sealed {
-        /// How the process is started and probed.
-        const KIND: super::ServerKind;
-    }
+    /// How its process is started and probed.
+    #[doc(hidden)]
+    const KIND: ServerKind;
 }
 
 /// A `redis-server` on a free loopback port, with no persistence, in its own
@@ -57,13 +52,10 @@ mod sealed {
 #[derive(Debug, Clone, Copy)]
 pub struct RedisBroker;
 
-impl sealed::Sealed for RedisBroker {
-    const KIND: ServerKind = ServerKind::Redis;
-}
-
 impl Broker for RedisBroker {
     const NAME: &'static str = "redis-server";
     const SCHEME: &'static str = "redis";
+    const KIND: ServerKind = ServerKind::Redis;
 }
 
 /// A `nats-server` with JetStream on a free loopback port, storing in its own
@@ -72,13 +64,10 @@ impl Broker for RedisBroker {
 #[derive(Debug, Clone, Copy)]
 pub struct NatsBroker;
 
-impl sealed::Sealed for NatsBroker {
-    const KIND: ServerKind = ServerKind::Nats;
-}
-
 impl Broker for NatsBroker {
     const NAME: &'static str = "nats-server";
     const SCHEME: &'static str = "nats";
+    const KIND: ServerKind = ServerKind::Nats;
 }
 
 /// A throwaway server of kind `B` on a free loopback port, in its own
@@ -109,7 +98,7 @@ impl<B: Broker> TestServer<B> {
     /// `["--user", "alice", "--pass", "secret"]` for NATS, and waits until it is ready.
     pub fn start_with_args(extra: &[&str]) -> io::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
-        let process = ServerProcess::start(<B as sealed::Sealed>::KIND, extra)?;
+        let process = ServerProcess::start(B::KIND, extra)?;
         Ok(Self {
             process,
             broker: PhantomData,

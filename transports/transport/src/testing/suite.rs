@@ -8,8 +8,10 @@
 
 use super::conformance;
 use super::servers::{Broker, TestServer};
-use super::support::{next_event, next_payload, signal, subscribe_to, unused_port};
-use crate::{Bus, BusError, BusEvent, Lease};
+use super::support::{
+    QUICK_BACKOFF, QUICK_TIMEOUT, next_event, next_payload, signal, subscribe_to, unused_port,
+};
+use crate::{Backoff, Bus, BusError, BusEvent, Lease};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,18 @@ pub const TEST_USER: &str = "alice";
 /// The password of the credentials test; it must never show in a `Debug` or an error.
 pub const TEST_PASSWORD: &str = "s3cr3t-pw";
 
+/// How a transport behaves while its server is down, where transports differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhileDown {
+    /// A publish right after the stop already fails fast (the subscription
+    /// reports the disconnection after it), and a subscribe fails with
+    /// [`BusError::Disconnected`].
+    FailsAtOnce,
+    /// The subscription reports the disconnection first; then a publish and a
+    /// subscribe fail with [`BusError::Disconnected`] or [`BusError::Timeout`].
+    NoticedFirst,
+}
+
 /// What the shared suite needs to know of one transport: its bus, its server,
 /// how to connect, its lease, and where it reports differently from others.
 pub trait TransportUnderTest {
@@ -25,8 +39,8 @@ pub trait TransportUnderTest {
     type Bus: Bus + Clone + Debug;
     /// The server it runs against.
     type Broker: Broker;
-    /// The transport's lease.
-    type Lease: Lease;
+    /// The settings `connect` takes.
+    type Options: Default;
 
     /// URLs that [`connect_with_defaults`](Self::connect_with_defaults) must
     /// refuse with [`BusError::Config`].
@@ -34,12 +48,8 @@ pub trait TransportUnderTest {
     /// Where a lease obtained by [`conformance_lease`](Self::conformance_lease)
     /// lives, as its `describe()` must show it.
     const LEASE_NAME: &'static str;
-    /// Whether a publish while the server is down is checked only after the
-    /// subscription reported the disconnection (`false`: right after the stop).
-    const PUBLISH_AFTER_DISCONNECT_EVENT: bool;
-    /// Whether a subscribe while the server is down may fail with
-    /// [`BusError::Timeout`] too (`false`: only with [`BusError::Disconnected`]).
-    const SUBSCRIBE_WHILE_DOWN_MAY_TIME_OUT: bool;
+    /// How it behaves while its server is down.
+    const WHILE_DOWN: WhileDown;
     /// What follows `host:port` in the URL the credentials test connects with
     /// (such as `/3`, a database number), or nothing.
     const CREDENTIALS_PATH: &'static str;
@@ -47,17 +57,37 @@ pub trait TransportUnderTest {
     /// answering (such as `PING`); `None` checks only the event.
     const FROZEN_REASON: Option<&'static str>;
 
-    /// Connects with the quick test options (short timeouts and backoff).
-    fn connect_quick(url: &str) -> impl Future<Output = Result<Self::Bus, BusError>>;
+    /// Connects to `url` with `options`.
+    fn connect_with(
+        url: &str,
+        options: Self::Options,
+    ) -> impl Future<Output = Result<Self::Bus, BusError>>;
+    /// `options` with `operation_timeout` and `reconnect` set.
+    fn with_link(
+        options: Self::Options,
+        operation_timeout: Duration,
+        reconnect: Backoff,
+    ) -> Self::Options;
+    /// The quick options, a short operation timeout and a health check every
+    /// 100 ms, so that a server that stops answering is noticed soon.
+    fn health_watching_options() -> Self::Options;
+
+    /// The default options with [`QUICK_TIMEOUT`] and [`QUICK_BACKOFF`].
+    fn quick_options() -> Self::Options {
+        Self::with_link(Self::Options::default(), QUICK_TIMEOUT, QUICK_BACKOFF)
+    }
+    /// Connects with the [quick options](Self::quick_options).
+    fn connect_quick(url: &str) -> impl Future<Output = Result<Self::Bus, BusError>> {
+        Self::connect_with(url, Self::quick_options())
+    }
     /// Connects with the transport's default options.
-    fn connect_with_defaults(url: &str) -> impl Future<Output = Result<Self::Bus, BusError>>;
-    /// Connects with the quick options, a short operation timeout and a health
-    /// check every 100 ms, so a server that stops answering is noticed soon.
-    fn connect_watching_health(url: &str) -> impl Future<Output = Result<Self::Bus, BusError>>;
+    fn connect_with_defaults(url: &str) -> impl Future<Output = Result<Self::Bus, BusError>> {
+        Self::connect_with(url, Self::Options::default())
+    }
     /// The operation timeout `bus` was connected with.
     fn operation_timeout(bus: &Self::Bus) -> Duration;
     /// The lease the lease conformance test uses, at [`LEASE_NAME`](Self::LEASE_NAME).
-    fn conformance_lease(bus: &Self::Bus) -> Self::Lease;
+    fn conformance_lease(bus: &Self::Bus) -> Box<dyn Lease>;
     /// Waits until leases on `bus` can be used; by default at once.
     fn leases_ready(bus: &Self::Bus) -> impl Future<Output = ()> {
         let _ = bus;
@@ -100,8 +130,8 @@ pub async fn the_lease_passes_the_conformance_suite<T: TransportUnderTest>() {
     let second = connect::<T>(&server.url()).await;
     T::leases_ready(&first).await;
     conformance::lease(
-        &T::conformance_lease(&first),
-        &T::conformance_lease(&second),
+        T::conformance_lease(&first).as_ref(),
+        T::conformance_lease(&second).as_ref(),
     )
     .await;
     assert!(
@@ -147,7 +177,7 @@ pub async fn publish_while_the_server_is_down_fails_within_the_timeout<T: Transp
             BusEvent::Disconnected { .. }
         ));
     };
-    if T::PUBLISH_AFTER_DISCONNECT_EVENT {
+    if T::WHILE_DOWN == WhileDown::NoticedFirst {
         expect_disconnected(&mut subscription).await;
     }
     let timeout = T::operation_timeout(&bus);
@@ -161,11 +191,11 @@ pub async fn publish_while_the_server_is_down_fails_within_the_timeout<T: Transp
             started.elapsed()
         );
     }
-    if !T::PUBLISH_AFTER_DISCONNECT_EVENT {
+    if T::WHILE_DOWN == WhileDown::FailsAtOnce {
         expect_disconnected(&mut subscription).await;
     }
     let result = bus.subscribe(std::slice::from_ref(&channel)).await;
-    if T::SUBSCRIBE_WHILE_DOWN_MAY_TIME_OUT {
+    if T::WHILE_DOWN == WhileDown::NoticedFirst {
         assert!(down(&result), "subscribe while down: {result:?}");
     } else {
         assert!(
@@ -248,7 +278,7 @@ pub async fn connects_with_user_and_password_and_never_shows_the_password<T: Tra
 pub async fn a_subscription_notices_a_server_that_stops_answering<T: TransportUnderTest>() {
     let server = start_server::<T>();
     let pid = server.pid().expect("running");
-    let bus = T::connect_watching_health(&server.url())
+    let bus = T::connect_with(&server.url(), T::health_watching_options())
         .await
         .expect("connects");
     let channel = conformance::unique_channel("frozen");
