@@ -46,7 +46,10 @@ mod report;
 mod run;
 mod workers;
 
-pub use config::{ConfigError, DEFAULT_SEED, PLATFORM, START, SimConfig};
+pub use config::{
+    AUGUR_WAIT_EXTRA, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, PLATFORM, START,
+    SimConfig,
+};
 pub use report::{Report, Sample, Settings};
 pub use run::run;
 pub use workers::{ERROR_RETRY, REASK_DELAY};
