@@ -537,3 +537,66 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
     }
     out.replace('\u{a0}', " ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn parse(args: &[&str]) -> SimulateArgs {
+        Cli::parse_from(std::iter::once("simulate").chain(args.iter().copied())).args
+    }
+
+    #[test]
+    fn the_default_options_are_the_default_simulation() {
+        let args = parse(&[]);
+        assert_eq!(args.config(), SimConfig::default());
+        assert!(!args.config().is_extended());
+        assert_eq!(args.configs().len(), 1);
+    }
+
+    #[test]
+    fn both_and_both_give_four_runs_on_the_same_traffic() {
+        let args = parse(&[
+            "--clients",
+            "both",
+            "--orchestrator",
+            "both",
+            "--skew",
+            "-30",
+            "--donor-calls",
+            "600",
+            "--accounts",
+            "10",
+            "--max-concurrent",
+            "5",
+        ]);
+        let runs: Vec<(Orchestrator, ClientBehaviour)> = args
+            .configs()
+            .iter()
+            .map(|c| (c.orchestrator, c.clients))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (Orchestrator::Keyman, ClientBehaviour::Augur),
+                (Orchestrator::Keyman, ClientBehaviour::Keyman),
+                (Orchestrator::Augur, ClientBehaviour::Augur),
+                (Orchestrator::Augur, ClientBehaviour::Keyman),
+            ]
+        );
+        for c in args.configs() {
+            assert_eq!(c.skew_seconds, -30);
+            assert_eq!(c.donor_calls, 600);
+            assert_eq!(c.accounts, Some(10));
+            assert_eq!(c.max_concurrent, Some(5));
+            assert_eq!(c.seed, DEFAULT_SEED);
+        }
+    }
+}
