@@ -274,7 +274,7 @@ fn keyman_clients_get_far_fewer_403s_than_augur_clients_on_the_default_traffic()
     let keyman = simulate(&default_for(4, ClientBehaviour::Keyman));
     assert_eq!(augur.demand, keyman.demand);
     assert!(
-        keyman.rate_limited * 20 < augur.rate_limited,
+        keyman.rate_limited * 100 < augur.rate_limited,
         "keyman {} vs augur {}",
         keyman.rate_limited,
         augur.rate_limited
@@ -309,19 +309,13 @@ fn augur_clients_in_a_scenario_run_call_by_call_get_the_same_figures_as_the_batc
 }
 
 #[test]
-fn with_a_floor_keyman_clients_nearly_never_go_under_it_and_get_no_403() {
+fn with_a_floor_keyman_clients_never_go_under_it_and_get_no_403() {
     let report = simulate(&SimConfig {
         floor: Some(100),
         ..default_for(4, ClientBehaviour::Keyman)
     });
     assert_eq!(report.rate_limited, 0);
-    // Only a worker that joins a key in its last round, before it has seen
-    // how fast the key's holders spend it, may go under: well under 0.1 %.
-    assert!(
-        report.calls_below_floor * 1000 < report.calls_served,
-        "{}",
-        report.calls_below_floor
-    );
+    assert_eq!(report.calls_below_floor, 0);
     assert!(report.utilization >= 0.97, "{}", report.utilization);
 }
 

@@ -73,9 +73,12 @@ pub enum ClientBehaviour {
     /// Keyman-aware: read the rate-limit headers of every answer with
     /// [`RateLimit`](crate::ratelimit::RateLimit), give the key up (EXPIRE with
     /// the skew-corrected reset) as soon as its verdict says so or as soon as the
-    /// remaining count would not last another round of the calls seen on the
-    /// key since the worker's previous call (the key's holders together), and
-    /// send REPORT messages with what the headers said.
+    /// remaining count would not last another round of calls of the key's
+    /// holders together (above the floor): the calls seen on the key since the
+    /// worker's previous answer or, on its first answer with the key, the
+    /// window's average burn so far (`x-ratelimit-used` over the time since the
+    /// window opened) per call interval; and send REPORT messages with what the
+    /// headers said.
     Keyman,
 }
 

@@ -22,8 +22,9 @@
 //!   [`RateLimit`](crate::ratelimit::RateLimit) and give the key up (EXPIRE
 //!   with the skew-corrected reset) as soon as its verdict says so, or as soon
 //!   as the remaining count would not last another round of the calls the key's
-//!   holders made since the worker's previous answer (above the floor), before
-//!   any 403. They send REPORT messages (the quota extension's); an engine
+//!   holders make (above the floor; the round measured between the worker's
+//!   last two answers, or on its first answer estimated from the window's
+//!   average burn so far), before any 403. They send REPORT messages (the quota extension's); an engine
 //!   without the extension rejects them harmlessly, and the report counts the
 //!   rejections. [`ClientBehaviour`] is the seam for leases once the engine
 //!   grants them.

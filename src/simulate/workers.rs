@@ -289,7 +289,8 @@ impl Simulation {
     /// [`RateLimit`], give the key up when the verdict says so, or when the
     /// remaining count would not last another round of the calls made on the key
     /// since the worker's previous answer (the calls of all its holders, its own
-    /// included) above the floor; REPORT what the headers said on the first
+    /// included; on the first answer, the window's average burn per call
+    /// interval) above the floor; REPORT what the headers said on the first
     /// answer with a key and on giving it up.
     fn keyman_next(
         &mut self,
@@ -322,7 +323,21 @@ impl Simulation {
                     Some(b) if b.reset == reset && b.remaining > remaining => {
                         b.remaining - remaining
                     }
-                    _ => 1,
+                    // A first answer: the window's average burn so far, per
+                    // call interval of this worker (the platform's window
+                    // length is known: an hour on GitHub).
+                    _ => {
+                        let left = seen
+                            .to_local(reset, at)
+                            .as_millis()
+                            .saturating_sub(now)
+                            .min(self.api.window_ms);
+                        let elapsed = (self.api.window_ms - left).max(1);
+                        let used = seen.used.unwrap_or(0);
+                        (u128::from(used) * u128::from(self.interval))
+                            .div_ceil(u128::from(elapsed))
+                            .clamp(1, u128::from(u64::MAX)) as u64
+                    }
                 };
                 if remaining < round.saturating_add(self.floor) {
                     self.report_quota(now, worker, key, &seen);
