@@ -73,6 +73,7 @@ pub struct Orchestrator {
     save_interval: Duration,
     lease: Option<(Arc<dyn Lease>, Duration)>,
     holder: String,
+    discard_unreadable: bool,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -108,6 +109,7 @@ impl Orchestrator {
             save_interval: DEFAULT_SAVE_INTERVAL,
             lease: None,
             holder: format!("{}-{:016x}", std::process::id(), random_seed()),
+            discard_unreadable: false,
         }
     }
 
@@ -132,6 +134,14 @@ impl Orchestrator {
     /// on the way out), so that keys and their states survive a restart.
     pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Whether saved state that cannot be read is discarded (the orchestrator
+    /// then starts empty; the copy set aside is kept) rather than refused
+    /// with [`OrchestratorError::UnreadableState`] (the default).
+    pub fn discard_unreadable_state(mut self, discard: bool) -> Self {
+        self.discard_unreadable = discard;
         self
     }
 

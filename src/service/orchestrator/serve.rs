@@ -5,7 +5,7 @@
 use super::super::BusEvent;
 use super::leadership::{Action, Leadership, StepDown};
 use super::publishing::Outbox;
-use super::saving::{Saving, load_state};
+use super::saving::{Loaded, Saving, load_state};
 use super::standby::{Renewal, renew};
 use super::{Orchestrator, OrchestratorError, Stopped};
 use crate::service::log::log_event;
@@ -35,13 +35,26 @@ impl Orchestrator {
         mut stop: Pin<&mut impl Future<Output = ()>>,
         mut leadership: Option<Leadership>,
     ) -> Result<Term, OrchestratorError> {
-        if let Some(store) = self.store.clone() {
-            load_state(&mut self.engine, store.as_ref()).await?;
-        }
+        // With a lease, loads and saves are fenced by it.
+        let fence = leadership.as_ref().map(|_| self.holder.clone());
+        let loaded = match self.store.clone() {
+            Some(store) => {
+                load_state(
+                    &mut self.engine,
+                    store.as_ref(),
+                    fence.as_deref(),
+                    self.discard_unreadable,
+                )
+                .await?
+            }
+            None => Loaded { replace: false },
+        };
         let mut saving = Saving::start(
             self.store.clone(),
             self.save_interval,
-            self.engine.stats().changes,
+            &self.engine,
+            fence,
+            loaded,
         );
 
         let channels = self.engine.config().channels.clone();
@@ -128,7 +141,7 @@ impl Orchestrator {
                     None => break Err(OrchestratorError::BusClosed),
                 },
                 _ = sleep => self.engine.handle_timeout(self.clock.now()),
-                () = sleep_until_some(save_at) => saving.handle_due(&self.engine),
+                () = sleep_until_some(save_at) => saving.handle_due(&self.engine, valid_until(leadership.as_ref())),
                 (sent, outcome) = async {
                     match renewal.as_mut() {
                         Some(renewal) => renewal.await,
@@ -175,10 +188,15 @@ impl Orchestrator {
             // Someone else may hold the lease now and save: save nothing more.
             saving.abort();
         } else {
-            saving.finish(&self.engine).await;
+            saving.finish(&self.engine, valid_until(leadership.as_ref())).await;
         }
         result
     }
+}
+
+/// Until when a term may still write its state (with a lease).
+fn valid_until(leadership: Option<&Leadership>) -> Option<Instant> {
+    leadership.map(|lead| Instant::from_std(lead.valid_until()))
 }
 
 /// Sleeps until `at`, or forever if it is `None`.
