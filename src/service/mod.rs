@@ -12,9 +12,8 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use keyman_transport::{
-    Bus, BusError, BusEvent, FileStore, Lease, MemoryLease, MemoryStore, Message, Records, Saved,
-    StateStore, StateWrite,
-    Subscription,
+    Backoff, Bus, BusError, BusEvent, FileStore, Lease, MemoryLease, MemoryStore, Message, Records,
+    Saved, StateStore, StateWrite, Subscription,
 };
 
 /// The default deadline of a client call.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod scenarios;
 
 use keyman::service::{Bus, BusEvent, ClientConfig, KeyAdmin, KeyPublisher, Subscription};

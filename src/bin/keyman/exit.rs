@@ -13,7 +13,8 @@ Exit codes:
   3  unknown platform
   4  no usable keys: all keys of the platform are invalid or unpublished
   5  timed out
-  6  disconnected: the broker cannot be reached or was lost, no orchestrator
+  6  disconnected: the broker cannot be reached (serve: within
+     --connect-timeout; without it, serve waits) or was lost, no orchestrator
      is listening, or the orchestrator has shut down
   7  serve: the saved state could not be read from its store, or is unreadable
      (copied aside, left as it is; see --discard-unreadable-state)";

@@ -3,7 +3,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use keyman::service::{
-    ClientConfig, FileStore, KeyAdmin, KeyClient, KeyPublisher, KeySource, Orchestrator, StateStore,
+    Backoff, Bus, BusError, ClientConfig, FileStore, KeyAdmin, KeyClient, KeyPublisher, KeySource,
+    Lease, Orchestrator, StateStore,
 };
 use keyman::{Channels, EngineConfig, KeyError, Masked, Timestamp};
 use std::process::ExitCode;
@@ -133,6 +134,12 @@ enum Command {
         max_expiry: u64,
         #[command(flatten)]
         state: StateOptions,
+        /// Give up (exit 6) when the broker cannot be reached within this many
+        /// seconds of starting. By default `serve` waits for its broker as long
+        /// as it takes, trying again with a growing delay (up to 5 s) and
+        /// logging each attempt; a bad URL or refused credentials end it at once.
+        #[arg(long, value_name = "SECONDS")]
+        connect_timeout: Option<f64>,
     },
     /// Publish keys to a platform.
     Publish {
@@ -257,7 +264,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli.command)) {
+    let result = rt.block_on(run(cli.command));
+    // Tasks still blocked on an unreachable broker do not hold up the exit.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keyman: {e}");
@@ -305,6 +315,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             max_payload,
             max_expiry,
             state,
+            connect_timeout,
         } => {
             let config = EngineConfig {
                 channels: conn.channels(),
@@ -312,7 +323,19 @@ async fn run(command: Command) -> Result<(), Failure> {
                 max_expiry: Duration::from_secs(max_expiry),
                 ..EngineConfig::default()
             };
-            serve(conn, config, state).await
+            let give_up = match connect_timeout {
+                None => None,
+                Some(secs) => match Duration::try_from_secs_f64(secs) {
+                    Ok(limit) => Some(limit),
+                    Err(_) => {
+                        return Err(KeyError::InvalidArgument(
+                            "--connect-timeout must be a number of seconds, 0 or more".into(),
+                        )
+                        .into());
+                    }
+                },
+            };
+            serve(conn, config, state, give_up).await
         }
         // Handled in `main`, without a runtime.
         Command::Simulate(_) => Ok(()),
@@ -449,7 +472,145 @@ async fn announce_keys(
     Ok(())
 }
 
-async fn serve(conn: Connection, config: EngineConfig, state: StateOptions) -> Result<(), Failure> {
+/// What `serve` connects to the broker for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    /// Only the bus.
+    Bus,
+    /// The bus and the state store.
+    Store,
+    /// The bus, the state store and the lease.
+    Lease,
+}
+
+/// The bus, and the store and lease [`Needs`] asks for.
+type Connected = (
+    Arc<dyn Bus>,
+    Option<Arc<dyn StateStore>>,
+    Option<Arc<dyn Lease>>,
+);
+
+/// The delays between attempts to reach the broker at start: 250 ms,
+/// doubling up to 5 s.
+const CONNECT_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(250),
+    max: Duration::from_secs(5),
+};
+
+/// The least time an attempt to reach the broker has, even at the deadline
+/// of `--connect-timeout`.
+const LAST_ATTEMPT: Duration = Duration::from_millis(200);
+
+/// Connects to the broker at `url`, waiting for it while it cannot be reached
+/// (trying again after each [`CONNECT_BACKOFF`] delay and logging each attempt),
+/// at most `give_up` if given. A bad URL or refused credentials fail at
+/// once. `None` when a signal came first.
+async fn connect_waiting(
+    url: &str,
+    name: &str,
+    needs: Needs,
+    give_up: Option<Duration>,
+    signals: &mut StopSignals,
+) -> Result<Option<Connected>, KeyError> {
+    let started = tokio::time::Instant::now();
+    let deadline = give_up.map(|limit| started + limit);
+    let mut attempt: u32 = 0;
+    loop {
+        attempt = attempt.saturating_add(1);
+        let connecting = async {
+            match needs {
+                Needs::Bus => Ok((keyman::service::connect_url(url).await?, None, None)),
+                Needs::Store => {
+                    let (bus, store) = keyman::service::connect_url_with_store(url, name).await?;
+                    Ok((bus, Some(store), None))
+                }
+                Needs::Lease => {
+                    let (bus, store, lease) =
+                        keyman::service::connect_url_with_lease(url, name).await?;
+                    Ok((bus, Some(store), Some(lease)))
+                }
+            }
+        };
+        // An attempt ends at the deadline, but has at least a moment to get
+        // its answer (a refused connection says so at once).
+        let bounded = async {
+            match deadline {
+                Some(at) => {
+                    let at = at.max(tokio::time::Instant::now() + LAST_ATTEMPT);
+                    tokio::time::timeout_at(at, connecting)
+                        .await
+                        .unwrap_or(Err(KeyError::Timeout(at - started)))
+                }
+                None => connecting.await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = bounded => outcome,
+            () = signals.recv() => {
+                tracing::info!("stop requested while waiting for the broker");
+                return Ok(None);
+            }
+        };
+        let error = match outcome {
+            Ok(connected) => return Ok(Some(connected)),
+            // Unreachable now: it may come up.
+            Err(error @ (KeyError::Disconnected(_) | KeyError::Timeout(_))) => error,
+            // A bad URL, refused credentials, an unsupported scheme: waiting does not help.
+            Err(error) => return Err(error),
+        };
+        let mut delay = CONNECT_BACKOFF.delay(attempt);
+        if let Some(at) = deadline {
+            // The last attempt is made at the deadline.
+            let left = at.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tracing::error!(
+                    url = %redact(url),
+                    attempts = attempt,
+                    %error,
+                    "could not reach the broker within {:?}; giving up",
+                    at - started
+                );
+                // A lost connection (exit 6), whatever the last error was.
+                return Err(match error {
+                    KeyError::Timeout(_) => KeyError::Disconnected(BusError::Disconnected(
+                        format!(
+                            "the broker at {} did not answer within {:?}",
+                            redact(url),
+                            at - started
+                        )
+                        .into(),
+                    )),
+                    error => error,
+                });
+            }
+            delay = delay.min(left);
+        }
+        tracing::warn!(
+            url = %redact(url),
+            attempt,
+            %error,
+            retry_in = ?delay,
+            "cannot reach the broker; trying again"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = signals.recv() => {
+                tracing::info!("stop requested while waiting for the broker");
+                return Ok(None);
+            }
+        }
+    }
+}
+
+async fn serve(
+    conn: Connection,
+    config: EngineConfig,
+    state: StateOptions,
+    give_up: Option<Duration>,
+) -> Result<(), Failure> {
+    // From now on SIGINT and SIGTERM stop `serve` cleanly, even while it waits
+    // for the broker.
+    let mut signals = StopSignals::install();
     let lease_ttl = if state.standby {
         match Duration::try_from_secs_f64(state.lease_ttl) {
             Ok(ttl) if ttl >= keyman::service::MIN_LEASE_TTL => Some(ttl),
@@ -468,14 +629,18 @@ async fn serve(conn: Connection, config: EngineConfig, state: StateOptions) -> R
         .state_name
         .as_deref()
         .unwrap_or(&config.channels.announce);
-    let (bus, broker_store, lease) = if state.standby {
-        let (bus, store, lease) = keyman::service::connect_url_with_lease(conn.url(), name).await?;
-        (bus, Some(store), Some(lease))
+    let needs = if state.standby {
+        Needs::Lease
     } else if state.no_state || state.state_file.is_some() {
-        (keyman::service::connect_url(conn.url()).await?, None, None)
+        Needs::Bus
     } else {
-        let (bus, store) = keyman::service::connect_url_with_store(conn.url(), name).await?;
-        (bus, Some(store), None)
+        Needs::Store
+    };
+    let Some((bus, broker_store, lease)) =
+        connect_waiting(conn.url(), name, needs, give_up, &mut signals).await?
+    else {
+        tracing::info!("bye");
+        return Ok(());
     };
     let store: Option<Arc<dyn StateStore>> = if state.no_state {
         None
@@ -503,7 +668,9 @@ async fn serve(conn: Connection, config: EngineConfig, state: StateOptions) -> R
         tracing::info!(lease = %lease.describe(), ttl = ?ttl, holder = %orchestrator.holder(), "standby enabled");
         orchestrator = orchestrator.with_lease(lease, ttl);
     }
-    let stopped = orchestrator.run_until(shutdown_signal()).await?;
+    let stopped = orchestrator
+        .run_until(async move { signals.recv().await })
+        .await?;
     tracing::info!(?stopped, "bye");
     Ok(())
 }
@@ -520,27 +687,49 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGINT and SIGTERM (Ctrl-C elsewhere), listened for from the moment they
+/// are installed: a signal that comes while nobody waits is kept for the next
+/// [`recv`](Self::recv).
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! {
-                    _ = int.recv() => {},
-                    _ = term.recv() => {},
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignals {
+    /// Installs the handlers (inside the runtime).
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => Self {
+                    unix: Some((int, term)),
+                },
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops serve");
+                    Self { unix: None }
                 }
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {}
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Waits for the next signal.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = self.unix.as_mut() {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

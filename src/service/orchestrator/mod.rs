@@ -87,6 +87,14 @@ impl std::fmt::Debug for Orchestrator {
 /// How long changes wait before they are saved, by default.
 pub const DEFAULT_SAVE_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How long the replies still queued when a term ends may take to publish.
+const FINAL_PUBLISH_LIMIT: Duration = Duration::from_secs(1);
+/// How long the final save may take; after it, what it did not save is logged as lost.
+const FINAL_SAVE_LIMIT: Duration = Duration::from_secs(2);
+/// How long releasing the lease on the way out may take (at most the lease's
+/// time to live); a lease not released expires by itself.
+const RELEASE_LIMIT: Duration = Duration::from_secs(1);
+
 /// The shortest lease time to live [`Orchestrator::with_lease`] accepts.
 pub const MIN_LEASE_TTL: Duration = Duration::from_millis(30);
 /// The longest lease time to live; longer ones are cut to it.
@@ -169,6 +177,13 @@ impl Orchestrator {
     /// published, the state is saved and the lease (if any) released before
     /// this returns. With a lease, it stands by until it holds it, and after
     /// losing it stands by again rather than returning.
+    ///
+    /// Whatever is unreachable, this returns within about 4 s of the stop:
+    /// loading the state and subscribing give way to `stop`, publishing the
+    /// last replies may take 1 s, the final save 2 s and releasing the lease
+    /// 1 s. What could not be done in that time is logged (a final save that
+    /// did not land at error, with the number of changes it loses); a lease
+    /// not released expires by itself.
     pub async fn run_until(
         mut self,
         stop: impl Future<Output = ()>,
@@ -227,5 +242,165 @@ impl Orchestrator {
         let mut engine = Engine::new(self.engine.config().clone(), SplitMix64::new(random_seed()));
         engine.restore(&snapshot);
         self.engine = engine;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{BusError, MemoryLease, MemoryStore, Subscription};
+    use async_trait::async_trait;
+    use keyman_transport::MemoryBus;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Whether the broker has stopped answering: every call on it then waits forever.
+    type Frozen = Arc<AtomicBool>;
+
+    async fn unless_frozen(frozen: &Frozen) {
+        if frozen.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    struct FreezingBus(MemoryBus, Frozen);
+
+    #[async_trait]
+    impl Bus for FreezingBus {
+        async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
+            unless_frozen(&self.1).await;
+            self.0.publish(channel, payload).await
+        }
+        async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
+            unless_frozen(&self.1).await;
+            self.0.subscribe(channels).await
+        }
+    }
+
+    struct FreezingStore(MemoryStore, Frozen);
+
+    #[async_trait]
+    impl StateStore for FreezingStore {
+        async fn load(
+            &self,
+            fence: Option<&str>,
+        ) -> Result<Option<crate::service::Records>, BusError> {
+            unless_frozen(&self.1).await;
+            self.0.load(fence).await
+        }
+        async fn save(
+            &self,
+            write: &crate::service::StateWrite,
+            fence: Option<&str>,
+        ) -> Result<crate::service::Saved, BusError> {
+            unless_frozen(&self.1).await;
+            self.0.save(write, fence).await
+        }
+        async fn set_aside(&self, stamp_ms: u64) -> Result<Option<String>, BusError> {
+            unless_frozen(&self.1).await;
+            self.0.set_aside(stamp_ms).await
+        }
+        fn describe(&self) -> String {
+            "a store that can freeze".into()
+        }
+    }
+
+    struct FreezingLease(MemoryLease, Frozen);
+
+    #[async_trait]
+    impl Lease for FreezingLease {
+        async fn try_acquire(&self, holder: &str, ttl: Duration) -> Result<bool, BusError> {
+            unless_frozen(&self.1).await;
+            self.0.try_acquire(holder, ttl).await
+        }
+        async fn release(&self, holder: &str) -> Result<(), BusError> {
+            unless_frozen(&self.1).await;
+            self.0.release(holder).await
+        }
+        fn describe(&self) -> String {
+            "a lease that can freeze".into()
+        }
+    }
+
+    fn publish(key: &str) -> Vec<u8> {
+        format!(r#"{{"type": "PUBLISH", "key_str": "{key}", "key_platform": "p"}}"#).into_bytes()
+    }
+
+    /// The broker, the store and the lease all stop answering (nothing fails,
+    /// everything waits): a stop still returns within the bounds, and the
+    /// change that could not be saved is not in the store.
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_returns_in_bounded_time_when_nothing_answers() {
+        let frozen = Frozen::default();
+        let mem = MemoryBus::new();
+        let store = MemoryStore::new();
+        let announce = crate::protocol::DEFAULT_ANNOUNCE;
+        let orchestrator = Orchestrator::new(
+            Arc::new(FreezingBus(mem.clone(), frozen.clone())),
+            EngineConfig::default(),
+        )
+        .with_store(Arc::new(FreezingStore(store.clone(), frozen.clone())))
+        .with_lease(
+            Arc::new(FreezingLease(MemoryLease::new("leader"), frozen.clone())),
+            Duration::from_secs(3),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(orchestrator.run_until(async {
+            let _ = stop_rx.await;
+        }));
+
+        // Serving, with a first key saved.
+        let mut replies = mem.subscribe(&[format!("{announce}-1")]).await.unwrap();
+        let ack = br#"{"type": "ACK", "requester_id": 1}"#;
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                mem.publish(announce, ack).await.unwrap();
+                if tokio::time::timeout(Duration::from_millis(100), replies.next())
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(answered.is_ok(), "the orchestrator does not serve");
+        mem.publish(announce, &publish("ghp_saved_0123456789"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let saved = store.load(None).await.unwrap().unwrap_or_default();
+        let saved_text = |saved: &crate::service::Records| {
+            saved
+                .values()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect::<String>()
+        };
+        assert!(saved_text(&saved).contains("ghp_saved_0123456789"));
+
+        // Everything freezes; a change and a request come in, then the stop.
+        frozen.store(true, Ordering::SeqCst);
+        mem.publish(announce, &publish("ghp_lost_0123456789"))
+            .await
+            .unwrap();
+        mem.publish(announce, ack).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let asked = tokio::time::Instant::now();
+        stop_tx.send(()).unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(60), run)
+            .await
+            .expect("run_until returns")
+            .unwrap();
+        let took = asked.elapsed();
+        println!("stopped {took:?} after the stop with nothing answering");
+        assert_eq!(stopped, Ok(Stopped::Stopped));
+        assert!(
+            took <= FINAL_PUBLISH_LIMIT
+                + FINAL_SAVE_LIMIT
+                + RELEASE_LIMIT
+                + Duration::from_millis(100),
+            "took {took:?}"
+        );
+        let saved = store.load(None).await.unwrap().unwrap_or_default();
+        assert!(!saved_text(&saved).contains("ghp_lost_0123456789"));
     }
 }

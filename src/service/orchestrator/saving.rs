@@ -9,6 +9,7 @@ use crate::engine::Engine;
 use crate::pool::{PoolSnapshot, STATE_FORMAT_VERSION, decode_records};
 use crate::rng::SplitMix64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -100,6 +101,8 @@ pub(super) async fn load_state(
 
 /// One save on its way to the saver.
 struct SaveJob {
+    /// The pool's change generation it saves.
+    generation: u64,
     write: StateWrite,
     /// The lease holder, for a fenced save.
     fence: Option<String>,
@@ -113,6 +116,8 @@ struct SaveJob {
 pub(super) struct Saving {
     /// The saver, when there is a store.
     saver: Option<(mpsc::Sender<SaveJob>, JoinHandle<()>)>,
+    /// The pool's change generation of the last save that landed in the store.
+    landed: Arc<AtomicU64>,
     interval: Duration,
     fence: Option<String>,
     /// The pool's change generation when its records were last handed to the saver.
@@ -135,16 +140,19 @@ impl Saving {
         fence: Option<String>,
         loaded: Loaded,
     ) -> Self {
+        let generation = engine.pool().change_generation();
+        let landed = Arc::new(AtomicU64::new(generation));
         let saver = store.map(|store| {
             let (tx, rx) = mpsc::channel::<SaveJob>(1);
-            (tx, tokio::spawn(save_loop(store, rx)))
+            (tx, tokio::spawn(save_loop(store, rx, landed.clone())))
         });
         let replace = loaded.replace && saver.is_some();
         Self {
             saver,
+            landed,
             interval,
             fence,
-            saved_generation: engine.pool().change_generation(),
+            saved_generation: generation,
             replace,
             save_at: replace.then(Instant::now),
         }
@@ -173,6 +181,7 @@ impl Saving {
             }
         };
         Some(SaveJob {
+            generation: pool.change_generation(),
             write,
             fence: self.fence.clone(),
             valid_until,
@@ -215,25 +224,58 @@ impl Saving {
         }
     }
 
-    /// Saves what changed since the last save, and waits until every save is done.
-    pub(super) async fn finish(self, engine: &Engine<SplitMix64>, valid_until: Option<Instant>) {
-        if let Some((tx, _)) = &self.saver {
-            if let Some(job) = self.job(engine, valid_until) {
+    /// Saves what changed since the last save, and waits until every save is
+    /// done, at most `limit`. If they are not done by then, the saver is
+    /// stopped (nothing more is written) and the error says how many of the
+    /// pool's changes are not in the store.
+    pub(super) async fn finish(
+        self,
+        engine: &Engine<SplitMix64>,
+        valid_until: Option<Instant>,
+        limit: Duration,
+    ) -> Result<(), Unsaved> {
+        let job = self.job(engine, valid_until);
+        let generation = engine.pool().change_generation();
+        let Some((tx, mut saver)) = self.saver else {
+            return Ok(());
+        };
+        let done = async {
+            if let Some(job) = job {
                 let _ = tx.send(job).await;
             }
-        }
-        if let Some((tx, saver)) = self.saver {
             drop(tx);
-            let _ = saver.await;
+            let _ = (&mut saver).await;
+        };
+        if tokio::time::timeout(limit, done).await.is_err() {
+            saver.abort();
+        }
+        let landed = self.landed.load(Ordering::Acquire);
+        if landed >= generation {
+            Ok(())
+        } else {
+            Err(Unsaved {
+                changes: generation - landed,
+            })
         }
     }
 }
 
+/// The final save did not land in time: what is not in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unsaved {
+    /// How many changes were made since the last save that landed.
+    pub(super) changes: u64,
+}
+
 /// Saves the jobs it is sent, in order; a failed save is tried again (every
 /// second, merged with the newer jobs that came meanwhile) until one
-/// succeeds. A save refused by the fence, or due after the term's validity,
+/// succeeds; `landed` is set to the change generation of each save that lands. A save refused by the fence, or due after the term's validity,
 /// is dropped and logged: another orchestrator serves.
-async fn save_loop(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<SaveJob>) {
+async fn save_loop(
+    store: Arc<dyn StateStore>,
+    mut rx: mpsc::Receiver<SaveJob>,
+    landed: Arc<AtomicU64>,
+) {
     while let Some(mut job) = rx.recv().await {
         loop {
             if job.valid_until.is_some_and(|until| Instant::now() >= until) {
@@ -247,6 +289,7 @@ async fn save_loop(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<SaveJob>) 
             let started = Instant::now();
             match store.save(&job.write, job.fence.as_deref()).await {
                 Ok(Saved::Written) => {
+                    landed.store(job.generation, Ordering::Release);
                     tracing::debug!(
                         store = %store.describe(),
                         records = job.write.records.len(),
@@ -271,6 +314,7 @@ async fn save_loop(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<SaveJob>) 
                         job.write.replace |= newer.write.replace;
                         job.write.records.extend(newer.write.records);
                         job.valid_until = newer.valid_until;
+                        job.generation = newer.generation;
                         job.fence = newer.fence;
                     }
                 }

@@ -7,7 +7,7 @@ use super::leadership::{Action, Leadership, StepDown};
 use super::publishing::Outbox;
 use super::saving::{Loaded, Saving, load_state};
 use super::standby::{Renewal, renew};
-use super::{Orchestrator, OrchestratorError, Stopped};
+use super::{FINAL_PUBLISH_LIMIT, FINAL_SAVE_LIMIT, Orchestrator, OrchestratorError, Stopped};
 use crate::service::log::log_event;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,18 +37,32 @@ impl Orchestrator {
     ) -> Result<Term, OrchestratorError> {
         // With a lease, loads and saves are fenced by it.
         let fence = leadership.as_ref().map(|_| self.holder.clone());
+        // Neither the store nor the broker may keep a stop waiting.
         let loaded = match self.store.clone() {
-            Some(store) => {
-                load_state(
+            Some(store) => tokio::select! {
+                loaded = load_state(
                     &mut self.engine,
                     store.as_ref(),
                     fence.as_deref(),
                     self.discard_unreadable,
-                )
-                .await?
-            }
+                ) => loaded?,
+                () = stop.as_mut() => {
+                    tracing::info!("stop requested while loading the state");
+                    return Ok(Term::Ended(Stopped::Stopped));
+                }
+            },
             None => Loaded { replace: false },
         };
+        let channels = self.engine.config().channels.clone();
+        let both = [channels.announce.clone(), channels.request.clone()];
+        let subscribed = tokio::select! {
+            subscribed = self.bus.subscribe(&both) => subscribed,
+            () = stop.as_mut() => {
+                tracing::info!("stop requested while subscribing");
+                return Ok(Term::Ended(Stopped::Stopped));
+            }
+        };
+        let mut sub = subscribed.map_err(OrchestratorError::Subscribe)?;
         let mut saving = Saving::start(
             self.store.clone(),
             self.save_interval,
@@ -56,19 +70,6 @@ impl Orchestrator {
             fence,
             loaded,
         );
-
-        let channels = self.engine.config().channels.clone();
-        let mut sub = match self
-            .bus
-            .subscribe(&[channels.announce.clone(), channels.request.clone()])
-            .await
-        {
-            Ok(sub) => sub,
-            Err(error) => {
-                saving.abort();
-                return Err(OrchestratorError::Subscribe(error));
-            }
-        };
         tracing::info!(announce = %channels.announce, request = %channels.request, "orchestrator ready");
 
         let outbox = Outbox::start(self.bus.clone());
@@ -168,8 +169,14 @@ impl Orchestrator {
             }
             let mut closed = false;
             while let Some(tx) = self.engine.poll_transmit() {
-                if outbox.send(tx).await.is_err() {
-                    closed = true;
+                // A full outbox (the broker does not take replies) waits, but
+                // not past a stop.
+                tokio::select! {
+                    sent = outbox.send(tx) => closed |= sent.is_err(),
+                    () = stop.as_mut() => {
+                        tracing::info!("stop requested");
+                        break 'serve Ok(Term::Ended(Stopped::Stopped));
+                    }
                 }
             }
             if closed {
@@ -182,13 +189,21 @@ impl Orchestrator {
         };
         // Stop answering first: requests not yet read are left to the next holder.
         drop(sub);
-        // Replies already produced answer requests of this term: send them.
-        outbox.finish().await;
+        // Replies already produced answer requests of this term: send them
+        // (bounded: the broker may be gone).
+        outbox.finish(FINAL_PUBLISH_LIMIT).await;
         if matches!(result, Ok(Term::SteppedDown)) {
             // Someone else may hold the lease now and save: save nothing more.
             saving.abort();
-        } else {
-            saving.finish(&self.engine, valid_until(leadership.as_ref())).await;
+        } else if let Err(unsaved) = saving
+            .finish(&self.engine, valid_until(leadership.as_ref()), FINAL_SAVE_LIMIT)
+            .await
+        {
+            tracing::error!(
+                store = %self.store.as_ref().map(|s| s.describe()).unwrap_or_default(),
+                unsaved_changes = unsaved.changes,
+                "could not save the state within {FINAL_SAVE_LIMIT:?}; the changes made since the last successful save are lost"
+            );
         }
         result
     }

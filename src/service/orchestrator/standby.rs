@@ -3,8 +3,8 @@
 //! releasing it on the way out.
 
 use super::super::{BusError, Lease};
-use super::Orchestrator;
 use super::leadership::Renewed;
+use super::{Orchestrator, RELEASE_LIMIT};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -82,12 +82,14 @@ impl Orchestrator {
         }
     }
 
-    /// Releases the lease if this orchestrator holds it (bounded by its time to live).
+    /// Releases the lease if this orchestrator holds it, bounded by its time
+    /// to live and by [`RELEASE_LIMIT`].
     pub(super) async fn release_lease(&self) {
         let Some((lease, ttl)) = &self.lease else {
             return;
         };
-        match tokio::time::timeout(*ttl, lease.release(&self.holder)).await {
+        let limit = (*ttl).min(RELEASE_LIMIT);
+        match tokio::time::timeout(limit, lease.release(&self.holder)).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::warn!(lease = %lease.describe(), %error, "could not release the lease; it expires by itself");

@@ -68,6 +68,28 @@ async fn the_lease_passes_the_conformance_suite() {
 }
 
 #[tokio::test]
+async fn the_state_store_passes_the_conformance_suite() {
+    let server = start_server();
+    let first = connect(&server.url()).await;
+    let second = connect(&server.url()).await;
+    let warmup = first.lease("keyman", "leader.warmup");
+    let until = Instant::now() + WAIT;
+    while let Err(err) = warmup.try_acquire("warmup", Duration::from_millis(1)).await {
+        assert!(Instant::now() < until, "JetStream never answered: {err}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lease = second.lease("keyman", "leader.store-conformance");
+    conformance::state_store(
+        &first.state_store("keyman", "state.store-conformance"),
+        &second
+            .state_store("keyman", "state.store-conformance")
+            .fenced_by(&lease),
+        &lease,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn subscriptions_recover_from_a_server_restart() {
     let mut server = start_server();
     let publisher = connect(&server.url()).await;

@@ -85,6 +85,22 @@ async fn the_lease_passes_the_conformance_suite() {
 }
 
 #[tokio::test]
+async fn the_state_store_passes_the_conformance_suite() {
+    let server = start_server();
+    let first = connect(&server.url()).await;
+    let second = connect(&server.url()).await;
+    let lease = second.lease("keyman:leader:store-conformance");
+    conformance::state_store(
+        &first.state_store("keyman:state:store-conformance"),
+        &second
+            .state_store("keyman:state:store-conformance")
+            .fenced_by(&lease),
+        &lease,
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn subscriptions_recover_from_a_server_restart() {
     let mut server = start_server();
     let publisher = connect(&server.url()).await;

@@ -294,6 +294,7 @@ impl StateStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Lease;
 
     fn records(pairs: &[(&str, &str)]) -> Records {
         pairs
