@@ -225,42 +225,48 @@ fn record_version(name: &str, bytes: &[u8]) -> Result<(serde_json::Value, Option
 /// Decodes saved records (any version up to [`STATE_FORMAT_VERSION`]). Never
 /// panics; a record that is not keyman's, or of a newer version, is an error.
 pub fn decode_records(records: &StateRecords) -> Result<DecodedState, StateDecodeError> {
-    let Some(meta) = records.get(META_RECORD) else {
-        return match records.keys().next() {
-            None => Ok(DecodedState {
+    let (platform_order, version) = match records.get(META_RECORD) {
+        None if records.is_empty() => {
+            return Ok(DecodedState {
                 snapshot: PoolSnapshot::default(),
                 version: STATE_FORMAT_VERSION,
-            }),
-            Some(name) => Err(unreadable(name, format!("there is no {META_RECORD:?} record"))),
-        };
-    };
-    let (value, version) = record_version(META_RECORD, meta)?;
-    let Some(version) = version else {
-        // Version 0: one PoolSnapshot.
-        let snapshot: PoolSnapshot = serde_json::from_value(value)
-            .map_err(|e| unreadable(META_RECORD, format!("not a version 0 state: {}", json_reason(&e))))?;
-        if let Some(name) = records.keys().find(|n| *n != META_RECORD) {
-            return Err(unreadable(name, "a version 0 state has no other records"));
+            });
         }
-        return Ok(DecodedState {
-            snapshot,
-            version: 0,
-        });
+        // Shards without their meta record (a first save cut short before
+        // it): the shards say their platforms.
+        None => (Vec::new(), STATE_FORMAT_VERSION),
+        Some(meta) => {
+            let (value, version) = record_version(META_RECORD, meta)?;
+            let Some(version) = version else {
+                // Version 0: one PoolSnapshot. Shards beside it are what a
+                // migration cut short had written: the old record is whole,
+                // so it is read, and migrated again.
+                let snapshot: PoolSnapshot = serde_json::from_value(value).map_err(|e| {
+                    unreadable(META_RECORD, format!("not a version 0 state: {}", json_reason(&e)))
+                })?;
+                return Ok(DecodedState {
+                    snapshot,
+                    version: 0,
+                });
+            };
+            if version == 0 {
+                return Err(unreadable(META_RECORD, "version 0 has no version field"));
+            }
+            let meta: MetaRecord = serde_json::from_value(value).map_err(|e| {
+                unreadable(META_RECORD, format!("not a meta record: {}", json_reason(&e)))
+            })?;
+            if meta.shards != SHARDS {
+                return Err(unreadable(
+                    META_RECORD,
+                    format!("{} shards per platform, not {SHARDS}", meta.shards),
+                ));
+            }
+            (meta.platforms, version)
+        }
     };
-    if version == 0 {
-        return Err(unreadable(META_RECORD, "version 0 has no version field"));
-    }
-    let meta: MetaRecord = serde_json::from_value(value)
-        .map_err(|e| unreadable(META_RECORD, format!("not a meta record: {}", json_reason(&e))))?;
-    if meta.shards != SHARDS {
-        return Err(unreadable(
-            META_RECORD,
-            format!("{} shards per platform, not {SHARDS}", meta.shards),
-        ));
-    }
     let mut platforms: Vec<PlatformSnapshot> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for name in meta.platforms {
+    for name in platform_order {
         if !index.contains_key(&name) {
             index.insert(name.clone(), platforms.len());
             platforms.push(PlatformSnapshot {
@@ -384,16 +390,18 @@ impl KeyPool {
                 .flat_map(|p| (0..SHARDS).map(move |s| (p, s)))
                 .collect(),
         };
-        let mut records = self.encode_records(&all);
         // Empty shards need not be stored when everything is replaced.
-        records.retain(|name, bytes| name == META_RECORD || !is_empty_shard(bytes));
-        records
+        self.encode(&all, true)
     }
 
     /// The records `changed` names, in the current format (an empty shard is
     /// written as such: it replaces what was saved). `O(k)` for the keys of
     /// the platforms with changed shards.
     pub fn encode_records(&self, changed: &ChangedRecords) -> StateRecords {
+        self.encode(changed, false)
+    }
+
+    fn encode(&self, changed: &ChangedRecords, skip_empty: bool) -> StateRecords {
         let mut records = StateRecords::new();
         if changed.platforms {
             let meta = MetaRecord {
@@ -403,15 +411,13 @@ impl KeyPool {
             };
             records.insert(META_RECORD.to_owned(), serde_json::to_vec(&meta).unwrap_or_default());
         }
-        let mut p = 0;
-        while p < self.platforms.len() {
+        for (p, (name, pool)) in self.platforms.iter().enumerate() {
             let wanted: BTreeSet<u16> = changed
                 .shards
                 .range((p, 0)..=(p, u16::MAX))
                 .map(|(_, s)| *s)
                 .collect();
             if !wanted.is_empty() {
-                let (name, pool) = &self.platforms[p];
                 let mut shards: std::collections::BTreeMap<u16, ShardRecord> = wanted
                     .iter()
                     .map(|s| {
@@ -444,21 +450,22 @@ impl KeyPool {
                     }
                 }
                 for (s, record) in shards {
+                    if skip_empty
+                        && record.fresh.is_empty()
+                        && record.expired.is_empty()
+                        && record.invalid.is_empty()
+                    {
+                        continue;
+                    }
                     records.insert(
                         shard_record_name(name, s),
                         serde_json::to_vec(&record).unwrap_or_default(),
                     );
                 }
             }
-            p += 1;
         }
         records
     }
-}
-
-fn is_empty_shard(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<ShardRecord>(bytes)
-        .is_ok_and(|r| r.fresh.is_empty() && r.expired.is_empty() && r.invalid.is_empty())
 }
 
 /// A snapshot in a canonical form: platforms in order, each list sorted and
@@ -590,9 +597,20 @@ mod record_tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("ghp_secret"), "{err}");
-        // Nothing saved is an empty pool; shards without a meta record are not.
+        // Nothing saved is an empty pool; records without a meta record must be shards.
         assert_eq!(decode_records(&StateRecords::new()).unwrap().snapshot, PoolSnapshot::default());
         assert!(decode_records(&StateRecords::from([("x".to_owned(), b"{}".to_vec())])).is_err());
+        let mut shards_only = KeyPool::from_snapshot(&sample(), Selection::default()).encode_all_records();
+        shards_only.remove(META_RECORD);
+        assert_eq!(
+            canonical_snapshot(&decode_records(&shards_only).unwrap().snapshot),
+            canonical_snapshot(&sample())
+        );
+        // A migration cut short: the version 0 record is read, and migrated again.
+        let mut cut = shards_only.clone();
+        cut.insert(META_RECORD.to_owned(), serde_json::to_vec(&sample()).unwrap());
+        let decoded = decode_records(&cut).unwrap();
+        assert_eq!((decoded.version, decoded.snapshot), (0, sample()));
     }
 
     #[test]
