@@ -1,8 +1,8 @@
 //! The pool's state as plain data, to store and restore it.
 
 use super::{KeyPool, Selection};
-use std::collections::BTreeSet;
 use crate::time::Timestamp;
+use std::collections::BTreeSet;
 
 /// The state of a [`KeyPool`] as plain data, to store and restore it (the
 /// orchestrator keeps it across restarts). It contains the keys: store it where
@@ -155,7 +155,10 @@ pub enum StateDecodeError {
         reason: String,
     },
     /// The records were written by a newer keyman.
-    #[error("record {record:?} has format version {version}, newer than this keyman's {}", STATE_FORMAT_VERSION)]
+    #[error(
+        "record {record:?} has format version {version}, newer than this keyman's {}",
+        STATE_FORMAT_VERSION
+    )]
     Newer {
         /// The record.
         record: String,
@@ -178,11 +181,9 @@ pub struct DecodedState {
 fn json_reason(e: &serde_json::Error) -> String {
     match e.classify() {
         serde_json::error::Category::Data => "its fields are not the expected ones".to_owned(),
-        serde_json::error::Category::Eof => format!(
-            "it ends early (line {}, column {})",
-            e.line(),
-            e.column()
-        ),
+        serde_json::error::Category::Eof => {
+            format!("it ends early (line {}, column {})", e.line(), e.column())
+        }
         serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
             format!("a syntax error at line {}, column {}", e.line(), e.column())
         }
@@ -198,9 +199,12 @@ fn unreadable(record: &str, reason: impl std::fmt::Display) -> StateDecodeError 
 
 /// The version a JSON record says it has; `Ok(None)` for an object without a
 /// `version` field (version 0).
-fn record_version(name: &str, bytes: &[u8]) -> Result<(serde_json::Value, Option<u64>), StateDecodeError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| unreadable(name, format!("not JSON: {}", json_reason(&e))))?;
+fn record_version(
+    name: &str,
+    bytes: &[u8],
+) -> Result<(serde_json::Value, Option<u64>), StateDecodeError> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| unreadable(name, format!("not JSON: {}", json_reason(&e))))?;
     let serde_json::Value::Object(map) = &value else {
         return Err(unreadable(name, "not a JSON object"));
     };
@@ -242,7 +246,10 @@ pub fn decode_records(records: &StateRecords) -> Result<DecodedState, StateDecod
                 // migration cut short had written: the old record is whole,
                 // so it is read, and migrated again.
                 let snapshot: PoolSnapshot = serde_json::from_value(value).map_err(|e| {
-                    unreadable(META_RECORD, format!("not a version 0 state: {}", json_reason(&e)))
+                    unreadable(
+                        META_RECORD,
+                        format!("not a version 0 state: {}", json_reason(&e)),
+                    )
                 })?;
                 return Ok(DecodedState {
                     snapshot,
@@ -253,7 +260,10 @@ pub fn decode_records(records: &StateRecords) -> Result<DecodedState, StateDecod
                 return Err(unreadable(META_RECORD, "version 0 has no version field"));
             }
             let meta: MetaRecord = serde_json::from_value(value).map_err(|e| {
-                unreadable(META_RECORD, format!("not a meta record: {}", json_reason(&e)))
+                unreadable(
+                    META_RECORD,
+                    format!("not a meta record: {}", json_reason(&e)),
+                )
             })?;
             if meta.shards != SHARDS {
                 return Err(unreadable(
@@ -409,7 +419,10 @@ impl KeyPool {
                 shards: SHARDS,
                 platforms: self.platforms.iter().map(|(n, _)| n.clone()).collect(),
             };
-            records.insert(META_RECORD.to_owned(), serde_json::to_vec(&meta).unwrap_or_default());
+            records.insert(
+                META_RECORD.to_owned(),
+                serde_json::to_vec(&meta).unwrap_or_default(),
+            );
         }
         for (p, (name, pool)) in self.platforms.iter().enumerate() {
             let wanted: BTreeSet<u16> = changed
@@ -520,7 +533,12 @@ pub fn check_state_decoding(data: &[u8]) {
 mod record_tests {
     use super::*;
 
-    fn platform(name: &str, fresh: &[&str], expired: &[(&str, u64)], invalid: &[&str]) -> PlatformSnapshot {
+    fn platform(
+        name: &str,
+        fresh: &[&str],
+        expired: &[(&str, u64)],
+        invalid: &[&str],
+    ) -> PlatformSnapshot {
         PlatformSnapshot {
             name: name.to_owned(),
             fresh: fresh.iter().map(|k| (*k).to_owned()).collect(),
@@ -535,7 +553,12 @@ mod record_tests {
     fn sample() -> PoolSnapshot {
         PoolSnapshot {
             platforms: vec![
-                platform("github_rest", &["a1", "a2", "a3"], &[("a4", 5_000)], &["a5"]),
+                platform(
+                    "github_rest",
+                    &["a1", "a2", "a3"],
+                    &[("a4", 5_000)],
+                    &["a5"],
+                ),
                 platform("gitlab_rest", &["b1"], &[], &[]),
             ],
         }
@@ -554,12 +577,23 @@ mod record_tests {
         assert!(v1.len() > 1, "a meta record and shards");
         let meta: serde_json::Value = serde_json::from_slice(&v1[META_RECORD]).unwrap();
         assert_eq!(meta["version"], 1);
-        assert_eq!(meta["platforms"], serde_json::json!(["github_rest", "gitlab_rest"]));
+        assert_eq!(
+            meta["platforms"],
+            serde_json::json!(["github_rest", "gitlab_rest"])
+        );
         let again = decode_records(&v1).unwrap();
         assert_eq!(again.version, STATE_FORMAT_VERSION);
-        assert_eq!(canonical_snapshot(&again.snapshot), canonical_snapshot(&sample()));
+        assert_eq!(
+            canonical_snapshot(&again.snapshot),
+            canonical_snapshot(&sample())
+        );
         // Platforms keep their order.
-        let names: Vec<&str> = again.snapshot.platforms.iter().map(|p| p.name.as_str()).collect();
+        let names: Vec<&str> = again
+            .snapshot
+            .platforms
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
         assert_eq!(names, ["github_rest", "gitlab_rest"]);
     }
 
@@ -583,24 +617,38 @@ mod record_tests {
             })
         );
         // A shard of a newer version, next to a current meta record.
-        let mut records = KeyPool::from_snapshot(&sample(), Selection::default()).encode_all_records();
+        let mut records =
+            KeyPool::from_snapshot(&sample(), Selection::default()).encode_all_records();
         let shard = records.keys().find(|n| *n != META_RECORD).unwrap().clone();
         records.insert(shard.clone(), br#"{"version": 2}"#.to_vec());
-        assert!(matches!(decode_records(&records), Err(StateDecodeError::Newer { .. })));
+        assert!(matches!(
+            decode_records(&records),
+            Err(StateDecodeError::Newer { .. })
+        ));
         // A shard under a name that is not its own.
-        let mut records = KeyPool::from_snapshot(&sample(), Selection::default()).encode_all_records();
+        let mut records =
+            KeyPool::from_snapshot(&sample(), Selection::default()).encode_all_records();
         let value = records.remove(&shard).unwrap();
         records.insert("0000000000000000.1".to_owned(), value);
-        assert!(matches!(decode_records(&records), Err(StateDecodeError::Unreadable { .. })));
+        assert!(matches!(
+            decode_records(&records),
+            Err(StateDecodeError::Unreadable { .. })
+        ));
         // The error never repeats the record's content.
-        let err = decode_records(&one(br#"{"platforms": [{"name": "p", "fresh": "ghp_secret"}]}"#))
-            .unwrap_err()
-            .to_string();
+        let err = decode_records(&one(
+            br#"{"platforms": [{"name": "p", "fresh": "ghp_secret"}]}"#,
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(!err.contains("ghp_secret"), "{err}");
         // Nothing saved is an empty pool; records without a meta record must be shards.
-        assert_eq!(decode_records(&StateRecords::new()).unwrap().snapshot, PoolSnapshot::default());
+        assert_eq!(
+            decode_records(&StateRecords::new()).unwrap().snapshot,
+            PoolSnapshot::default()
+        );
         assert!(decode_records(&StateRecords::from([("x".to_owned(), b"{}".to_vec())])).is_err());
-        let mut shards_only = KeyPool::from_snapshot(&sample(), Selection::default()).encode_all_records();
+        let mut shards_only =
+            KeyPool::from_snapshot(&sample(), Selection::default()).encode_all_records();
         shards_only.remove(META_RECORD);
         assert_eq!(
             canonical_snapshot(&decode_records(&shards_only).unwrap().snapshot),
@@ -608,7 +656,10 @@ mod record_tests {
         );
         // A migration cut short: the version 0 record is read, and migrated again.
         let mut cut = shards_only.clone();
-        cut.insert(META_RECORD.to_owned(), serde_json::to_vec(&sample()).unwrap());
+        cut.insert(
+            META_RECORD.to_owned(),
+            serde_json::to_vec(&sample()).unwrap(),
+        );
         let decoded = decode_records(&cut).unwrap();
         assert_eq!((decoded.version, decoded.snapshot), (0, sample()));
     }
@@ -625,7 +676,12 @@ mod record_tests {
 
         // One key changes: one shard, no meta record.
         let now = Timestamp::from_millis(1_000);
-        pool.expire("github_rest", "ghp_key_00042", Timestamp::from_millis(9_000), now);
+        pool.expire(
+            "github_rest",
+            "ghp_key_00042",
+            Timestamp::from_millis(9_000),
+            now,
+        );
         let changed = pool.changed_since(saved);
         assert!(!changed.platforms);
         assert_eq!(
@@ -637,11 +693,20 @@ mod record_tests {
         let name = shard_record_name("github_rest", shard_of("ghp_key_00042"));
         let bytes = &records[&name];
         let total: usize = pool.encode_all_records().values().map(Vec::len).sum();
-        assert!(bytes.len() * 100 < total, "{} of {total} bytes", bytes.len());
+        assert!(
+            bytes.len() * 100 < total,
+            "{} of {total} bytes",
+            bytes.len()
+        );
 
         // Nothing changes when nothing changed, even through a failed change.
         let saved = pool.change_generation();
-        pool.expire("github_rest", "ghp_key_00042", Timestamp::from_millis(8_000), now);
+        pool.expire(
+            "github_rest",
+            "ghp_key_00042",
+            Timestamp::from_millis(8_000),
+            now,
+        );
         pool.invalidate("nowhere", "x", now);
         assert!(pool.changed_since(saved).is_empty());
 
@@ -660,7 +725,10 @@ mod record_tests {
         pool.invalidate("github_rest", "ghp_key_00100", now);
         all.extend(pool.encode_records(&pool.changed_since(pool.change_generation() - 1)));
         let restored = decode_records(&all).unwrap().snapshot;
-        assert_eq!(canonical_snapshot(&restored), canonical_snapshot(&pool.snapshot()));
+        assert_eq!(
+            canonical_snapshot(&restored),
+            canonical_snapshot(&pool.snapshot())
+        );
     }
 
     #[test]
@@ -670,7 +738,9 @@ mod record_tests {
         assert_eq!(shard_record_name("p", 3), format!("{:016x}.3", fnv1a(b"p")));
         let mut counts = [0usize; SHARDS as usize];
         for i in 0..100_000 {
-            counts[usize::from(shard_of(&format!("ghp_burst{i:07}_abcdefghijklmnopqrstuvwxyz")))] += 1;
+            counts[usize::from(shard_of(&format!(
+                "ghp_burst{i:07}_abcdefghijklmnopqrstuvwxyz"
+            )))] += 1;
         }
         let max = counts.iter().max().copied().unwrap_or(0);
         assert!(max < 600, "a shard holds {max} of 100 000 keys");

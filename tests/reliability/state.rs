@@ -92,7 +92,12 @@ async fn saved_counts(broker: &Broker) -> Vec<(String, usize)> {
         .snapshot
         .platforms
         .iter()
-        .map(|p| (p.name.clone(), p.fresh.len() + p.expired.len() + p.invalid.len()))
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.fresh.len() + p.expired.len() + p.invalid.len(),
+            )
+        })
         .collect()
 }
 
@@ -439,7 +444,10 @@ async fn hundred_thousand_keys_survive_a_restart(broker: Broker) {
     // Listed by the library where it can list that many (item 6, lists of any
     // size, is fixed elsewhere); else by a raw LIST_KEYS where the broker
     // carries the reply (Redis; a NATS reply is capped at 1 MiB).
-    for (when, listed, raw) in [("before", &before, &before_raw), ("after", &after, &after_raw)] {
+    for (when, listed, raw) in [
+        ("before", &before, &before_raw),
+        ("after", &after, &after_raw),
+    ] {
         let by_library = *listed == expected;
         let by_raw = *raw == expected_raw;
         let nats_cap = matches!(broker, Broker::Nats(_)) && raw.iter().all(|(_, n)| n.is_none());
@@ -469,8 +477,9 @@ async fn save_cost_with_one_key_changed(broker: Broker) {
     use keyman::pool::PoolSnapshot;
     use keyman::service::{Saved, StateWrite};
     use keyman::{KeyPool, Selection, Timestamp};
-    let (_bus, store) =
-        keyman::service::connect_url_with_store(&broker.url(), "save-cost").await.expect("store");
+    let (_bus, store) = keyman::service::connect_url_with_store(&broker.url(), "save-cost")
+        .await
+        .expect("store");
     let mut pool = KeyPool::from_snapshot(&PoolSnapshot::default(), Selection::default());
     for i in 0..KEYS_ON_RESTART {
         for p in PLATFORMS {
@@ -488,7 +497,12 @@ async fn save_cost_with_one_key_changed(broker: Broker) {
 
     let generation = pool.change_generation();
     let now = Timestamp::from_millis(1_000);
-    pool.expire("github_rest", &key(4_242), Timestamp::from_millis(9_000_000), now);
+    pool.expire(
+        "github_rest",
+        &key(4_242),
+        Timestamp::from_millis(9_000_000),
+        now,
+    );
     let started = Instant::now();
     let one = StateWrite {
         records: pool.encode_records(&pool.changed_since(generation)),
@@ -499,7 +513,9 @@ async fn save_cost_with_one_key_changed(broker: Broker) {
     let one_bytes: usize = one.records.values().map(Vec::len).sum();
 
     let loaded = store.load(None).await.expect("load").expect("records");
-    let restored = keyman::pool::decode_records(&loaded).expect("decode").snapshot;
+    let restored = keyman::pool::decode_records(&loaded)
+        .expect("decode")
+        .snapshot;
     let keys: usize = restored
         .platforms
         .iter()
@@ -514,7 +530,10 @@ async fn save_cost_with_one_key_changed(broker: Broker) {
     );
     assert_eq!(keys, KEYS_ON_RESTART * PLATFORMS.len());
     assert_eq!(one.records.len(), 1);
-    assert!(one_bytes * 1_000 < all_bytes, "{one_bytes} of {all_bytes} bytes");
+    assert!(
+        one_bytes * 1_000 < all_bytes,
+        "{one_bytes} of {all_bytes} bytes"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

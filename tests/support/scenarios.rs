@@ -505,7 +505,10 @@ pub async fn state_survives_restart(broker: Broker) {
     let until = Instant::now() + WAIT;
     loop {
         let saved = store.load(None).await.expect("load").unwrap_or_default();
-        if saved.values().any(|v| String::from_utf8_lossy(v).contains(d)) {
+        if saved
+            .values()
+            .any(|v| String::from_utf8_lossy(v).contains(d))
+        {
             break;
         }
         assert!(Instant::now() < until, "the new key was never saved");

@@ -27,7 +27,9 @@ pub enum OrchestratorError {
     /// `copy` and left as it is; the orchestrator does not serve (it would
     /// overwrite it) unless told to discard it
     /// ([`Orchestrator::discard_unreadable_state`](super::Orchestrator::discard_unreadable_state)).
-    #[error("the saved state in {store} is unreadable ({reason}); it was left as it is and copied to {copy}; not serving (start with --discard-unreadable-state to start empty)")]
+    #[error(
+        "the saved state in {store} is unreadable ({reason}); it was left as it is and copied to {copy}; not serving (start with --discard-unreadable-state to start empty)"
+    )]
     UnreadableState {
         /// Where the state is kept.
         store: String,

@@ -196,7 +196,11 @@ impl Orchestrator {
             // Someone else may hold the lease now and save: save nothing more.
             saving.abort();
         } else if let Err(unsaved) = saving
-            .finish(&self.engine, valid_until(leadership.as_ref()), FINAL_SAVE_LIMIT)
+            .finish(
+                &self.engine,
+                valid_until(leadership.as_ref()),
+                FINAL_SAVE_LIMIT,
+            )
             .await
         {
             tracing::error!(

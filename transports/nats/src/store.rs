@@ -207,8 +207,9 @@ impl NatsStore {
 
     /// The last value of `entry` and its sequence.
     async fn get(&self, entry: &str) -> Result<Option<(u64, Vec<u8>)>, BusError> {
-        let body = serde_json::to_vec(&serde_json::json!({ "last_by_subj": self.entry_subject(entry) }))
-            .unwrap_or_default();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "last_by_subj": self.entry_subject(entry) }))
+                .unwrap_or_default();
         let subject = format!("$JS.API.STREAM.MSG.GET.{}", self.stream());
         let Some(answer) = self.api(&subject, &body, &[NO_MESSAGE_FOUND]).await? else {
             return Ok(None);
@@ -240,9 +241,18 @@ impl NatsStore {
             headers
         });
         let ack = self
-            .api_with_headers(&self.entry_subject(entry), headers, value, &[WRONG_LAST_SEQUENCE])
+            .api_with_headers(
+                &self.entry_subject(entry),
+                headers,
+                value,
+                &[WRONG_LAST_SEQUENCE],
+            )
             .await?;
-        Ok(ack.map(|a| a.get("seq").and_then(serde_json::Value::as_u64).unwrap_or(0)))
+        Ok(ack.map(|a| {
+            a.get("seq")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        }))
     }
 
     /// The entries under `key.` (not the copies set aside).
@@ -265,7 +275,10 @@ impl NatsStore {
                 .and_then(serde_json::Value::as_object)
                 .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default();
-            let total = info.get("total").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let total = info
+                .get("total")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
             offset += page.len() as u64;
             names.extend(
                 page.iter()
@@ -287,8 +300,8 @@ impl NatsStore {
         }
         for _ in 0..3 {
             let seq = self.get(&fence.entry).await?.map_or(0, |(seq, _)| seq);
-            let value = serde_json::to_vec(&serde_json::json!({ "holder": holder }))
-                .unwrap_or_default();
+            let value =
+                serde_json::to_vec(&serde_json::json!({ "holder": holder })).unwrap_or_default();
             if let Some(new) = self.put(&fence.entry, &value, Some(seq)).await? {
                 *fence.claimed.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some((holder.to_owned(), new));
@@ -312,8 +325,7 @@ impl NatsStore {
                     .unwrap_or_default();
                 match self.put(&fence.entry, &value, Some(seq)).await? {
                     Some(new) => {
-                        *fence.claimed.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some((h, new));
+                        *fence.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some((h, new));
                         Ok(true)
                     }
                     None => Ok(false),

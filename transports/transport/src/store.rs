@@ -2,8 +2,8 @@
 
 use crate::{BusError, ErrorDetail};
 use async_trait::async_trait;
-use std::path::{Path, PathBuf};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// Saved records by name (the orchestrator's format says what they hold).
@@ -118,8 +118,8 @@ const FILE_HEADER: &str = "keyman-records";
 fn encode_file(records: &Records) -> Result<Vec<u8>, String> {
     let mut map = serde_json::Map::new();
     for (name, value) in records {
-        let text = std::str::from_utf8(value)
-            .map_err(|_| format!("record {name:?} is not UTF-8 text"))?;
+        let text =
+            std::str::from_utf8(value).map_err(|_| format!("record {name:?} is not UTF-8 text"))?;
         map.insert(name.clone(), serde_json::Value::String(text.to_owned()));
     }
     let mut out = format!("{FILE_HEADER}\n").into_bytes();
@@ -162,9 +162,7 @@ fn joined<T>(r: Result<Result<T, BusError>, tokio::task::JoinError>) -> Result<T
 impl StateStore for FileStore {
     async fn load(&self, _fence: Option<&str>) -> Result<Option<Records>, BusError> {
         let path = self.path.clone();
-        joined(
-            tokio::task::spawn_blocking(move || Ok(read_file(&path)?.map(decode_file))).await,
-        )
+        joined(tokio::task::spawn_blocking(move || Ok(read_file(&path)?.map(decode_file))).await)
     }
 
     async fn save(&self, write: &StateWrite, _fence: Option<&str>) -> Result<Saved, BusError> {
@@ -241,7 +239,10 @@ impl MemoryStore {
 
     /// The copies [`set_aside`](StateStore::set_aside) made: names and records.
     pub fn copies(&self) -> Vec<(String, Records)> {
-        self.copies.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.copies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn holds(&self, fence: Option<&str>) -> bool {
@@ -256,7 +257,9 @@ impl MemoryStore {
 impl StateStore for MemoryStore {
     async fn load(&self, fence: Option<&str>) -> Result<Option<Records>, BusError> {
         if !self.holds(fence) {
-            return Err(BusError::Broker("the lease is not held by this holder".into()));
+            return Err(BusError::Broker(
+                "the lease is not held by this holder".into(),
+            ));
         }
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
@@ -317,14 +320,23 @@ mod tests {
         let store = FileStore::new(dir.join("state.json"));
         assert_eq!(store.load(None).await.unwrap(), None);
         assert_eq!(store.set_aside(1).await.unwrap(), None);
-        store.save(&write(&[("meta", "one"), ("a", "1")], false), None).await.unwrap();
-        store.save(&write(&[("meta", "two")], false), None).await.unwrap();
+        store
+            .save(&write(&[("meta", "one"), ("a", "1")], false), None)
+            .await
+            .unwrap();
+        store
+            .save(&write(&[("meta", "two")], false), None)
+            .await
+            .unwrap();
         assert_eq!(
             store.load(None).await.unwrap(),
             Some(records(&[("meta", "two"), ("a", "1")]))
         );
         store.save(&write(&[("b", "2")], true), None).await.unwrap();
-        assert_eq!(store.load(None).await.unwrap(), Some(records(&[("b", "2")])));
+        assert_eq!(
+            store.load(None).await.unwrap(),
+            Some(records(&[("b", "2")]))
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -344,7 +356,10 @@ mod tests {
         assert!(copy.ends_with("state.json.unreadable.42"), "{copy}");
         assert_eq!(std::fs::read(&copy).unwrap(), b"{\"platforms\": []}");
         let bad = FileStore::new(dir.join("no-such-folder").join("state.json"));
-        assert!(matches!(bad.save(&write(&[("meta", "x")], false), None).await, Err(BusError::Broker(_))));
+        assert!(matches!(
+            bad.save(&write(&[("meta", "x")], false), None).await,
+            Err(BusError::Broker(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -358,12 +373,32 @@ mod tests {
 
         let lease = crate::MemoryLease::new("leader");
         let fenced = a.fenced_by(lease.clone());
-        assert!(lease.try_acquire("one", std::time::Duration::from_secs(9)).await.unwrap());
-        assert_eq!(fenced.save(&write(&[("meta", "y")], false), Some("one")).await.unwrap(), Saved::Written);
-        assert_eq!(fenced.save(&write(&[("meta", "z")], false), Some("two")).await.unwrap(), Saved::Fenced);
+        assert!(
+            lease
+                .try_acquire("one", std::time::Duration::from_secs(9))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            fenced
+                .save(&write(&[("meta", "y")], false), Some("one"))
+                .await
+                .unwrap(),
+            Saved::Written
+        );
+        assert_eq!(
+            fenced
+                .save(&write(&[("meta", "z")], false), Some("two"))
+                .await
+                .unwrap(),
+            Saved::Fenced
+        );
         assert!(fenced.load(Some("two")).await.is_err());
         assert_eq!(b.load(None).await.unwrap(), Some(records(&[("meta", "y")])));
-        assert_eq!(a.set_aside(7).await.unwrap().as_deref(), Some("memory.unreadable.7"));
+        assert_eq!(
+            a.set_aside(7).await.unwrap().as_deref(),
+            Some("memory.unreadable.7")
+        );
         assert_eq!(a.copies().len(), 1);
     }
 }

@@ -520,15 +520,38 @@ pub async fn state_store(store: &dyn StateStore, fenced: &dyn StateStore, lease:
     assert_eq!(store.set_aside(1).await.expect("set aside"), None);
 
     // Saves write the records named and keep the others; a replacing save drops them.
-    let saved = save(store, &write(&[("meta", b"m1"), ("0a.1", b"s1")], false), None).await;
+    let saved = save(
+        store,
+        &write(&[("meta", b"m1"), ("0a.1", b"s1")], false),
+        None,
+    )
+    .await;
     assert_eq!(saved, Saved::Written);
-    save(store, &write(&[("0a.2", b"s2"), ("meta", b"m2")], false), None).await;
+    save(
+        store,
+        &write(&[("0a.2", b"s2"), ("meta", b"m2")], false),
+        None,
+    )
+    .await;
     assert_eq!(
         load(store).await,
-        Some(records(&[("meta", b"m2"), ("0a.1", b"s1"), ("0a.2", b"s2")]))
+        Some(records(&[
+            ("meta", b"m2"),
+            ("0a.1", b"s1"),
+            ("0a.2", b"s2")
+        ]))
     );
-    assert_eq!(load(fenced).await, load(store).await, "one store, two handles");
-    save(store, &write(&[("meta", b"m3"), ("0b.1", b"t1")], true), None).await;
+    assert_eq!(
+        load(fenced).await,
+        load(store).await,
+        "one store, two handles"
+    );
+    save(
+        store,
+        &write(&[("meta", b"m3"), ("0b.1", b"t1")], true),
+        None,
+    )
+    .await;
     let now = Some(records(&[("meta", b"m3"), ("0b.1", b"t1")]));
     assert_eq!(load(store).await, now);
 
@@ -544,7 +567,12 @@ pub async fn state_store(store: &dyn StateStore, fenced: &dyn StateStore, lease:
     // Many records, some large: all of them load.
     let large = vec![b'x'; 200_000];
     let mut many: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| (format!("{i:016x}.{}", i % 256), vec![b'a' + (i % 26) as u8; 3_000]))
+        .map(|i| {
+            (
+                format!("{i:016x}.{}", i % 256),
+                vec![b'a' + (i % 26) as u8; 3_000],
+            )
+        })
         .collect();
     many.push(("meta".to_owned(), large.clone()));
     let big = StateWrite {
@@ -567,7 +595,10 @@ pub async fn state_store(store: &dyn StateStore, fenced: &dyn StateStore, lease:
     );
     tokio::time::sleep(ttl + Duration::from_millis(100)).await;
     assert!(lease.try_acquire("two", ttl).await.expect("acquire"));
-    fenced.load(Some("two")).await.expect("the new holder loads");
+    fenced
+        .load(Some("two"))
+        .await
+        .expect("the new holder loads");
     assert_eq!(
         save(fenced, &write(&[("meta", b"late")], false), Some("one")).await,
         Saved::Fenced,
