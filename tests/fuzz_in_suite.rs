@@ -1,8 +1,14 @@
 //! The fuzz targets' bodies on a fixed, seeded set of inputs, so that every test
 //! run covers what the fuzzers check (without a fuzzer, and reproducibly).
+//! The engine body reads its bytes as `Operation`s through `arbitrary`, so it
+//! runs with the feature `arbitrary` (`--all-features`).
 
-use keyman::fuzzing::{decode_bytes, drive_engine};
-use keyman::{SplitMix64, Stats};
+use keyman::SplitMix64;
+#[cfg(feature = "arbitrary")]
+use keyman::Stats;
+use keyman::harness::fuzz::decode_bytes;
+#[cfg(feature = "arbitrary")]
+use keyman::harness::fuzz::drive_engine;
 use rand_core::Rng;
 
 /// Valid payloads of every shape: announces, requests (Augur's spacing and ours)
@@ -113,6 +119,7 @@ fn decoding_any_bytes_round_trips_or_fails_cleanly() {
     }
 }
 
+#[cfg(feature = "arbitrary")]
 #[test]
 fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
     let mut rng = SplitMix64::new(0xE261E);

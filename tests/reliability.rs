@@ -9,6 +9,10 @@
 
 mod support;
 
+#[path = "reliability/bounds.rs"]
+mod bounds;
+#[path = "reliability/bursts.rs"]
+mod bursts;
 #[path = "reliability/lifecycle.rs"]
 mod lifecycle;
 #[path = "reliability/split_brain.rs"]

@@ -4,7 +4,6 @@
 
 #![cfg(feature = "tokio")]
 
-mod common;
 mod support;
 
 use async_trait::async_trait;
@@ -73,7 +72,7 @@ impl KeyAdmin for Admin {
     }
 }
 
-async fn setup_on(broker: Broker) -> (common::behaviour::Source, common::behaviour::Admin) {
+async fn setup_on(broker: Broker) -> (support::behaviour::Source, support::behaviour::Admin) {
     let serve = Serve::start(&broker);
     let bus = broker.bus().await;
     let config = support::client_config(Duration::from_secs(10));
@@ -96,20 +95,20 @@ async fn setup_on(broker: Broker) -> (common::behaviour::Source, common::behavio
 mod over_redis {
     use super::*;
 
-    async fn setup() -> (common::behaviour::Source, common::behaviour::Admin) {
+    async fn setup() -> (support::behaviour::Source, support::behaviour::Admin) {
         setup_on(Broker::redis()).await
     }
 
-    common::behaviour::behaviour_tests!(setup);
+    support::behaviour::behaviour_tests!(setup);
 }
 
 #[cfg(feature = "nats")]
 mod over_nats {
     use super::*;
 
-    async fn setup() -> (common::behaviour::Source, common::behaviour::Admin) {
+    async fn setup() -> (support::behaviour::Source, support::behaviour::Admin) {
         setup_on(Broker::nats()).await
     }
 
-    common::behaviour::behaviour_tests!(setup);
+    support::behaviour::behaviour_tests!(setup);
 }

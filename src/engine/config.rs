@@ -4,6 +4,12 @@ use crate::pool::Selection;
 use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
 use std::time::Duration;
 
+/// The default of [`EngineConfig::max_platforms`].
+pub const DEFAULT_MAX_PLATFORMS: usize = 1_000;
+
+/// The default of [`EngineConfig::max_keys_per_platform`].
+pub const DEFAULT_MAX_KEYS_PER_PLATFORM: usize = 1_000_000;
+
 /// How an [`Engine`](super::Engine) is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -21,6 +27,12 @@ pub struct EngineConfig {
     /// wrong header, a bad client) is cut to `now + max_expiry`, so that no key
     /// is lost for years. One day and an hour by default (daily quotas).
     pub max_expiry: Duration,
+    /// The most platforms: a PUBLISH that would add one more is refused
+    /// (logged and dropped). 1 000 by default.
+    pub max_platforms: usize,
+    /// The most keys of one platform, in any state: a PUBLISH of one more is
+    /// refused (logged and dropped). 1 000 000 by default.
+    pub max_keys_per_platform: usize,
 }
 
 impl Default for EngineConfig {
@@ -32,6 +44,8 @@ impl Default for EngineConfig {
             max_hold: Duration::from_secs(60),
             max_held: 10_000,
             max_expiry: Duration::from_secs(25 * 3600),
+            max_platforms: DEFAULT_MAX_PLATFORMS,
+            max_keys_per_platform: DEFAULT_MAX_KEYS_PER_PLATFORM,
         }
     }
 }

@@ -84,6 +84,11 @@ pub enum Published {
     /// The key was already fresh or expired; nothing changed (publish is idempotent,
     /// and an expired key stays expired until its refresh time).
     Unchanged,
+    /// Nothing changed: the key or platform name is longer than its limit, or
+    /// the key would pass a cap of the engine. Only
+    /// [`Engine::publish`](crate::Engine::publish) refuses; the pool itself has
+    /// no limits.
+    Refused,
 }
 
 /// What an expire did.
@@ -398,6 +403,23 @@ impl KeyPool {
     /// The platforms, in the order they were first published. `O(P)`.
     pub fn platforms(&self) -> impl Iterator<Item = &str> {
         self.platforms.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// How many platforms there are. `O(1)`.
+    pub fn platform_count(&self) -> usize {
+        self.platforms.len()
+    }
+
+    /// How many keys `platform` has, in any state; `None` for an unknown
+    /// platform. `O(1)`.
+    pub fn key_count(&self, platform: &str) -> Option<usize> {
+        self.platform(platform).map(|p| p.slots.len())
+    }
+
+    /// Whether `platform` has `key`, in any state. `O(1)`.
+    pub fn contains(&self, platform: &str, key: &str) -> bool {
+        self.platform(platform)
+            .is_some_and(|p| p.slots.contains_key(key))
     }
 
     /// Whether `platform` has ever been published to. `O(1)`.

@@ -5,8 +5,7 @@ use super::KeyError;
 use super::rpc::{Expect, Rpc, RpcConfig, unique_requester_id};
 use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, require_non_empty};
 use crate::protocol::{
-    Announce, Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, PlatformStatus, Reply, ReplyMessage,
-    ReplyTo, Request,
+    Announce, Channels, ErrorCode, PlatformStatus, Reply, ReplyMessage, ReplyTo, Request,
 };
 use crate::time::Timestamp;
 use async_trait::async_trait;
@@ -26,8 +25,16 @@ pub struct ClientConfig {
     /// How often a call still waiting is sent again (only once the orchestrator
     /// is known to echo request ids, or after a reconnect).
     pub resend_interval: Duration,
-    /// The largest reply accepted.
-    pub max_payload: usize,
+    /// The largest reply accepted, in bytes; [`ClientConfig::DEFAULT_MAX_REPLY`]
+    /// (64 MiB) by default. Replies have a bound of their own, far above the
+    /// orchestrator's request limit ([`DEFAULT_MAX_PAYLOAD`](crate::protocol::DEFAULT_MAX_PAYLOAD), 64 KiB): a list of
+    /// every key of a platform is about 45 bytes a key, 4.5 MB for 100 000 keys.
+    pub max_reply: usize,
+}
+
+impl ClientConfig {
+    /// The default of [`ClientConfig::max_reply`]: 64 MiB.
+    pub const DEFAULT_MAX_REPLY: usize = 64 * 1024 * 1024;
 }
 
 impl Default for ClientConfig {
@@ -37,7 +44,7 @@ impl Default for ClientConfig {
             deadline: DEFAULT_DEADLINE,
             requester_id: None,
             resend_interval: Duration::from_secs(1),
-            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_reply: Self::DEFAULT_MAX_REPLY,
         }
     }
 }
@@ -66,7 +73,7 @@ impl Inner {
         };
         let rpc_config = RpcConfig {
             resend_interval: config.resend_interval,
-            max_payload: config.max_payload,
+            max_reply: config.max_reply,
         };
         let rpc = Rpc::start(bus, reply_channel, rpc_config).await?;
         Ok(Inner {
@@ -93,7 +100,7 @@ fn error_reply(code: ErrorCode, message: String, platform: &str) -> KeyError {
     match code {
         ErrorCode::UnknownPlatform => KeyError::UnknownPlatform(platform.to_string()),
         ErrorCode::NoKeys => KeyError::NoKeys(platform.to_string()),
-        ErrorCode::BadRequest => KeyError::Rejected(message),
+        ErrorCode::BadRequest | ErrorCode::TooLarge => KeyError::Rejected(message),
         ErrorCode::Other(code) => KeyError::Protocol(format!("error {code}: {message}")),
     }
 }

@@ -6,6 +6,7 @@ use super::config::{ConfigError, PLATFORM, START, SimConfig, millis};
 use super::report::{Report, Sample, Settings};
 use super::workers::{KeySide, WorkerState};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
+use crate::harness::drain_each;
 use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
@@ -266,7 +267,8 @@ impl Simulation {
         progress(1.0);
     }
 
-    /// Drains the engine's outputs after a `handle`: the reply addressed to
+    /// Drains the engine's outputs after a `handle` (through the harness's
+    /// [`drain_each`], in the documented order): the reply addressed to
     /// `reply_channel`, if any, and counts its events. Schedules the engine's
     /// next wake-up.
     pub(super) fn drain_engine(
@@ -275,26 +277,30 @@ impl Simulation {
         reply_channel: Option<&str>,
     ) -> (Option<Reply>, bool) {
         let mut reply = None;
-        while let Some(tx) = self.engine.poll_transmit() {
-            if reply_channel == Some(tx.channel.as_str()) {
-                reply = Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
-                    .ok()
-                    .map(|m| m.reply);
-            }
-        }
         let mut invalidated = false;
-        while let Some(event) = self.engine.poll_event() {
-            if let Event::Key { what, .. } = event {
-                match what {
-                    KeyEvent::Expired { .. } => self.keys_expired += 1,
-                    KeyEvent::Invalidated => {
-                        self.keys_invalidated += 1;
-                        invalidated = true;
-                    }
-                    _ => {}
+        let (keys_expired, keys_invalidated) = (&mut self.keys_expired, &mut self.keys_invalidated);
+        drain_each(
+            &mut self.engine,
+            |tx| {
+                if reply_channel == Some(tx.channel.as_str()) {
+                    reply = Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
+                        .ok()
+                        .map(|m| m.reply);
                 }
-            }
-        }
+            },
+            |event| {
+                if let Event::Key { what, .. } = event {
+                    match what {
+                        KeyEvent::Expired { .. } => *keys_expired += 1,
+                        KeyEvent::Invalidated => {
+                            *keys_invalidated += 1;
+                            invalidated = true;
+                        }
+                        _ => {}
+                    }
+                }
+            },
+        );
         if let Some(wake) = self.engine.poll_timeout() {
             let wake = wake.as_millis();
             if self.engine_wake.is_none_or(|w| wake < w) && wake < self.end {

@@ -154,7 +154,13 @@ fn write_command(w: &mut impl Write, args: &[&[u8]]) -> io::Result<()> {
 
 /// One thing a NATS server sends.
 enum NatsIn {
-    Msg { subject: String, payload: Vec<u8> },
+    Msg {
+        subject: String,
+        payload: Vec<u8>,
+        /// `Keyman-Chunk` of a message that keyman's NATS transport split:
+        /// chunk id, index and count.
+        chunk: Option<(String, usize, usize)>,
+    },
     Ping,
     Pong,
     Err(String),
@@ -181,6 +187,7 @@ fn read_nats(r: &mut impl BufRead) -> io::Result<NatsIn> {
             NatsIn::Msg {
                 subject: args.first().copied().unwrap_or("").to_owned(),
                 payload: b,
+                chunk: None,
             }
         }
         // HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
@@ -190,9 +197,11 @@ fn read_nats(r: &mut impl BufRead) -> io::Result<NatsIn> {
             let mut b = vec![0u8; total + 2];
             r.read_exact(&mut b)?;
             b.truncate(total);
+            let payload = b.split_off(header.min(total));
             NatsIn::Msg {
                 subject: args.first().copied().unwrap_or("").to_owned(),
-                payload: b.split_off(header.min(total)),
+                payload,
+                chunk: chunk_header(&b),
             }
         }
         "PING" => NatsIn::Ping,
@@ -200,6 +209,19 @@ fn read_nats(r: &mut impl BufRead) -> io::Result<NatsIn> {
         "-ERR" => NatsIn::Err(line.clone()),
         _ => NatsIn::Other,
     })
+}
+
+/// The `Keyman-Chunk: <id> <index> <count> <total>` header of a NATS header block.
+fn chunk_header(block: &[u8]) -> Option<(String, usize, usize)> {
+    let text = String::from_utf8_lossy(block);
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Keyman-Chunk:"))?;
+    let mut parts = value.split_whitespace();
+    let id = parts.next()?.to_owned();
+    let index = parts.next()?.parse().ok()?;
+    let count = parts.next()?.parse().ok()?;
+    Some((id, index, count))
 }
 
 /// Opens a NATS connection: reads INFO, sends CONNECT.
@@ -353,7 +375,9 @@ impl Raw {
         writer.flush().expect("flush");
         loop {
             match read_nats(reader).expect("read NATS answer") {
-                NatsIn::Msg { subject, payload } if subject == inbox => return payload,
+                NatsIn::Msg {
+                    subject, payload, ..
+                } if subject == inbox => return payload,
                 NatsIn::Ping => {
                     writer.write_all(b"PONG\r\n").expect("PONG");
                     writer.flush().expect("flush");
@@ -471,9 +495,28 @@ impl RawSub {
                 nats_round_trip(&mut reader, &mut writer).expect("subscriptions in place");
                 let stream = writer.get_ref().try_clone().expect("clone");
                 let thread = std::thread::spawn(move || {
+                    // Messages keyman's NATS transport split, being put together.
+                    let mut parts: std::collections::HashMap<(String, String), Vec<u8>> =
+                        std::collections::HashMap::new();
                     loop {
                         match read_nats(&mut reader) {
-                            Ok(NatsIn::Msg { subject, payload }) => {
+                            Ok(NatsIn::Msg {
+                                subject,
+                                payload,
+                                chunk,
+                            }) => {
+                                let payload = match chunk {
+                                    None => payload,
+                                    Some((id, index, count)) => {
+                                        let key = (subject.clone(), id);
+                                        let part = parts.entry(key.clone()).or_default();
+                                        part.extend_from_slice(&payload);
+                                        if index + 1 < count {
+                                            continue;
+                                        }
+                                        parts.remove(&key).unwrap_or_default()
+                                    }
+                                };
                                 if tx.send((subject, payload, Instant::now())).is_err() {
                                     return;
                                 }

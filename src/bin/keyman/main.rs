@@ -132,6 +132,13 @@ enum Command {
         /// refresh times are cut to it.
         #[arg(long, default_value_t = 25 * 3600)]
         max_expiry: u64,
+        /// The most platforms; a PUBLISH that would add one more is logged and dropped.
+        #[arg(long, default_value_t = keyman::engine::DEFAULT_MAX_PLATFORMS)]
+        max_platforms: usize,
+        /// The most keys of one platform (in any state); a PUBLISH of one more
+        /// is logged and dropped.
+        #[arg(long, default_value_t = keyman::engine::DEFAULT_MAX_KEYS_PER_PLATFORM)]
+        max_keys_per_platform: usize,
         #[command(flatten)]
         state: StateOptions,
         /// Give up (exit 6) when the broker cannot be reached within this many
@@ -160,6 +167,18 @@ enum Command {
         #[arg(long)]
         platform: String,
         /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Drop keys for good: remove them from every platform, whatever their
+    /// state (fresh, expired or invalid), so that the saved state forgets them.
+    /// For a key deleted from Augur's database, which a restart no longer
+    /// publishes. Keys are never printed.
+    Forget {
+        #[command(flatten)]
+        conn: Connection,
+        /// The keys; `-` reads them from standard input, one a line (keeps them
+        /// out of the shell's history and the process list).
         #[arg(required = true)]
         keys: Vec<String>,
     },
@@ -314,6 +333,8 @@ async fn run(command: Command) -> Result<(), Failure> {
             conn,
             max_payload,
             max_expiry,
+            max_platforms,
+            max_keys_per_platform,
             state,
             connect_timeout,
         } => {
@@ -321,6 +342,8 @@ async fn run(command: Command) -> Result<(), Failure> {
                 channels: conn.channels(),
                 max_payload,
                 max_expiry: Duration::from_secs(max_expiry),
+                max_platforms,
+                max_keys_per_platform,
                 ..EngineConfig::default()
             };
             let give_up = match connect_timeout {
@@ -349,6 +372,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             platform,
             keys,
         } => Ok(announce_keys(&conn, &platform, &keys, false).await?),
+        Command::Forget { conn, keys } => Ok(forget(&conn, &keys).await?),
         Command::Platforms { conn } => {
             let list = publisher(&conn).await?.platforms().await?;
             print_list(&conn, &list, false);
@@ -468,6 +492,50 @@ async fn announce_keys(
         );
     } else {
         println!("{verb} {} key(s) on {platform}", keys.len());
+    }
+    Ok(())
+}
+
+/// `keyman forget`: every key off every platform, then an ACK, so that the
+/// orchestrator has handled (and will save) the removals when it returns.
+async fn forget(conn: &Connection, args: &[String]) -> Result<(), KeyError> {
+    let mut keys = Vec::new();
+    for arg in args {
+        if arg == "-" {
+            for line in std::io::stdin().lines() {
+                let line = line.map_err(|e| {
+                    KeyError::InvalidArgument(format!("could not read keys from stdin: {e}"))
+                })?;
+                let key = line.trim();
+                if !key.is_empty() {
+                    keys.push(key.to_string());
+                }
+            }
+        } else {
+            keys.push(arg.clone());
+        }
+    }
+    let p = publisher(conn).await?;
+    let platforms = p.platforms().await?;
+    for key in &keys {
+        for platform in &platforms {
+            p.unpublish(platform, key).await?;
+        }
+    }
+    p.ping().await?;
+    let shown: Vec<String> = keys.iter().map(|k| Masked(k).to_string()).collect();
+    if conn.json {
+        println!(
+            "{}",
+            serde_json::json!({ "ok": true, "forgotten": shown, "platforms": platforms.len() })
+        );
+    } else {
+        println!(
+            "forgot {} key(s) on all {} platform(s): {}",
+            keys.len(),
+            platforms.len(),
+            shown.join(", ")
+        );
     }
     Ok(())
 }

@@ -301,3 +301,67 @@ async fn a_subscription_notices_a_server_that_stops_answering() {
     bus.publish(&channel, b"thawed").await.expect("publish");
     assert_eq!(next_payload(&mut subscription).await, b"thawed");
 }
+
+/// A payload well above the server's 1 MiB limit, not a repetition of one byte.
+fn large_payload(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| u8::try_from((i * 7 + i / 1000) % 251).unwrap_or(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_5_mb_message_round_trips_in_chunks_under_the_servers_1_mib_limit() {
+    let server = start_server();
+    let publisher = connect(&server.url()).await;
+    let subscriber = connect(&server.url()).await;
+    let channel = conformance::unique_channel("large");
+    let mut subscription = subscribe_to(&subscriber, &channel).await;
+    let large = large_payload(5 * 1024 * 1024);
+
+    publisher
+        .publish(&channel, b"before")
+        .await
+        .expect("publish");
+    publisher
+        .publish(&channel, &large)
+        .await
+        .expect("publish 5 MB");
+    publisher
+        .publish(&channel, b"after")
+        .await
+        .expect("publish");
+    assert_eq!(next_payload(&mut subscription).await, b"before");
+    assert_eq!(next_payload(&mut subscription).await, large);
+    assert_eq!(next_payload(&mut subscription).await, b"after");
+
+    // A 5 MB reply to a request, and a request with a 5 MB payload.
+    let answering = async {
+        let BusEvent::Message(request) = next_event(&mut subscription).await else {
+            panic!("expected the request");
+        };
+        assert_eq!(request.payload, large);
+        let reply_to = request.reply_to.expect("a reply subject");
+        subscriber
+            .publish(&reply_to, &large[1..])
+            .await
+            .expect("answer with 5 MB");
+    };
+    let (answer, ()) = tokio::join!(publisher.request(&channel, &large, WAIT), answering);
+    assert_eq!(answer.as_deref(), Ok(&large[1..]));
+}
+
+#[tokio::test]
+async fn a_message_beyond_max_message_is_refused_by_the_publisher() {
+    let server = start_server();
+    let options = NatsOptions {
+        max_message: 2 * 1024 * 1024,
+        ..quick_options()
+    };
+    let bus = NatsBus::connect(&server.url(), options)
+        .await
+        .expect("connects");
+    let result = bus
+        .publish("too.large", &large_payload(3 * 1024 * 1024))
+        .await;
+    assert!(matches!(result, Err(BusError::Broker(_))), "{result:?}");
+}

@@ -15,11 +15,11 @@ const INBOX_PREFIX: &str = "_INBOX.memory.";
 /// the same bus.
 ///
 /// `publish` delivers to every live subscription of the channel, in the order of
-/// the calls, and never waits for a subscriber. Each subscription has a bounded
-/// queue ([`MemoryBus::with_queue_capacity`], default 4096 events); a subscriber
-/// that lets it fill up loses the messages that do not fit and is told so by a
-/// `Disconnected` / `Reconnected` pair (see [`SubscriptionSender`]). Dropping a
-/// [`Subscription`] unsubscribes it at once.
+/// the calls. Each subscription has a bounded queue
+/// ([`MemoryBus::with_queue_capacity`], default 4096 events); while a
+/// subscriber's queue is full, `publish` waits for it to make room, so nothing
+/// is ever lost (see [`SubscriptionSender`]). Dropping a [`Subscription`]
+/// unsubscribes it at once (and releases a `publish` waiting for it).
 ///
 /// It supports native request/reply: [`MemoryBus::request`] delivers the message
 /// with a private `reply_to` channel and waits for the first message published
@@ -92,7 +92,8 @@ impl MemoryBus {
         Self::with_queue_capacity(DEFAULT_QUEUE_CAPACITY)
     }
 
-    /// A new, empty bus whose subscriptions queue up to `capacity` events each (at least 8).
+    /// A new, empty bus whose subscriptions queue up to `capacity` events each (at least 8)
+    /// before `publish` waits for them.
     pub fn with_queue_capacity(capacity: usize) -> Self {
         Self {
             shared: Arc::new(BusShared {
@@ -155,27 +156,41 @@ impl MemoryBus {
         })
     }
 
-    /// Delivers a message to the live subscribers of `channel`; returns how many there were.
-    fn deliver_locked(
-        state: &mut BusState,
+    /// The live subscribers of `channel`, for a delivery outside the lock;
+    /// forgets those whose subscription was dropped.
+    fn subscribers_locked(state: &mut BusState, channel: &str) -> Vec<SubscriptionSender> {
+        let Some(subscribers) = state.channels.get_mut(channel) else {
+            return Vec::new();
+        };
+        subscribers.retain(|subscriber| !subscriber.sender.is_closed());
+        if subscribers.is_empty() {
+            state.channels.remove(channel);
+            return Vec::new();
+        }
+        subscribers
+            .iter()
+            .map(|subscriber| subscriber.sender.clone())
+            .collect()
+    }
+
+    /// Delivers a message to `subscribers`, waiting for room in each queue;
+    /// returns to how many it was delivered.
+    async fn deliver(
+        subscribers: Vec<SubscriptionSender>,
         channel: &str,
         payload: &[u8],
         reply_to: Option<&str>,
     ) -> usize {
-        let Some(subscribers) = state.channels.get_mut(channel) else {
-            return 0;
-        };
-        subscribers.retain(|subscriber| {
+        let mut delivered = 0;
+        for subscriber in subscribers {
             let message = Message {
                 channel: channel.to_owned(),
                 payload: payload.to_vec(),
                 reply_to: reply_to.map(str::to_owned),
             };
-            subscriber.sender.send_message(message) == Delivery::Accepted
-        });
-        let delivered = subscribers.len();
-        if delivered == 0 {
-            state.channels.remove(channel);
+            if subscriber.send_message(message).await == Delivery::Accepted {
+                delivered += 1;
+            }
         }
         delivered
     }
@@ -184,11 +199,14 @@ impl MemoryBus {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
-        let mut state = self.shared.lock();
-        if state.closed {
-            return Err(BusError::Closed);
-        }
-        Self::deliver_locked(&mut state, channel, payload, None);
+        let subscribers = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(BusError::Closed);
+            }
+            Self::subscribers_locked(&mut state, channel)
+        };
+        Self::deliver(subscribers, channel, payload, None).await;
         Ok(())
     }
 
@@ -211,7 +229,7 @@ impl Bus for MemoryBus {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let mut reply = {
+        let (mut reply, inbox, subscribers) = {
             let mut state = self.shared.lock();
             if state.closed {
                 return Err(BusError::Closed);
@@ -221,13 +239,13 @@ impl Bus for MemoryBus {
                 self.shared.next_inbox.fetch_add(1, Ordering::Relaxed)
             );
             let reply = self.subscribe_locked(&mut state, std::slice::from_ref(&inbox), 8);
-            if Self::deliver_locked(&mut state, channel, payload, Some(&inbox)) == 0 {
-                // `reply` is dropped on return and unregisters the inbox.
-                drop(state);
-                return Err(BusError::NoResponders(channel.to_owned()));
-            }
-            reply
+            let subscribers = Self::subscribers_locked(&mut state, channel);
+            (reply, inbox, subscribers)
         };
+        if Self::deliver(subscribers, channel, payload, Some(&inbox)).await == 0 {
+            // `reply` is dropped on return and unregisters the inbox.
+            return Err(BusError::NoResponders(channel.to_owned()));
+        }
         let answer = tokio::time::timeout(timeout, async {
             loop {
                 match reply.next().await {

@@ -12,21 +12,21 @@
 //! How to run them against a new kind of source, in a file of `tests/`:
 //!
 //! ```ignore
-//! mod common;
+//! mod support;
 //!
 //! async fn setup() -> (Arc<dyn KeySource>, Arc<dyn KeyAdmin>) {
 //!     // connect a client and a publisher to a running orchestrator (or make a pool)
 //! }
 //!
 //! // one #[tokio::test] per behaviour, each with its own prefix:
-//! common::behaviour::behaviour_tests!(setup);
+//! support::behaviour::behaviour_tests!(setup);
 //!
 //! // or one by one:
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 //! async fn publish_then_request() {
 //!     let (source, admin) = setup().await;
-//!     let prefix = common::behaviour::unique_prefix("publish");
-//!     common::behaviour::publish_then_request_gets_that_key(source, admin, &prefix).await;
+//!     let prefix = support::behaviour::unique_prefix("publish");
+//!     support::behaviour::publish_then_request_gets_that_key(source, admin, &prefix).await;
 //! }
 //! ```
 //!
@@ -34,6 +34,9 @@
 //! about 2 s for a key). [`waiting_request_is_woken_by_a_publish`] needs a source
 //! that wakes waiting requests on a publish (the embedded pool does); a client
 //! that only asks again after the orchestrator's `{"wait": n}` hint cannot pass it.
+
+// Each file that declares `mod support;` uses only part of this module.
+#![allow(unused_macros, unused_imports)]
 
 use keyman::KeyError;
 use keyman::service::{KeyAdmin, KeySource, wall_clock};
@@ -408,7 +411,7 @@ pub async fn empty_names_are_invalid_arguments(source: Source, admin: Admin, pre
 /// prefix, calling `$setup().await` for a `(Source, Admin)` pair.
 macro_rules! behaviour_tests {
     ($setup:path) => {
-        $crate::common::behaviour::behaviour_tests!(
+        $crate::support::behaviour::behaviour_tests!(
             @tests $setup;
             publish_then_request_gets_that_key,
             request_on_unknown_platform_is_unknown_platform,
@@ -432,8 +435,8 @@ macro_rules! behaviour_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let (source, admin) = $setup().await;
-                let prefix = $crate::common::behaviour::unique_prefix(stringify!($name));
-                $crate::common::behaviour::$name(source, admin, &prefix).await;
+                let prefix = $crate::support::behaviour::unique_prefix(stringify!($name));
+                $crate::support::behaviour::$name(source, admin, &prefix).await;
             }
         )*
     };
