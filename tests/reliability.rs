@@ -15,3 +15,7 @@ mod bounds;
 mod bursts;
 #[path = "reliability/lifecycle.rs"]
 mod lifecycle;
+#[path = "reliability/split_brain.rs"]
+mod split_brain;
+#[path = "reliability/state.rs"]
+mod state;

@@ -331,7 +331,7 @@ async fn a_standby_stops_when_told_without_ever_serving() {
     assert_eq!(standby.stop().await, Stopped::Stopped);
     assert_eq!(lease.holder().as_deref(), Some("someone-else"));
     assert_eq!(
-        keyman::service::StateStore::load(&store)
+        keyman::service::StateStore::load(&store, None)
             .await
             .expect("load"),
         None,

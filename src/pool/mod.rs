@@ -24,7 +24,11 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use snapshot::{PlatformSnapshot, PoolSnapshot};
+pub use snapshot::{
+    ChangedRecords, DecodedState, META_RECORD, PlatformSnapshot, PoolSnapshot, SHARDS,
+    STATE_FORMAT_VERSION, StateDecodeError, StateRecords, canonical_snapshot, check_state_decoding,
+    decode_records, shard_of, shard_record_name,
+};
 
 /// How [`KeyPool::assign`] chooses among the fresh keys of a platform.
 ///
@@ -204,6 +208,8 @@ pub struct KeyPool {
     platforms: Vec<(String, PlatformPool)>,
     index: HashMap<String, usize>,
     selection: Selection,
+    /// What changed, for saving only that.
+    changes: snapshot::ChangeLog,
 }
 
 impl KeyPool {
@@ -242,12 +248,14 @@ impl KeyPool {
         match pool.slots.get(key).copied() {
             None => {
                 pool.push_fresh(Arc::from(key));
+                self.touched(platform, key);
                 Published::Added
             }
             Some(Slot::Invalid) => {
                 if let Some(k) = pool.invalid.take(key) {
                     pool.push_fresh(k);
                 }
+                self.touched(platform, key);
                 Published::Revived
             }
             Some(Slot::Fresh(_) | Slot::Expired(_)) => Published::Unchanged,
@@ -261,7 +269,7 @@ impl KeyPool {
         let Some(pool) = self.platform_mut(platform) else {
             return false;
         };
-        match pool.slots.remove(key) {
+        let removed = match pool.slots.remove(key) {
             None => false,
             Some(Slot::Fresh(idx)) => {
                 pool.remove_fresh(idx);
@@ -276,7 +284,11 @@ impl KeyPool {
                 pool.invalid.remove(key);
                 true
             }
+        };
+        if removed {
+            self.touched(platform, key);
         }
+        removed
     }
 
     /// Hands out a fresh key of `platform` chosen by the pool's [`Selection`],
@@ -329,7 +341,7 @@ impl KeyPool {
         if refresh_at <= now {
             return Expired::Unchanged;
         }
-        match pool.slots.get(key).copied() {
+        let expired = match pool.slots.get(key).copied() {
             Some(Slot::Fresh(idx)) => {
                 let k = pool.remove_fresh(idx);
                 pool.slots.insert(k.clone(), Slot::Expired(refresh_at));
@@ -345,7 +357,11 @@ impl KeyPool {
                 Expired::Extended
             }
             _ => Expired::Unchanged,
+        };
+        if expired != Expired::Unchanged {
+            self.touched(platform, key);
         }
+        expired
     }
 
     /// Marks `key` of `platform` permanently invalid: it is never handed out or
@@ -366,6 +382,7 @@ impl KeyPool {
         };
         pool.slots.insert(k.clone(), Slot::Invalid);
         pool.invalid.insert(k);
+        self.touched(platform, key);
         Invalidated::Invalidated
     }
 
@@ -529,6 +546,7 @@ impl KeyPool {
                 .insert(platform.to_string(), self.platforms.len());
             self.platforms
                 .push((platform.to_string(), PlatformPool::default()));
+            self.touched_platforms();
         }
     }
 }

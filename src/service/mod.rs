@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use std::time::Duration;
 
 pub use keyman_transport::{
-    Backoff, Bus, BusError, BusEvent, FileStore, Lease, MemoryLease, MemoryStore, Message,
-    StateStore, Subscription,
+    Backoff, Bus, BusError, BusEvent, FileStore, Lease, MemoryLease, MemoryStore, Message, Records,
+    Saved, StateStore, StateWrite, Subscription,
 };
 
 /// The default deadline of a client call.
@@ -182,8 +182,11 @@ pub async fn connect_url_with_lease(
             let bus = keyman_redis::RedisBus::connect(url, keyman_redis::RedisOptions::default())
                 .await
                 .map_err(KeyError::from)?;
-            let store = bus.state_store(format!("keyman:state:{name}"));
             let lease = bus.lease(format!("keyman:leader:{name}"));
+            // Fenced: a save with a holder lands only while it holds the lease.
+            let store = bus
+                .state_store(format!("keyman:state:{name}"))
+                .fenced_by(&lease);
             Ok((
                 std::sync::Arc::new(bus),
                 std::sync::Arc::new(store),
@@ -196,8 +199,11 @@ pub async fn connect_url_with_lease(
                 .await
                 .map_err(KeyError::from)?;
             let key = kv_key(name);
-            let store = bus.state_store("keyman", format!("state.{key}"));
             let lease = bus.lease("keyman", format!("leader.{key}"));
+            // Fenced: a save with a holder lands only while it holds the lease.
+            let store = bus
+                .state_store("keyman", format!("state.{key}"))
+                .fenced_by(&lease);
             Ok((
                 std::sync::Arc::new(bus),
                 std::sync::Arc::new(store),

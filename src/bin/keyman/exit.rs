@@ -16,7 +16,8 @@ Exit codes:
   6  disconnected: the broker cannot be reached (serve: within
      --connect-timeout; without it, serve waits) or was lost, no orchestrator
      is listening, or the orchestrator has shut down
-  7  serve: the saved state could not be read from its store";
+  7  serve: the saved state could not be read from its store, or is unreadable
+     (copied aside, left as it is; see --discard-unreadable-state)";
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +41,9 @@ impl Failure {
             Failure::Orchestrator(OrchestratorError::BusClosed) => {
                 key_exit_code(&KeyError::Disconnected(BusError::Closed))
             }
-            Failure::Orchestrator(OrchestratorError::LoadState { .. }) => 7,
+            Failure::Orchestrator(
+                OrchestratorError::LoadState { .. } | OrchestratorError::UnreadableState { .. },
+            ) => 7,
             Failure::Orchestrator(_) => 1,
         }
     }

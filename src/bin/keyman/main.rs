@@ -101,6 +101,12 @@ struct StateOptions {
     /// With `--standby` the lease is named after it too.
     #[arg(long)]
     state_name: Option<String>,
+    /// Start empty when the saved state cannot be read (cut short, not
+    /// keyman's, or of a newer version) instead of exiting with code 7. Either
+    /// way it is first copied aside (Redis key `...:unreadable:MS`, file
+    /// `PATH.unreadable.MS`, NATS entry `state.NAME.unreadable.MS`).
+    #[arg(long, conflicts_with = "no_state")]
+    discard_unreadable_state: bool,
     /// Run as one of several orchestrators on the broker: serve only while
     /// holding the lease (Redis key `keyman:leader:NAME`, or NATS key-value
     /// `keyman` / `leader.NAME`), stand by otherwise, and take over when the
@@ -712,7 +718,8 @@ async fn serve(
         broker_store
     };
     tracing::info!(url = %redact(conn.url()), "connected");
-    let mut orchestrator = Orchestrator::new(bus, config);
+    let mut orchestrator =
+        Orchestrator::new(bus, config).discard_unreadable_state(state.discard_unreadable_state);
     if let Some(store) = store {
         orchestrator = orchestrator.with_store(store);
     }

@@ -73,6 +73,7 @@ pub struct Orchestrator {
     save_interval: Duration,
     lease: Option<(Arc<dyn Lease>, Duration)>,
     holder: String,
+    discard_unreadable: bool,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -116,6 +117,7 @@ impl Orchestrator {
             save_interval: DEFAULT_SAVE_INTERVAL,
             lease: None,
             holder: format!("{}-{:016x}", std::process::id(), random_seed()),
+            discard_unreadable: false,
         }
     }
 
@@ -140,6 +142,14 @@ impl Orchestrator {
     /// on the way out), so that keys and their states survive a restart.
     pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Whether saved state that cannot be read is discarded (the orchestrator
+    /// then starts empty; the copy set aside is kept) rather than refused
+    /// with [`OrchestratorError::UnreadableState`] (the default).
+    pub fn discard_unreadable_state(mut self, discard: bool) -> Self {
+        self.discard_unreadable = discard;
         self
     }
 
@@ -270,13 +280,24 @@ mod tests {
 
     #[async_trait]
     impl StateStore for FreezingStore {
-        async fn load(&self) -> Result<Option<Vec<u8>>, BusError> {
+        async fn load(
+            &self,
+            fence: Option<&str>,
+        ) -> Result<Option<crate::service::Records>, BusError> {
             unless_frozen(&self.1).await;
-            self.0.load().await
+            self.0.load(fence).await
         }
-        async fn save(&self, state: &[u8]) -> Result<(), BusError> {
+        async fn save(
+            &self,
+            write: &crate::service::StateWrite,
+            fence: Option<&str>,
+        ) -> Result<crate::service::Saved, BusError> {
             unless_frozen(&self.1).await;
-            self.0.save(state).await
+            self.0.save(write, fence).await
+        }
+        async fn set_aside(&self, stamp_ms: u64) -> Result<Option<String>, BusError> {
+            unless_frozen(&self.1).await;
+            self.0.set_aside(stamp_ms).await
         }
         fn describe(&self) -> String {
             "a store that can freeze".into()
@@ -347,8 +368,14 @@ mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let saved = store.load().await.unwrap().unwrap_or_default();
-        assert!(String::from_utf8_lossy(&saved).contains("ghp_saved_0123456789"));
+        let saved = store.load(None).await.unwrap().unwrap_or_default();
+        let saved_text = |saved: &crate::service::Records| {
+            saved
+                .values()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect::<String>()
+        };
+        assert!(saved_text(&saved).contains("ghp_saved_0123456789"));
 
         // Everything freezes; a change and a request come in, then the stop.
         frozen.store(true, Ordering::SeqCst);
@@ -373,7 +400,7 @@ mod tests {
                 + Duration::from_millis(100),
             "took {took:?}"
         );
-        let saved = store.load().await.unwrap().unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&saved).contains("ghp_lost_0123456789"));
+        let saved = store.load(None).await.unwrap().unwrap_or_default();
+        assert!(!saved_text(&saved).contains("ghp_lost_0123456789"));
     }
 }

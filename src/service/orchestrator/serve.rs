@@ -5,7 +5,7 @@
 use super::super::BusEvent;
 use super::leadership::{Action, Leadership, StepDown};
 use super::publishing::Outbox;
-use super::saving::{Saving, load_state};
+use super::saving::{Loaded, Saving, load_state};
 use super::standby::{Renewal, renew};
 use super::{FINAL_PUBLISH_LIMIT, FINAL_SAVE_LIMIT, Orchestrator, OrchestratorError, Stopped};
 use crate::service::log::log_event;
@@ -35,16 +35,24 @@ impl Orchestrator {
         mut stop: Pin<&mut impl Future<Output = ()>>,
         mut leadership: Option<Leadership>,
     ) -> Result<Term, OrchestratorError> {
+        // With a lease, loads and saves are fenced by it.
+        let fence = leadership.as_ref().map(|_| self.holder.clone());
         // Neither the store nor the broker may keep a stop waiting.
-        if let Some(store) = self.store.clone() {
-            tokio::select! {
-                loaded = load_state(&mut self.engine, store.as_ref()) => loaded?,
+        let loaded = match self.store.clone() {
+            Some(store) => tokio::select! {
+                loaded = load_state(
+                    &mut self.engine,
+                    store.as_ref(),
+                    fence.as_deref(),
+                    self.discard_unreadable,
+                ) => loaded?,
                 () = stop.as_mut() => {
                     tracing::info!("stop requested while loading the state");
                     return Ok(Term::Ended(Stopped::Stopped));
                 }
-            }
-        }
+            },
+            None => Loaded { replace: false },
+        };
         let channels = self.engine.config().channels.clone();
         let both = [channels.announce.clone(), channels.request.clone()];
         let subscribed = tokio::select! {
@@ -58,7 +66,9 @@ impl Orchestrator {
         let mut saving = Saving::start(
             self.store.clone(),
             self.save_interval,
-            self.engine.stats().changes,
+            &self.engine,
+            fence,
+            loaded,
         );
         tracing::info!(announce = %channels.announce, request = %channels.request, "orchestrator ready");
 
@@ -132,7 +142,7 @@ impl Orchestrator {
                     None => break Err(OrchestratorError::BusClosed),
                 },
                 _ = sleep => self.engine.handle_timeout(self.clock.now()),
-                () = sleep_until_some(save_at) => saving.handle_due(&self.engine),
+                () = sleep_until_some(save_at) => saving.handle_due(&self.engine, valid_until(leadership.as_ref())),
                 (sent, outcome) = async {
                     match renewal.as_mut() {
                         Some(renewal) => renewal.await,
@@ -185,7 +195,14 @@ impl Orchestrator {
         if matches!(result, Ok(Term::SteppedDown)) {
             // Someone else may hold the lease now and save: save nothing more.
             saving.abort();
-        } else if let Err(unsaved) = saving.finish(&self.engine, FINAL_SAVE_LIMIT).await {
+        } else if let Err(unsaved) = saving
+            .finish(
+                &self.engine,
+                valid_until(leadership.as_ref()),
+                FINAL_SAVE_LIMIT,
+            )
+            .await
+        {
             tracing::error!(
                 store = %self.store.as_ref().map(|s| s.describe()).unwrap_or_default(),
                 unsaved_changes = unsaved.changes,
@@ -194,6 +211,11 @@ impl Orchestrator {
         }
         result
     }
+}
+
+/// Until when a term may still write its state (with a lease).
+fn valid_until(leadership: Option<&Leadership>) -> Option<Instant> {
+    leadership.map(|lead| Instant::from_std(lead.valid_until()))
 }
 
 /// Sleeps until `at`, or forever if it is `None`.

@@ -7,7 +7,7 @@ use keyman_transport::testing::{
     NatsBroker, NatsServer, TransportUnderTest, WhileDown, conformance, next_event, next_payload,
     subscribe_to,
 };
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, StateStore};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = conformance::EVENT_TIMEOUT;
@@ -57,6 +57,18 @@ impl TransportUnderTest for Nats {
 
     fn operation_timeout(bus: &NatsBus) -> Duration {
         bus.options().operation_timeout
+    }
+
+    fn conformance_stores(
+        first: &NatsBus,
+        second: &NatsBus,
+    ) -> (Box<dyn StateStore>, Box<dyn StateStore>, Box<dyn Lease>) {
+        let lease = second.lease("keyman", "leader.store-conformance");
+        let fenced = second
+            .state_store("keyman", "state.store-conformance")
+            .fenced_by(&lease);
+        let store = first.state_store("keyman", "state.store-conformance");
+        (Box::new(store), Box::new(fenced), Box::new(lease))
     }
 
     fn conformance_lease(bus: &NatsBus) -> Box<dyn Lease> {

@@ -7,7 +7,7 @@ use keyman_transport::testing::{
     RedisBroker, RedisServer, TransportUnderTest, WhileDown, conformance, next_event, next_payload,
     subscribe_to,
 };
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, StateStore};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = conformance::EVENT_TIMEOUT;
@@ -74,6 +74,18 @@ impl TransportUnderTest for Redis {
 
     fn operation_timeout(bus: &RedisBus) -> Duration {
         bus.options().operation_timeout
+    }
+
+    fn conformance_stores(
+        first: &RedisBus,
+        second: &RedisBus,
+    ) -> (Box<dyn StateStore>, Box<dyn StateStore>, Box<dyn Lease>) {
+        let lease = second.lease("keyman:leader:store-conformance");
+        let fenced = second
+            .state_store("keyman:state:store-conformance")
+            .fenced_by(&lease);
+        let store = first.state_store("keyman:state:store-conformance");
+        (Box::new(store), Box::new(fenced), Box::new(lease))
     }
 
     fn conformance_lease(bus: &RedisBus) -> Box<dyn Lease> {

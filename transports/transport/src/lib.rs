@@ -23,7 +23,7 @@ pub use error::{BusError, ErrorDetail};
 pub use lease::{Lease, MemoryLease};
 pub use memory::MemoryBus;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
-pub use store::{FileStore, MemoryStore, StateStore};
+pub use store::{FileStore, MemoryStore, Records, Saved, StateStore, StateWrite};
 
 /// One message received from a [`Bus`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use super::servers::{Broker, TestServer};
 use super::support::{
     QUICK_BACKOFF, QUICK_TIMEOUT, next_event, next_payload, signal, subscribe_to, unused_port,
 };
-use crate::{Backoff, Bus, BusError, BusEvent, Lease};
+use crate::{Backoff, Bus, BusError, BusEvent, Lease, StateStore};
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,13 @@ pub trait TransportUnderTest {
     fn operation_timeout(bus: &Self::Bus) -> Duration;
     /// The lease the lease conformance test uses, at [`LEASE_NAME`](Self::LEASE_NAME).
     fn conformance_lease(bus: &Self::Bus) -> Box<dyn Lease>;
+    /// The state stores and lease the store conformance test uses: a plain
+    /// store on `first`, and the same records on `second` fenced by the lease
+    /// it returns.
+    fn conformance_stores(
+        first: &Self::Bus,
+        second: &Self::Bus,
+    ) -> (Box<dyn StateStore>, Box<dyn StateStore>, Box<dyn Lease>);
     /// Waits until leases on `bus` can be used; by default at once.
     fn leases_ready(bus: &Self::Bus) -> impl Future<Output = ()> {
         let _ = bus;
@@ -139,6 +146,17 @@ pub async fn the_lease_passes_the_conformance_suite<T: TransportUnderTest>() {
             .describe()
             .contains(T::LEASE_NAME)
     );
+}
+
+/// The state store conformance suite: a plain store and a fenced one on two
+/// connections.
+pub async fn the_state_store_passes_the_conformance_suite<T: TransportUnderTest>() {
+    let server = start_server::<T>();
+    let first = connect::<T>(&server.url()).await;
+    let second = connect::<T>(&server.url()).await;
+    T::leases_ready(&first).await;
+    let (store, fenced, lease) = T::conformance_stores(&first, &second);
+    conformance::state_store(store.as_ref(), fenced.as_ref(), lease.as_ref()).await;
 }
 
 /// Subscriptions recover from a restart of the server.
@@ -315,6 +333,7 @@ macro_rules! transport_suite {
             passes_the_conformance_suite,
             a_shared_handle_passes_the_conformance_suite,
             the_lease_passes_the_conformance_suite,
+            the_state_store_passes_the_conformance_suite,
             subscriptions_recover_from_a_server_restart,
             publish_while_the_server_is_down_fails_within_the_timeout,
             a_bad_url_is_a_configuration_error,
