@@ -101,6 +101,29 @@ pub trait KeySource: Send + Sync {
     /// [`invalidate`](Self::invalidate); after an error the old key may already
     /// have been reported, so the worker should [`request`](Self::request) a
     /// new one rather than keep it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), keyman::KeyError> {
+    /// use keyman::ratelimit::RateLimit;
+    /// use keyman::service::{KeyAdmin, KeySource, Next, embedded::EmbeddedPool};
+    /// use keyman::{ManualClock, Timestamp};
+    /// use std::sync::Arc;
+    ///
+    /// let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_767_225_000)));
+    /// let pool = EmbeddedPool::builder().with_clock(clock).build();
+    /// pool.publish("github_rest", "ghp_one").await?;
+    /// pool.publish("github_rest", "ghp_two").await?;
+    ///
+    /// let key = pool.request("github_rest").await?;
+    /// // The response to the call made with `key` said: no call left until midnight UTC.
+    /// let headers = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1767225600")];
+    /// let seen = RateLimit::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+    /// let next = pool.observe("github_rest", &key, 200, &seen).await?;
+    /// assert!(matches!(&next, Next::Expired { key: other, .. } if *other != key));
+    /// let key = next.into_key(key); // the key for the next call
+    /// # let _ = key;
+    /// # Ok(()) }
+    /// ```
     async fn observe(
         &self,
         platform: &str,
