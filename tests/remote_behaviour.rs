@@ -42,6 +42,32 @@ impl KeySource for Worker {
     async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
         self.0.invalidate(platform, key).await
     }
+    async fn expire_within(
+        &self,
+        platform: &str,
+        key: &str,
+        reset: Timestamp,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.0.expire_within(platform, key, reset, deadline).await
+    }
+    async fn invalidate_within(
+        &self,
+        platform: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.0.invalidate_within(platform, key, deadline).await
+    }
+    async fn observe(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &keyman::ratelimit::RateLimit,
+    ) -> Result<keyman::service::Next, KeyError> {
+        self.0.observe(platform, key, status, seen).await
+    }
 }
 
 #[async_trait]
