@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod exit;
+mod logging;
 mod simulate;
 
 use exit::Failure;
@@ -22,6 +23,10 @@ use exit::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `text` (coloured only on a
+    /// terminal, never with NO_COLOR set) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
 }
 
 /// Options every subcommand that talks to a broker takes.
@@ -229,15 +234,6 @@ enum Command {
     Simulate(simulate::SimulateArgs),
 }
 
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Simulate(args) = cli.command {
@@ -247,7 +243,7 @@ fn main() -> ExitCode {
         Command::Serve { .. } => "info",
         _ => "warn",
     };
-    init_logging(default_log);
+    logging::init(default_log, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
