@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod exit;
+mod input;
 mod logging;
 mod simulate;
 
@@ -32,15 +33,17 @@ struct Cli {
 /// Options every subcommand that talks to a broker takes.
 #[derive(Args, Debug, Clone)]
 struct Connection {
-    /// The Redis server (`redis://` or `rediss://`, with user, password and database).
+    /// The Redis server (`redis://` or `rediss://`, with user, password and
+    /// database, e.g. `redis://user:password@host:6379/0`).
     #[arg(
         long,
         env = "REDIS_CONN_STRING",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
     /// Use NATS at this URL (`nats://host:port`) instead of Redis.
-    #[arg(long, env = "KEYMAN_NATS_URL")]
+    #[arg(long, env = "KEYMAN_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
     /// The id of the admin channel.
     #[arg(long, default_value = keyman::protocol::DEFAULT_ANNOUNCE)]
@@ -90,6 +93,16 @@ impl Connection {
             Masked(key).to_string()
         }
     }
+}
+
+/// Keys read from a file or stdin instead of the command line.
+#[derive(Args, Debug, Clone)]
+struct KeysFrom {
+    /// Read the keys from this file, or from stdin for `-`: one key a line
+    /// (blank lines skipped). Keys in the command line are seen by `ps` and
+    /// kept in shell history; keys read this way are not.
+    #[arg(long, value_name = "FILE|-")]
+    keys_from: Option<String>,
 }
 
 /// Where `keyman serve` keeps its state across restarts.
@@ -147,9 +160,12 @@ enum Command {
         /// The platform (e.g. github_rest).
         #[arg(long)]
         platform: String,
-        /// The keys.
-        #[arg(required = true)]
+        /// The keys (better: `--keys-from`, which keeps them out of `ps`
+        /// and shell history).
+        #[arg(required_unless_present = "keys_from")]
         keys: Vec<String>,
+        #[command(flatten)]
+        from: KeysFrom,
     },
     /// Remove keys from a platform.
     Unpublish {
@@ -158,9 +174,12 @@ enum Command {
         /// The platform.
         #[arg(long)]
         platform: String,
-        /// The keys.
-        #[arg(required = true)]
+        /// The keys (better: `--keys-from`, which keeps them out of `ps`
+        /// and shell history).
+        #[arg(required_unless_present = "keys_from")]
         keys: Vec<String>,
+        #[command(flatten)]
+        from: KeysFrom,
     },
     /// List the platforms.
     Platforms {
@@ -213,8 +232,11 @@ enum Command {
         /// The platform.
         #[arg(long)]
         platform: String,
-        /// The rate-limited key.
-        key: String,
+        /// The rate-limited key (or keys, with `--keys-from`).
+        #[arg(required_unless_present = "keys_from")]
+        key: Option<String>,
+        #[command(flatten)]
+        from: KeysFrom,
         /// When its quota resets, in Unix epoch seconds (the API's reset header).
         #[arg(long)]
         reset: u64,
@@ -226,8 +248,11 @@ enum Command {
         /// The platform.
         #[arg(long)]
         platform: String,
-        /// The invalid key.
-        key: String,
+        /// The invalid key (or keys, with `--keys-from`).
+        #[arg(required_unless_present = "keys_from")]
+        key: Option<String>,
+        #[command(flatten)]
+        from: KeysFrom,
     },
     /// Simulate keyman in virtual time against a GitHub-like rate-limited API
     /// (needs no server): throughput, 403s, waiting and key states over time.
@@ -333,12 +358,20 @@ async fn run(command: Command) -> Result<(), Failure> {
             conn,
             platform,
             keys,
-        } => Ok(announce_keys(&conn, &platform, &keys, true).await?),
+            from,
+        } => {
+            let keys = input::keys(keys, from.keys_from.as_deref())?;
+            Ok(announce_keys(&conn, &platform, &keys, true).await?)
+        }
         Command::Unpublish {
             conn,
             platform,
             keys,
-        } => Ok(announce_keys(&conn, &platform, &keys, false).await?),
+            from,
+        } => {
+            let keys = input::keys(keys, from.keys_from.as_deref())?;
+            Ok(announce_keys(&conn, &platform, &keys, false).await?)
+        }
         Command::Platforms { conn } => {
             let list = publisher(&conn).await?.platforms().await?;
             print_list(&conn, &list, false);
@@ -415,22 +448,32 @@ async fn run(command: Command) -> Result<(), Failure> {
             conn,
             platform,
             key,
+            from,
             reset,
         } => {
-            let next = client(&conn)
-                .await?
-                .expire(&platform, &key, Timestamp::from_secs(reset))
-                .await?;
-            print_key(&conn, &next);
+            let keys = input::keys(key.into_iter().collect(), from.keys_from.as_deref())?;
+            let client = client(&conn).await?;
+            // One line (the key handed out instead) for each key reported.
+            for key in keys {
+                let next = client
+                    .expire(&platform, &key, Timestamp::from_secs(reset))
+                    .await?;
+                print_key(&conn, &next);
+            }
             Ok(())
         }
         Command::Invalidate {
             conn,
             platform,
             key,
+            from,
         } => {
-            let next = client(&conn).await?.invalidate(&platform, &key).await?;
-            print_key(&conn, &next);
+            let keys = input::keys(key.into_iter().collect(), from.keys_from.as_deref())?;
+            let client = client(&conn).await?;
+            for key in keys {
+                let next = client.invalidate(&platform, &key).await?;
+                print_key(&conn, &next);
+            }
             Ok(())
         }
     }
@@ -664,13 +707,17 @@ async fn serve(
     Ok(())
 }
 
-/// The URL without its password, for logs.
+/// The URL without its password, for logs and messages: `user:password@`
+/// becomes `user:***@`, and credentials without a `:` (a NATS token) become
+/// `***@`.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..]),
+                None => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+            }
         }
         _ => url.to_string(),
     }
