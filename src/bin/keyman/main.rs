@@ -2,6 +2,7 @@
 //! worker subcommands for scripts, and `simulate`.
 
 use clap::{Args, Parser, Subcommand};
+use keyman::service::metrics::Metrics;
 use keyman::service::{
     Backoff, Bus, BusError, ClientConfig, FileStore, KeyAdmin, KeyClient, KeyPublisher, KeySource,
     Lease, Orchestrator, StateStore,
@@ -152,6 +153,12 @@ enum Command {
         /// logging each attempt; a bad URL or refused credentials end it at once.
         #[arg(long, value_name = "SECONDS")]
         connect_timeout: Option<f64>,
+        /// Answer HTTP at this address (e.g. `127.0.0.1:9464`): Prometheus
+        /// metrics at `/metrics`, `/healthz` (alive) and `/readyz` (200 while
+        /// serving: the leader, subscribed, the broker connected; 503
+        /// otherwise). Off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Publish keys to a platform.
     Publish {
@@ -331,6 +338,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             max_expiry,
             state,
             connect_timeout,
+            metrics_addr,
         } => {
             let config = EngineConfig {
                 channels: conn.channels(),
@@ -350,7 +358,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     }
                 },
             };
-            serve(conn, config, state, give_up).await
+            serve(conn, config, state, give_up, metrics_addr).await
         }
         // Handled in `main`, without a runtime.
         Command::Simulate(_) => Ok(()),
@@ -640,10 +648,16 @@ async fn serve(
     config: EngineConfig,
     state: StateOptions,
     give_up: Option<Duration>,
+    metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<(), Failure> {
     // From now on SIGINT and SIGTERM stop `serve` cleanly, even while it waits
     // for the broker.
     let mut signals = StopSignals::install();
+    // The health endpoints answer from the start: alive, not ready.
+    let metrics = match metrics_addr {
+        Some(addr) => Some(start_metrics(addr).await?),
+        None => None,
+    };
     let lease_ttl = if state.standby {
         match Duration::try_from_secs_f64(state.lease_ttl) {
             Ok(ttl) if ttl >= keyman::service::MIN_LEASE_TTL => Some(ttl),
@@ -687,6 +701,9 @@ async fn serve(
     if let Some(store) = store {
         orchestrator = orchestrator.with_store(store);
     }
+    if let Some(metrics) = metrics {
+        orchestrator = orchestrator.with_metrics(metrics);
+    }
     if let (Some(lease), Some(ttl)) = (lease, lease_ttl) {
         if state.no_state {
             tracing::warn!(
@@ -705,6 +722,21 @@ async fn serve(
         .await?;
     tracing::info!(?stopped, "bye");
     Ok(())
+}
+
+/// Starts answering `/metrics`, `/healthz` and `/readyz` at `addr`.
+async fn start_metrics(addr: std::net::SocketAddr) -> Result<Metrics, KeyError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| KeyError::InvalidArgument(format!("--metrics-addr {addr}: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let metrics = Metrics::new();
+    tokio::spawn(keyman::service::metrics::serve_http(
+        metrics.clone(),
+        listener,
+    ));
+    tracing::info!(addr = %bound, "metrics at /metrics, health at /healthz and /readyz");
+    Ok(metrics)
 }
 
 /// The URL without its password, for logs and messages: `user:password@`
