@@ -582,3 +582,47 @@ fn a_state_file_is_owner_only_and_its_save_is_measured() {
     let age = sample(&text, "keyman_seconds_since_last_save").expect("a save age");
     assert!((0.0..10.0).contains(&age), "{text}");
 }
+
+#[test]
+fn status_watch_redraws_every_second_and_ends_on_ctrl_c() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let _serve = Serve::start_with(&broker, &["--no-state"]);
+    ok(keyman(&url, &["ping"]));
+    ok(keyman(
+        &url,
+        &["publish", "--platform", "github_rest", KEY_A, KEY_B],
+    ));
+    let mut child = keyman_cmd(&url, &["status", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start keyman status --watch");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    std::thread::sleep(Duration::from_millis(2600));
+    keyman_transport::testing::signal(child.id(), "INT");
+    let until = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < until, "status --watch ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    let text = reader.join().expect("reader");
+    let frames = text.matches("\x1b[H\x1b[2J").count();
+    assert!(frames >= 2, "{frames} frames:\n{text}");
+    let last = text.rsplit("\x1b[2J").next().unwrap_or_default();
+    assert!(last.contains("platform"), "{last}");
+    assert!(
+        last.lines()
+            .any(|l| l.starts_with("github_rest") && l.split_whitespace().nth(1) == Some("2")),
+        "{last}"
+    );
+}

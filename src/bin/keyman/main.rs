@@ -16,6 +16,7 @@ mod exit;
 mod input;
 mod logging;
 mod simulate;
+mod watch;
 
 use exit::Failure;
 
@@ -213,6 +214,9 @@ enum Command {
     Status {
         #[command(flatten)]
         conn: Connection,
+        /// Redraw every second until Ctrl-C (with `--json`: one JSON line a second).
+        #[arg(long)]
+        watch: bool,
     },
     /// Wait until the orchestrator answers (ACK).
     Ping {
@@ -395,8 +399,12 @@ async fn run(command: Command) -> Result<(), Failure> {
             print_list(&conn, &list, true);
             Ok(())
         }
-        Command::Status { conn } => {
-            let status = publisher(&conn).await?.status().await?;
+        Command::Status { conn, watch } => {
+            let publisher = publisher(&conn).await?;
+            if watch {
+                return Ok(watch::watch(publisher, conn.json).await?);
+            }
+            let status = publisher.status().await?;
             if conn.json {
                 let items: Vec<serde_json::Value> = status
                     .iter()
@@ -409,20 +417,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     .collect();
                 println!("{}", serde_json::Value::from(items));
             } else {
-                println!(
-                    "{:<24} {:>8} {:>8} {:>8}  next refresh",
-                    "platform", "fresh", "expired", "invalid"
-                );
-                for p in status {
-                    let next = p.next_refresh.map_or("-".to_string(), |s| {
-                        let now = keyman::service::wall_clock().as_secs();
-                        format!("in {}s", s.saturating_sub(now))
-                    });
-                    println!(
-                        "{:<24} {:>8} {:>8} {:>8}  {next}",
-                        p.platform, p.fresh, p.expired, p.invalid
-                    );
-                }
+                print!("{}", watch::table(&status));
             }
             Ok(())
         }
