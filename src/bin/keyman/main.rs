@@ -295,11 +295,27 @@ fn main() -> ExitCode {
     rt.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if denied(&e) => {
+            // Not a lost connection: trying again does not help.
+            eprintln!(
+                "keyman: permission denied: the broker's ACL does not allow this command to the user of the URL: {e}"
+            );
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("keyman: {e}");
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Whether the broker refused a command to the URL's user (a Redis ACL's
+/// `NOPERM`, a NATS permissions violation): a usage error (exit 2).
+fn denied(failure: &Failure) -> bool {
+    let text = failure.to_string();
+    text.contains("NOPERM")
+        || text.contains("NoPerm")
+        || text.to_ascii_lowercase().contains("permissions violation")
 }
 
 fn print_list(conn: &Connection, items: &[String], keys: bool) {
