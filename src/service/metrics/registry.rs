@@ -411,3 +411,36 @@ fn rejection(error: &DecodeError) -> &'static str {
         DecodeError::UnexpectedReply(_) => "unexpected_reply",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+
+    #[test]
+    fn platform_labels_are_platforms_of_the_pool_and_bounded() {
+        let metrics = Metrics::new();
+        let mut engine = Engine::new(EngineConfig::default(), SplitMix64::new(1));
+        let now = Timestamp::from_secs(1);
+        assert_eq!(metrics.platform_label(&engine, "nowhere"), UNKNOWN_PLATFORM);
+        for i in 0..MAX_PLATFORM_LABELS + 3 {
+            engine.publish(now, &format!("p{i}"), &format!("ghp_key_{i}_0123456789"));
+        }
+        assert_eq!(metrics.platform_label(&engine, "p0"), "p0");
+        for i in 1..MAX_PLATFORM_LABELS {
+            assert_eq!(
+                metrics.platform_label(&engine, &format!("p{i}")),
+                format!("p{i}")
+            );
+        }
+        let last = format!("p{}", MAX_PLATFORM_LABELS + 2);
+        assert_eq!(metrics.platform_label(&engine, &last), OTHER_PLATFORM);
+        metrics.observe(&mut engine, now);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"keyman_keys{platform="p0",state="fresh"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains(&last) && !text.contains("ghp_key"), "{text}");
+    }
+}
