@@ -354,6 +354,7 @@ mod client;
 pub mod embedded;
 mod error;
 mod log;
+pub mod metrics;
 mod orchestrator;
 mod rpc;
 

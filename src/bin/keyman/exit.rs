@@ -9,7 +9,8 @@ Exit codes:
   0  success
   1  any other failure (a rejected request, an unexpected reply, ...)
   2  usage: a bad argument or option, a broker URL that cannot be parsed or of
-     an unsupported scheme, refused credentials
+     an unsupported scheme, refused credentials, a command the broker's ACL
+     denies to the URL's user
   3  unknown platform
   4  no usable keys: all keys of the platform are invalid or unpublished
   5  timed out

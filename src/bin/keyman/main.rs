@@ -2,6 +2,7 @@
 //! worker subcommands for scripts, and `simulate`.
 
 use clap::{Args, Parser, Subcommand};
+use keyman::service::metrics::Metrics;
 use keyman::service::{
     Backoff, Bus, BusError, ClientConfig, FileStore, KeyAdmin, KeyClient, KeyPublisher, KeySource,
     Lease, Orchestrator, StateStore,
@@ -12,7 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod exit;
+mod input;
+mod logging;
 mod simulate;
+mod watch;
 
 use exit::Failure;
 
@@ -22,20 +26,26 @@ use exit::Failure;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written to stderr: `text` (coloured only on a
+    /// terminal, never with NO_COLOR set) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
 }
 
 /// Options every subcommand that talks to a broker takes.
 #[derive(Args, Debug, Clone)]
 struct Connection {
-    /// The Redis server (`redis://` or `rediss://`, with user, password and database).
+    /// The Redis server (`redis://` or `rediss://`, with user, password and
+    /// database, e.g. `redis://user:password@host:6379/0`).
     #[arg(
         long,
         env = "REDIS_CONN_STRING",
+        hide_env_values = true,
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
     /// Use NATS at this URL (`nats://host:port`) instead of Redis.
-    #[arg(long, env = "KEYMAN_NATS_URL")]
+    #[arg(long, env = "KEYMAN_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
     /// The id of the admin channel.
     #[arg(long, default_value = keyman::protocol::DEFAULT_ANNOUNCE)]
@@ -85,6 +95,16 @@ impl Connection {
             Masked(key).to_string()
         }
     }
+}
+
+/// Keys read from a file or stdin instead of the command line.
+#[derive(Args, Debug, Clone)]
+struct KeysFrom {
+    /// Read the keys from this file, or from stdin for `-`: one key a line
+    /// (blank lines skipped). Keys in the command line are seen by `ps` and
+    /// kept in shell history; keys read this way are not.
+    #[arg(long, value_name = "FILE|-")]
+    keys_from: Option<String>,
 }
 
 /// Where `keyman serve` keeps its state across restarts.
@@ -147,6 +167,12 @@ enum Command {
         /// logging each attempt; a bad URL or refused credentials end it at once.
         #[arg(long, value_name = "SECONDS")]
         connect_timeout: Option<f64>,
+        /// Answer HTTP at this address (e.g. `127.0.0.1:9464`): Prometheus
+        /// metrics at `/metrics`, `/healthz` (alive) and `/readyz` (200 while
+        /// serving: the leader, subscribed, the broker connected; 503
+        /// otherwise). Off by default.
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Publish keys to a platform.
     Publish {
@@ -155,9 +181,12 @@ enum Command {
         /// The platform (e.g. github_rest).
         #[arg(long)]
         platform: String,
-        /// The keys.
-        #[arg(required = true)]
+        /// The keys (better: `--keys-from`, which keeps them out of `ps`
+        /// and shell history).
+        #[arg(required_unless_present = "keys_from")]
         keys: Vec<String>,
+        #[command(flatten)]
+        from: KeysFrom,
     },
     /// Remove keys from a platform.
     Unpublish {
@@ -166,9 +195,12 @@ enum Command {
         /// The platform.
         #[arg(long)]
         platform: String,
-        /// The keys.
-        #[arg(required = true)]
+        /// The keys (better: `--keys-from`, which keeps them out of `ps`
+        /// and shell history).
+        #[arg(required_unless_present = "keys_from")]
         keys: Vec<String>,
+        #[command(flatten)]
+        from: KeysFrom,
     },
     /// Drop keys for good: remove them from every platform, whatever their
     /// state (fresh, expired or invalid), so that the saved state forgets them.
@@ -207,6 +239,9 @@ enum Command {
     Status {
         #[command(flatten)]
         conn: Connection,
+        /// Redraw every second until Ctrl-C (with `--json`: one JSON line a second).
+        #[arg(long)]
+        watch: bool,
     },
     /// Wait until the orchestrator answers (ACK).
     Ping {
@@ -233,8 +268,11 @@ enum Command {
         /// The platform.
         #[arg(long)]
         platform: String,
-        /// The rate-limited key.
-        key: String,
+        /// The rate-limited key (or keys, with `--keys-from`).
+        #[arg(required_unless_present = "keys_from")]
+        key: Option<String>,
+        #[command(flatten)]
+        from: KeysFrom,
         /// When its quota resets, in Unix epoch seconds (the API's reset header).
         #[arg(long)]
         reset: u64,
@@ -246,21 +284,15 @@ enum Command {
         /// The platform.
         #[arg(long)]
         platform: String,
-        /// The invalid key.
-        key: String,
+        /// The invalid key (or keys, with `--keys-from`).
+        #[arg(required_unless_present = "keys_from")]
+        key: Option<String>,
+        #[command(flatten)]
+        from: KeysFrom,
     },
     /// Simulate keyman in virtual time against a GitHub-like rate-limited API
     /// (needs no server): throughput, 403s, waiting and key states over time.
     Simulate(simulate::SimulateArgs),
-}
-
-fn init_logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn main() -> ExitCode {
@@ -272,7 +304,7 @@ fn main() -> ExitCode {
         Command::Serve { .. } => "info",
         _ => "warn",
     };
-    init_logging(default_log);
+    logging::init(default_log, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -288,11 +320,27 @@ fn main() -> ExitCode {
     rt.shutdown_timeout(Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if denied(&e) => {
+            // Not a lost connection: trying again does not help.
+            eprintln!(
+                "keyman: permission denied: the broker's ACL does not allow this command to the user of the URL: {e}"
+            );
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("keyman: {e}");
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// Whether the broker refused a command to the URL's user (a Redis ACL's
+/// `NOPERM`, a NATS permissions violation): a usage error (exit 2).
+fn denied(failure: &Failure) -> bool {
+    let text = failure.to_string();
+    text.contains("NOPERM")
+        || text.contains("NoPerm")
+        || text.to_ascii_lowercase().contains("permissions violation")
 }
 
 fn print_list(conn: &Connection, items: &[String], keys: bool) {
@@ -337,6 +385,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             max_keys_per_platform,
             state,
             connect_timeout,
+            metrics_addr,
         } => {
             let config = EngineConfig {
                 channels: conn.channels(),
@@ -358,7 +407,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     }
                 },
             };
-            serve(conn, config, state, give_up).await
+            serve(conn, config, state, give_up, metrics_addr).await
         }
         // Handled in `main`, without a runtime.
         Command::Simulate(_) => Ok(()),
@@ -366,12 +415,20 @@ async fn run(command: Command) -> Result<(), Failure> {
             conn,
             platform,
             keys,
-        } => Ok(announce_keys(&conn, &platform, &keys, true).await?),
+            from,
+        } => {
+            let keys = input::keys(keys, from.keys_from.as_deref())?;
+            Ok(announce_keys(&conn, &platform, &keys, true).await?)
+        }
         Command::Unpublish {
             conn,
             platform,
             keys,
-        } => Ok(announce_keys(&conn, &platform, &keys, false).await?),
+            from,
+        } => {
+            let keys = input::keys(keys, from.keys_from.as_deref())?;
+            Ok(announce_keys(&conn, &platform, &keys, false).await?)
+        }
         Command::Forget { conn, keys } => Ok(forget(&conn, &keys).await?),
         Command::Platforms { conn } => {
             let list = publisher(&conn).await?.platforms().await?;
@@ -388,8 +445,12 @@ async fn run(command: Command) -> Result<(), Failure> {
             print_list(&conn, &list, true);
             Ok(())
         }
-        Command::Status { conn } => {
-            let status = publisher(&conn).await?.status().await?;
+        Command::Status { conn, watch } => {
+            let publisher = publisher(&conn).await?;
+            if watch {
+                return Ok(watch::watch(publisher, conn.json).await?);
+            }
+            let status = publisher.status().await?;
             if conn.json {
                 let items: Vec<serde_json::Value> = status
                     .iter()
@@ -402,20 +463,7 @@ async fn run(command: Command) -> Result<(), Failure> {
                     .collect();
                 println!("{}", serde_json::Value::from(items));
             } else {
-                println!(
-                    "{:<24} {:>8} {:>8} {:>8}  next refresh",
-                    "platform", "fresh", "expired", "invalid"
-                );
-                for p in status {
-                    let next = p.next_refresh.map_or("-".to_string(), |s| {
-                        let now = keyman::service::wall_clock().as_secs();
-                        format!("in {}s", s.saturating_sub(now))
-                    });
-                    println!(
-                        "{:<24} {:>8} {:>8} {:>8}  {next}",
-                        p.platform, p.fresh, p.expired, p.invalid
-                    );
-                }
+                print!("{}", watch::table(&status));
             }
             Ok(())
         }
@@ -449,22 +497,32 @@ async fn run(command: Command) -> Result<(), Failure> {
             conn,
             platform,
             key,
+            from,
             reset,
         } => {
-            let next = client(&conn)
-                .await?
-                .expire(&platform, &key, Timestamp::from_secs(reset))
-                .await?;
-            print_key(&conn, &next);
+            let keys = input::keys(key.into_iter().collect(), from.keys_from.as_deref())?;
+            let client = client(&conn).await?;
+            // One line (the key handed out instead) for each key reported.
+            for key in keys {
+                let next = client
+                    .expire(&platform, &key, Timestamp::from_secs(reset))
+                    .await?;
+                print_key(&conn, &next);
+            }
             Ok(())
         }
         Command::Invalidate {
             conn,
             platform,
             key,
+            from,
         } => {
-            let next = client(&conn).await?.invalidate(&platform, &key).await?;
-            print_key(&conn, &next);
+            let keys = input::keys(key.into_iter().collect(), from.keys_from.as_deref())?;
+            let client = client(&conn).await?;
+            for key in keys {
+                let next = client.invalidate(&platform, &key).await?;
+                print_key(&conn, &next);
+            }
             Ok(())
         }
     }
@@ -675,10 +733,16 @@ async fn serve(
     config: EngineConfig,
     state: StateOptions,
     give_up: Option<Duration>,
+    metrics_addr: Option<std::net::SocketAddr>,
 ) -> Result<(), Failure> {
     // From now on SIGINT and SIGTERM stop `serve` cleanly, even while it waits
     // for the broker.
     let mut signals = StopSignals::install();
+    // The health endpoints answer from the start: alive, not ready.
+    let metrics = match metrics_addr {
+        Some(addr) => Some(start_metrics(addr).await?),
+        None => None,
+    };
     let lease_ttl = if state.standby {
         match Duration::try_from_secs_f64(state.lease_ttl) {
             Ok(ttl) if ttl >= keyman::service::MIN_LEASE_TTL => Some(ttl),
@@ -723,6 +787,9 @@ async fn serve(
     if let Some(store) = store {
         orchestrator = orchestrator.with_store(store);
     }
+    if let Some(metrics) = metrics {
+        orchestrator = orchestrator.with_metrics(metrics);
+    }
     if let (Some(lease), Some(ttl)) = (lease, lease_ttl) {
         if state.no_state {
             tracing::warn!(
@@ -743,13 +810,32 @@ async fn serve(
     Ok(())
 }
 
-/// The URL without its password, for logs.
+/// Starts answering `/metrics`, `/healthz` and `/readyz` at `addr`.
+async fn start_metrics(addr: std::net::SocketAddr) -> Result<Metrics, KeyError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| KeyError::InvalidArgument(format!("--metrics-addr {addr}: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let metrics = Metrics::new();
+    tokio::spawn(keyman::service::metrics::serve_http(
+        metrics.clone(),
+        listener,
+    ));
+    tracing::info!(addr = %bound, "metrics at /metrics, health at /healthz and /readyz");
+    Ok(metrics)
+}
+
+/// The URL without its password, for logs and messages: `user:password@`
+/// becomes `user:***@`, and credentials without a `:` (a NATS token) become
+/// `***@`.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..])
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{}:***@{}", &url[..s], user, &url[at + 1..]),
+                None => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+            }
         }
         _ => url.to_string(),
     }

@@ -12,6 +12,7 @@
 //!   (events are logged by `service::log`, as everywhere the service drives an engine);
 //! - `error`: [`OrchestratorError`].
 
+use super::metrics::Meter;
 use super::{Bus, Lease, StateStore, SystemClock, random_seed};
 use crate::engine::{Engine, EngineConfig};
 use crate::rng::SplitMix64;
@@ -74,6 +75,8 @@ pub struct Orchestrator {
     lease: Option<(Arc<dyn Lease>, Duration)>,
     holder: String,
     discard_unreadable: bool,
+    /// Metrics hooks (`service::metrics`); nothing unless given metrics.
+    meter: Meter,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -118,6 +121,7 @@ impl Orchestrator {
             lease: None,
             holder: format!("{}-{:016x}", std::process::id(), random_seed()),
             discard_unreadable: false,
+            meter: Meter::default(),
         }
     }
 
@@ -161,6 +165,15 @@ impl Orchestrator {
         self
     }
 
+    /// Feeds `metrics` (feature `metrics`): messages handled, replies and
+    /// their latency, key counts, whether it serves, the last save. Show them
+    /// with [`serve_http`](crate::service::metrics::serve_http).
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(mut self, metrics: crate::service::metrics::Metrics) -> Self {
+        self.meter = Meter::new(metrics);
+        self
+    }
+
     /// Uses `clock` instead of the system's wall clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -189,6 +202,9 @@ impl Orchestrator {
         stop: impl Future<Output = ()>,
     ) -> Result<Stopped, OrchestratorError> {
         tokio::pin!(stop);
+        // Metrics hooks: replies timed on their way out, saves noted.
+        self.bus = self.meter.bus(self.bus.clone());
+        self.store = self.store.take().map(|store| self.meter.store(store));
         let lease = self.lease.clone();
         let mut stepped_down = false;
         let result = loop {
@@ -208,7 +224,9 @@ impl Orchestrator {
                 }
             };
             let leading = leadership.is_some();
-            match self.serve(stop.as_mut(), leadership).await {
+            let served = self.serve(stop.as_mut(), leadership).await;
+            self.meter.term_ended();
+            match served {
                 Ok(Term::Ended(stopped)) => break Ok(stopped),
                 Ok(Term::SteppedDown) => stepped_down = true,
                 // Another orchestrator may manage: let it, and try again later.

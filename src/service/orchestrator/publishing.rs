@@ -68,7 +68,9 @@ async fn publish_loop(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Transmit>) {
         for (tx, result) in batch.iter().zip(results) {
             if let Err(e) = result {
                 // The requester waits with a deadline and asks again; nothing else to do.
-                tracing::warn!(channel = %tx.channel, error = %e, "could not publish a reply");
+                // The channel names the requester: text from outside.
+                let channel = crate::service::log::Escaped(&tx.channel);
+                tracing::warn!(%channel, error = %e, "could not publish a reply");
             }
         }
         batch.clear();

@@ -71,6 +71,9 @@ impl Orchestrator {
             loaded,
         );
         tracing::info!(announce = %channels.announce, request = %channels.request, "orchestrator ready");
+        self.meter.serving(&mut self.engine, self.clock.now());
+        // The message being handled, for the metrics.
+        let mut seen = None;
 
         let outbox = Outbox::start(self.bus.clone());
         let lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
@@ -120,6 +123,7 @@ impl Orchestrator {
                 .as_ref()
                 .map(|lead| Instant::from_std(lead.poll_timeout()));
             let save_at = saving.save_at();
+            let observe_at = self.meter.observe_at();
             tokio::select! {
                 ev = sub.next() => match ev {
                     Some(BusEvent::Message(_))
@@ -131,13 +135,16 @@ impl Orchestrator {
                     }
                     Some(BusEvent::Message(m)) => {
                         let now = self.clock.now();
+                        seen = self.meter.message(&self.engine, &m.channel, &m.payload, m.reply_to.as_deref(), std::time::Instant::now());
                         self.engine.handle_with_reply(now, &m.channel, &m.payload, m.reply_to.as_deref());
                     }
                     Some(BusEvent::Disconnected { reason }) => {
                         tracing::warn!(%reason, "lost the broker; reconnecting");
+                        self.meter.broker(false);
                     }
                     Some(BusEvent::Reconnected) => {
                         tracing::info!("broker connection is back; request channels subscribed again");
+                        self.meter.broker(true);
                     }
                     None => break Err(OrchestratorError::BusClosed),
                 },
@@ -159,6 +166,9 @@ impl Orchestrator {
                 () = sleep_until_some(lease_wake) => {
                     // The top of the loop asks the leadership what is due.
                 }
+                () = sleep_until_some(observe_at) => {
+                    // The metrics take the key counts below.
+                }
                 () = stop.as_mut() => {
                     tracing::info!("stop requested");
                     break Ok(Term::Ended(Stopped::Stopped));
@@ -166,9 +176,11 @@ impl Orchestrator {
             }
             while let Some(ev) = self.engine.poll_event() {
                 log_event(&ev);
+                self.meter.event(&ev);
             }
             let mut closed = false;
             while let Some(tx) = self.engine.poll_transmit() {
+                self.meter.reply(&self.engine, &tx, seen.as_mut());
                 // A full outbox (the broker does not take replies) waits, but
                 // not past a stop.
                 tokio::select! {
@@ -179,6 +191,8 @@ impl Orchestrator {
                     }
                 }
             }
+            self.meter
+                .handled(&mut self.engine, seen.take(), self.clock.now());
             if closed {
                 break Err(OrchestratorError::BusClosed);
             }

@@ -64,8 +64,9 @@ pub trait StateStore: Send + Sync + 'static {
 }
 
 /// A [`StateStore`] in a file, for single-process use. Saves write a temporary
-/// file beside it and rename it over the old one; on Unix the file is readable
-/// by its owner only.
+/// file beside it, sync it, rename it over the old one and sync the folder, so
+/// a crash leaves the old state or the new one; on Unix the file is created
+/// readable by its owner only (mode 0600).
 #[derive(Debug, Clone)]
 pub struct FileStore {
     path: PathBuf,
@@ -103,10 +104,26 @@ fn write_atomically(path: &Path, state: &[u8]) -> std::io::Result<()> {
         options.mode(0o600);
     }
     let mut file = options.open(&tmp)?;
+    // A temporary file left by an older run keeps its mode: owner only again.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     file.write_all(state)?;
     file.sync_all()?;
     drop(file);
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename itself survives a crash once the folder is synced.
+    #[cfg(unix)]
+    {
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The first line of a file that holds records (a file without it is one
