@@ -11,3 +11,5 @@ mod support;
 
 #[path = "reliability/lifecycle.rs"]
 mod lifecycle;
+#[path = "reliability/takeover.rs"]
+mod takeover;

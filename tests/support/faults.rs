@@ -687,10 +687,28 @@ pub fn wait_log(serve: &Serve, text: &str, times: usize, limit: Duration) -> boo
     }
 }
 
-/// The last `n` lines of a log.
+/// `text` without its terminal colour codes.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The last `n` lines of a log, without colour codes.
 pub fn tail(log: &str, n: usize) -> String {
     let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    plain(&lines[lines.len().saturating_sub(n)..].join("\n"))
 }
 
 /// Log lines that contain any of `needles` (at most 10 of them).
@@ -698,6 +716,7 @@ pub fn grep(log: &str, needles: &[&str]) -> String {
     log.lines()
         .filter(|l| needles.iter().any(|n| l.contains(n)))
         .take(10)
+        .map(plain)
         .collect::<Vec<_>>()
         .join("\n")
 }
