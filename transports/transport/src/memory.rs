@@ -1,5 +1,6 @@
 //! An in-process [`Bus`], for embedding keyman in one program and for tests.
 
+use crate::adapter::subscribe_prefixes;
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
 use crate::{Bus, BusError, BusEvent, Message, Subscription};
 use async_trait::async_trait;
@@ -21,7 +22,8 @@ const INBOX_PREFIX: &str = "_INBOX.memory.";
 /// `Disconnected` / `Reconnected` pair (see [`SubscriptionSender`]). Dropping a
 /// [`Subscription`] unsubscribes it at once.
 ///
-/// It supports native request/reply: [`MemoryBus::request`] delivers the message
+/// It supports subscriptions to channel prefixes
+/// ([`Bus::subscribe_with_prefixes`]) and native request/reply: [`MemoryBus::request`] delivers the message
 /// with a private `reply_to` channel and waits for the first message published
 /// there.
 #[derive(Debug, Clone)]
@@ -42,6 +44,38 @@ struct BusState {
     next_subscriber: u64,
     /// The live subscriptions of each channel that has any.
     channels: HashMap<String, Vec<Subscriber>>,
+    /// The live subscriptions with channel prefixes ([`Bus::subscribe_with_prefixes`]).
+    watchers: Vec<Watcher>,
+}
+
+/// A subscription to channels and channel prefixes.
+#[derive(Debug)]
+struct Watcher {
+    id: u64,
+    channels: Vec<String>,
+    prefixes: Vec<String>,
+    sender: SubscriptionSender,
+}
+
+impl Watcher {
+    fn wants(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c == channel)
+            || self.prefixes.iter().any(|p| channel.starts_with(p.as_str()))
+    }
+}
+
+/// Removes a subscription with prefixes when the [`Subscription`] is dropped.
+struct Unwatch {
+    bus: Weak<BusShared>,
+    id: u64,
+}
+
+impl Drop for Unwatch {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.lock().watchers.retain(|watcher| watcher.id != self.id);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -120,6 +154,7 @@ impl MemoryBus {
         let mut state = self.shared.lock();
         state.closed = true;
         state.channels.clear();
+        state.watchers.clear();
     }
 
     /// Registers a new subscription on `channels` (each once) while the state is locked.
@@ -153,6 +188,31 @@ impl MemoryBus {
             id,
             channels: unique,
         })
+    }
+
+    /// Delivers a message to the live subscriptions with prefixes that want
+    /// `channel`; returns how many there were.
+    fn deliver_to_watchers_locked(
+        state: &mut BusState,
+        channel: &str,
+        payload: &[u8],
+        reply_to: Option<&str>,
+    ) -> usize {
+        let mut delivered = 0;
+        state.watchers.retain(|watcher| {
+            if !watcher.wants(channel) {
+                return !watcher.sender.is_closed();
+            }
+            let message = Message {
+                channel: channel.to_owned(),
+                payload: payload.to_vec(),
+                reply_to: reply_to.map(str::to_owned),
+            };
+            let open = watcher.sender.send_message(message) == Delivery::Accepted;
+            delivered += usize::from(open);
+            open
+        });
+        delivered
     }
 
     /// Delivers a message to the live subscribers of `channel`; returns how many there were.
@@ -189,6 +249,7 @@ impl Bus for MemoryBus {
             return Err(BusError::Closed);
         }
         Self::deliver_locked(&mut state, channel, payload, None);
+        Self::deliver_to_watchers_locked(&mut state, channel, payload, None);
         Ok(())
     }
 
@@ -203,6 +264,31 @@ impl Bus for MemoryBus {
             return Err(BusError::Closed);
         }
         Ok(self.subscribe_locked(&mut state, channels, self.shared.queue_capacity))
+    }
+
+    async fn subscribe_with_prefixes(
+        &self,
+        channels: &[String],
+        prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(BusError::Closed);
+        }
+        let id = state.next_subscriber;
+        state.next_subscriber += 1;
+        let (sender, subscription) = Subscription::channel(self.shared.queue_capacity);
+        state.watchers.push(Watcher {
+            id,
+            channels,
+            prefixes,
+            sender,
+        });
+        Ok(subscription.with_guard(Unwatch {
+            bus: Arc::downgrade(&self.shared),
+            id,
+        }))
     }
 
     async fn request(
@@ -221,7 +307,9 @@ impl Bus for MemoryBus {
                 self.shared.next_inbox.fetch_add(1, Ordering::Relaxed)
             );
             let reply = self.subscribe_locked(&mut state, std::slice::from_ref(&inbox), 8);
-            if Self::deliver_locked(&mut state, channel, payload, Some(&inbox)) == 0 {
+            let delivered = Self::deliver_locked(&mut state, channel, payload, Some(&inbox))
+                + Self::deliver_to_watchers_locked(&mut state, channel, payload, Some(&inbox));
+            if delivered == 0 {
                 // `reply` is dropped on return and unregisters the inbox.
                 drop(state);
                 return Err(BusError::NoResponders(channel.to_owned()));
