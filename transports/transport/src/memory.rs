@@ -60,7 +60,10 @@ struct Watcher {
 impl Watcher {
     fn wants(&self, channel: &str) -> bool {
         self.channels.iter().any(|c| c == channel)
-            || self.prefixes.iter().any(|p| channel.starts_with(p.as_str()))
+            || self
+                .prefixes
+                .iter()
+                .any(|p| channel.starts_with(p.as_str()))
     }
 }
 

@@ -428,7 +428,11 @@ pub async fn prefix_subscription(publisher: &dyn Bus, subscriber: &dyn Bus) {
     drop(watch);
 
     for (channels, prefixes, why) in [
-        (vec![channel.clone()], vec![String::new()], "an empty prefix"),
+        (
+            vec![channel.clone()],
+            vec![String::new()],
+            "an empty prefix",
+        ),
         (
             vec![format!("{prefix}x")],
             vec![prefix.clone()],
@@ -438,7 +442,9 @@ pub async fn prefix_subscription(publisher: &dyn Bus, subscriber: &dyn Bus) {
     ] {
         assert!(
             matches!(
-                subscriber.subscribe_with_prefixes(&channels, &prefixes).await,
+                subscriber
+                    .subscribe_with_prefixes(&channels, &prefixes)
+                    .await,
                 Err(BusError::Config(_))
             ),
             "{why} is refused"
