@@ -6,7 +6,10 @@
 //! - `serve`: one serving term, the loop that feeds the engine;
 //! - `leadership`: the lease while serving, as a sans-IO state machine (when
 //!   to renew, until when the term is valid, when to step down);
-//! - `standby`: the lease calls (standing by, renewing, releasing);
+//! - `standby`: standing by (watching the request channels and their
+//!   replies, trying the lease), renewing and releasing the lease, and
+//!   replaying the window on takeover;
+//! - `window`: the standby's window of recent messages, as a sans-IO type;
 //! - `saving`: loading the state and saving it after changes;
 //! - `publishing`: the outbox of replies and the task that publishes them
 //!   (events are logged by `service::log`, as everywhere the service drives an engine);
@@ -26,6 +29,7 @@ mod publishing;
 mod saving;
 mod serve;
 mod standby;
+mod window;
 
 pub use error::OrchestratorError;
 use leadership::Leadership;
