@@ -34,6 +34,7 @@ mod window;
 pub use error::OrchestratorError;
 use leadership::Leadership;
 use serve::Term;
+use standby::Watching;
 
 /// How [`Orchestrator::run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +186,9 @@ impl Orchestrator {
         tokio::pin!(stop);
         let lease = self.lease.clone();
         let mut stepped_down = false;
+        let mut watching = Watching::Try;
         let result = loop {
+            let mut watch = None;
             let leadership = match &lease {
                 None => None,
                 Some((lease, ttl)) => {
@@ -193,7 +196,14 @@ impl Orchestrator {
                         self.reset_engine();
                     }
                     let Some(sent) = self
-                        .stand_by(lease.as_ref(), *ttl, stepped_down, stop.as_mut())
+                        .stand_by(
+                            lease.as_ref(),
+                            *ttl,
+                            stepped_down,
+                            &mut watch,
+                            &mut watching,
+                            stop.as_mut(),
+                        )
                         .await
                     else {
                         break Ok(Stopped::Stopped);
@@ -202,7 +212,7 @@ impl Orchestrator {
                 }
             };
             let leading = leadership.is_some();
-            match self.serve(stop.as_mut(), leadership).await {
+            match self.serve(stop.as_mut(), leadership, watch).await {
                 Ok(Term::Ended(stopped)) => break Ok(stopped),
                 Ok(Term::SteppedDown) => stepped_down = true,
                 // Another orchestrator may manage: let it, and try again later.
