@@ -2,8 +2,8 @@
 //! no request is lost and none is answered twice.
 
 use crate::support::faults::{
-    ANN, REQ, Raw, RawSub, SERVING, grep, list, list_keys, median_and_worst, new_bytes,
-    publish_bytes, signal, tail, wait_ack, wait_log, wait_saved,
+    ANN, REQ, Raw, RawSub, SERVING, median_and_worst, new_bytes, publish_bytes, signal, tail,
+    wait_ack, wait_log, wait_saved,
 };
 use crate::support::{Broker, Serve};
 use std::collections::{BTreeSet, HashMap};
@@ -32,13 +32,6 @@ fn invalid_key(i: usize) -> String {
 fn invalidate_bytes(key: &str) -> Vec<u8> {
     format!(
         r#"{{"type": "INVALIDATE", "key_str": "{key}", "key_platform": "{PLATFORM}", "requester_id": 1}}"#
-    )
-    .into_bytes()
-}
-
-fn expire_bytes(key: &str, refresh: u64) -> Vec<u8> {
-    format!(
-        r#"{{"type": "EXPIRE", "key_str": "{key}", "key_platform": "{PLATFORM}", "refresh_time": {refresh}, "requester_id": 1}}"#
     )
     .into_bytes()
 }

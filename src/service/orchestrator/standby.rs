@@ -85,7 +85,10 @@ impl Orchestrator {
     /// After stepping down it waits one interval before the first attempt.
     ///
     /// Before each attempt it opens a [`Watch`] into `watch` if there is none
-    /// (and the bus can), and it feeds the watch's window all along.
+    /// (and the bus can), and it feeds the watch's window all along. Once it
+    /// has found the lease held, it makes no attempt while its watch is
+    /// younger than `ttl + 2 ttl / 3`, so that a standby which has seen the
+    /// whole gap takes over before one that started during it.
     pub(super) async fn stand_by(
         &self,
         lease: &dyn Lease,
@@ -108,6 +111,10 @@ impl Orchestrator {
         let mut told_held = false;
         let mut told_failing = false;
         let mut told_watch_failing = false;
+        // When the current watch opened: while it is young, and someone holds
+        // the lease, leave the takeover to a standby that has seen more.
+        let mut watching_since: Option<Instant> = watch.as_ref().map(|_| Instant::now());
+        let defer = ttl + ttl * 2 / 3;
         loop {
             tokio::select! {
                 () = stop.as_mut() => {
@@ -118,6 +125,7 @@ impl Orchestrator {
                 event = next_event(watch.as_mut()), if watch.is_some() => {
                     if !watch.as_mut().is_some_and(|w| w.observe(event)) {
                         *watch = None;
+                        watching_since = None;
                     }
                     continue;
                 }
@@ -134,9 +142,12 @@ impl Orchestrator {
                     };
                     match opening {
                         Ok(opened) => {
-                            tracing::info!("standing by: watching the request channels and their replies");
+                            tracing::info!(
+                                "standing by: watching the request channels and their replies"
+                            );
                             told_watch_failing = false;
                             *watch = Some(opened);
+                            watching_since = Some(Instant::now());
                         }
                         Err(BusError::Unsupported(what)) => {
                             tracing::warn!(%what, "this bus cannot watch the request channels with their replies; a takeover answers only the requests sent after it");
@@ -151,6 +162,13 @@ impl Orchestrator {
                     }
                 }
                 None => {}
+            }
+            if told_held && watching_since.is_some_and(|since| since.elapsed() < defer) {
+                // A standby that watched for less than `ttl + 2 ttl / 3` may
+                // have missed requests sent while the last holder died; one
+                // that watched longer takes over first (it tries within
+                // `ttl + ttl / 3` of the holder's last renewal).
+                continue;
             }
             let sent = Instant::now();
             let attempt = tokio::select! {
@@ -219,7 +237,9 @@ impl Orchestrator {
                     while let Some(event) = watch.sub.try_next() {
                         watch.observe(Some(event));
                     }
-                    tracing::warn!("taking over: the catch-up marker did not come back within {CATCH_UP_LIMIT:?}");
+                    tracing::warn!(
+                        "taking over: the catch-up marker did not come back within {CATCH_UP_LIMIT:?}"
+                    );
                     return;
                 }
             };

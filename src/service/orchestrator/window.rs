@@ -130,7 +130,10 @@ impl Window {
 
     /// The channels a standby subscribes to: the two request channels.
     pub(super) fn channels(&self) -> Vec<String> {
-        vec![self.channels.announce.clone(), self.channels.request.clone()]
+        vec![
+            self.channels.announce.clone(),
+            self.channels.request.clone(),
+        ]
     }
 
     /// The channel prefixes a standby subscribes to: the reply channels of
@@ -156,8 +159,7 @@ impl Window {
     /// Takes in one message of the subscription, received at `now`.
     pub(super) fn observe(&mut self, now: Instant, message: Message) {
         self.expire(now);
-        if message.channel == self.channels.announce || message.channel == self.channels.request
-        {
+        if message.channel == self.channels.announce || message.channel == self.channels.request {
             self.keep(now, message);
         } else {
             self.answered(&message);
@@ -224,7 +226,10 @@ impl Window {
         let seq = self.next;
         self.next += 1;
         if let Some((address, _)) = &request {
-            self.pending.entry(address.clone()).or_default().push_back(seq);
+            self.pending
+                .entry(address.clone())
+                .or_default()
+                .push_back(seq);
         }
         self.bytes += message.payload.len();
         self.entries.insert(
@@ -235,8 +240,7 @@ impl Window {
                 request,
             },
         );
-        while self.entries.len() > self.limits.max_messages || self.bytes > self.limits.max_bytes
-        {
+        while self.entries.len() > self.limits.max_messages || self.bytes > self.limits.max_bytes {
             let Some((&oldest, _)) = self.entries.first_key_value() else {
                 break;
             };
@@ -267,9 +271,9 @@ impl Window {
         };
         let echoed = echoed_request_id(&message.payload);
         let position = waiting.iter().position(|seq| {
-            self.entries
-                .get(seq)
-                .is_some_and(|entry| entry.request.as_ref().and_then(|(_, id)| id.as_ref()) == echoed.as_ref())
+            self.entries.get(seq).is_some_and(|entry| {
+                entry.request.as_ref().and_then(|(_, id)| id.as_ref()) == echoed.as_ref()
+            })
         });
         let Some(position) = position else {
             return;
@@ -428,16 +432,27 @@ mod tests {
         let ask = |rid: &str| {
             msg(
                 REQ,
-                &format!(r#"{{"type": "NEW", "key_platform": "p", "requester_id": "w", "request_id": {rid}}}"#),
+                &format!(
+                    r#"{{"type": "NEW", "key_platform": "p", "requester_id": "w", "request_id": {rid}}}"#
+                ),
             )
         };
         w.observe(t, ask("\"a\""));
         w.observe(t, ask("17"));
         w.observe(t, ask("\"c\""));
-        w.observe(t, msg(&format!("{REQ}-w"), r#"{"key": "k", "request_id": 17}"#));
-        w.observe(t, msg(&format!("{REQ}-w"), r#"{"key": "k", "request_id": "c"}"#));
+        w.observe(
+            t,
+            msg(&format!("{REQ}-w"), r#"{"key": "k", "request_id": 17}"#),
+        );
+        w.observe(
+            t,
+            msg(&format!("{REQ}-w"), r#"{"key": "k", "request_id": "c"}"#),
+        );
         // Echoing an id nobody sent, or none, answers nothing here.
-        w.observe(t, msg(&format!("{REQ}-w"), r#"{"key": "k", "request_id": "zz"}"#));
+        w.observe(
+            t,
+            msg(&format!("{REQ}-w"), r#"{"key": "k", "request_id": "zz"}"#),
+        );
         w.observe(t, msg(&format!("{REQ}-w"), r#"{"key": "k"}"#));
         let got = payloads(&w.take(t));
         assert_eq!(got.len(), 1);
@@ -469,7 +484,13 @@ mod tests {
         w.observe(t, msg(REQ, "42"));
         w.observe(t, msg(REQ, r#"{"type": "NEW", "key_platform": "p"}"#));
         w.observe(t, msg(REQ, r#"{"type": "WHAT"}"#));
-        w.observe(t, msg("elsewhere", r#"{"type": "NEW", "key_platform": "p", "requester_id": 1}"#));
+        w.observe(
+            t,
+            msg(
+                "elsewhere",
+                r#"{"type": "NEW", "key_platform": "p", "requester_id": 1}"#,
+            ),
+        );
         assert_eq!(w.len(), 0);
         // EXPIRE names its requester but expects no answer: a change, not a request.
         w.observe(t, msg(REQ, r#"{"type": "EXPIRE", "key_str": "k", "key_platform": "p", "refresh_time": 9999999999, "requester_id": 1}"#));
@@ -480,7 +501,10 @@ mod tests {
     fn what_is_older_than_the_window_is_dropped_and_counted() {
         let limits = Limits::for_lease(Duration::from_secs(1));
         assert_eq!(limits.keep, MIN_KEEP);
-        assert_eq!(Limits::for_lease(Duration::from_secs(4)).keep, Duration::from_secs(12));
+        assert_eq!(
+            Limits::for_lease(Duration::from_secs(4)).keep,
+            Duration::from_secs(12)
+        );
         let mut w = window();
         let t = Instant::now();
         w.observe(t, new(1));
@@ -498,7 +522,10 @@ mod tests {
             }
         );
         // The count is reset once told.
-        assert_eq!(w.take(t + Duration::from_secs(6)).dropped, Dropped::default());
+        assert_eq!(
+            w.take(t + Duration::from_secs(6)).dropped,
+            Dropped::default()
+        );
     }
 
     #[test]
@@ -608,15 +635,21 @@ mod tests {
                             // The one exception of the module docs: an EXPIRE
                             // that found its key absent or invalid, then a
                             // PUBLISH of it; replayed, the key stays expired.
-                            let ignored_expire_then_publish = ops[i..j].iter().enumerate().any(|(n, op)| {
-                                matches!(op, Op::Expire(_))
-                                    && ops[i + n + 1..].iter().any(|op| matches!(op, Op::Publish))
-                            });
+                            let ignored_expire_then_publish =
+                                ops[i..j].iter().enumerate().any(|(n, op)| {
+                                    matches!(op, Op::Expire(_))
+                                        && ops[i + n + 1..]
+                                            .iter()
+                                            .any(|op| matches!(op, Op::Publish))
+                                });
                             assert!(
                                 ignored_expire_then_publish
                                     && matches!(
                                         (replayed, expected),
-                                        (Some(KeyState::Expired { .. }), Some(KeyState::Fresh | KeyState::Expired { .. }))
+                                        (
+                                            Some(KeyState::Expired { .. }),
+                                            Some(KeyState::Fresh | KeyState::Expired { .. })
+                                        )
                                     ),
                                 "{case}: {replayed:?} instead of {expected:?}"
                             );
