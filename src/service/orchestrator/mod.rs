@@ -70,6 +70,18 @@ pub enum Stopped {
 /// the store may still land; nothing is saved afterwards. A standby tries every `ttl / 3`, so it takes
 /// over within about `ttl + ttl / 3` of the last renewal of a holder that died,
 /// and within `ttl / 3` of one that stopped cleanly (which releases the lease).
+///
+/// While it stands by, an orchestrator on a bus that supports
+/// [`Bus::subscribe_with_prefixes`] watches both request channels and their
+/// reply channels in one subscription and keeps a window (`max(5 s, 3 × ttl)`,
+/// at most 100 000 messages and 64 MiB) of the state changes and of the
+/// requests it has not seen answered. On takeover it loads the state, then
+/// applies those changes and answers those requests in arrival order before
+/// anything new, serving on from the same subscription. A request it saw
+/// answered is never answered again; requests older than the window, or seen
+/// before a gap in the subscription, are not answered (both are logged with a
+/// count). A standby whose watch is younger than `ttl + 2 ttl / 3` leaves
+/// the takeover to one that has watched longer.
 pub struct Orchestrator {
     bus: Arc<dyn Bus>,
     engine: Engine<SplitMix64>,
