@@ -19,3 +19,5 @@ mod lifecycle;
 mod split_brain;
 #[path = "reliability/state.rs"]
 mod state;
+#[path = "reliability/takeover.rs"]
+mod takeover;

@@ -6,7 +6,10 @@
 //! - `serve`: one serving term, the loop that feeds the engine;
 //! - `leadership`: the lease while serving, as a sans-IO state machine (when
 //!   to renew, until when the term is valid, when to step down);
-//! - `standby`: the lease calls (standing by, renewing, releasing);
+//! - `standby`: standing by (watching the request channels and their
+//!   replies, trying the lease), renewing and releasing the lease, and
+//!   replaying the window on takeover;
+//! - `window`: the standby's window of recent messages, as a sans-IO type;
 //! - `saving`: loading the state and saving it after changes;
 //! - `publishing`: the outbox of replies and the task that publishes them
 //!   (events are logged by `service::log`, as everywhere the service drives an engine);
@@ -27,10 +30,12 @@ mod publishing;
 mod saving;
 mod serve;
 mod standby;
+mod window;
 
 pub use error::OrchestratorError;
 use leadership::Leadership;
 use serve::Term;
+use standby::Watching;
 
 /// How [`Orchestrator::run`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +71,18 @@ pub enum Stopped {
 /// the store may still land; nothing is saved afterwards. A standby tries every `ttl / 3`, so it takes
 /// over within about `ttl + ttl / 3` of the last renewal of a holder that died,
 /// and within `ttl / 3` of one that stopped cleanly (which releases the lease).
+///
+/// While it stands by, an orchestrator on a bus that supports
+/// [`Bus::subscribe_with_prefixes`] watches both request channels and their
+/// reply channels in one subscription and keeps a window (`max(5 s, 3 × ttl)`,
+/// at most 100 000 messages and 64 MiB) of the state changes and of the
+/// requests it has not seen answered. On takeover it loads the state, then
+/// applies those changes and answers those requests in arrival order before
+/// anything new, serving on from the same subscription. A request it saw
+/// answered is never answered again; requests older than the window, or seen
+/// before a gap in the subscription, are not answered (both are logged with a
+/// count). A standby whose watch is younger than `ttl + 2 ttl / 3` leaves
+/// the takeover to one that has watched longer.
 pub struct Orchestrator {
     bus: Arc<dyn Bus>,
     engine: Engine<SplitMix64>,
@@ -207,7 +224,9 @@ impl Orchestrator {
         self.store = self.store.take().map(|store| self.meter.store(store));
         let lease = self.lease.clone();
         let mut stepped_down = false;
+        let mut watching = Watching::Try;
         let result = loop {
+            let mut watch = None;
             let leadership = match &lease {
                 None => None,
                 Some((lease, ttl)) => {
@@ -215,7 +234,14 @@ impl Orchestrator {
                         self.reset_engine();
                     }
                     let Some(sent) = self
-                        .stand_by(lease.as_ref(), *ttl, stepped_down, stop.as_mut())
+                        .stand_by(
+                            lease.as_ref(),
+                            *ttl,
+                            stepped_down,
+                            &mut watch,
+                            &mut watching,
+                            stop.as_mut(),
+                        )
                         .await
                     else {
                         break Ok(Stopped::Stopped);
@@ -224,7 +250,7 @@ impl Orchestrator {
                 }
             };
             let leading = leadership.is_some();
-            let served = self.serve(stop.as_mut(), leadership).await;
+            let served = self.serve(stop.as_mut(), leadership, watch).await;
             self.meter.term_ended();
             match served {
                 Ok(Term::Ended(stopped)) => break Ok(stopped),

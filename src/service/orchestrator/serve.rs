@@ -6,7 +6,7 @@ use super::super::BusEvent;
 use super::leadership::{Action, Leadership, StepDown};
 use super::publishing::Outbox;
 use super::saving::{Loaded, Saving, load_state};
-use super::standby::{Renewal, renew};
+use super::standby::{Renewal, Watch, renew};
 use super::{FINAL_PUBLISH_LIMIT, FINAL_SAVE_LIMIT, Orchestrator, OrchestratorError, Stopped};
 use crate::service::log::log_event;
 use std::future::Future;
@@ -30,10 +30,16 @@ fn now() -> std::time::Instant {
 impl Orchestrator {
     /// One serving term: loads the state, subscribes, and serves until
     /// SHUTDOWN, `stop`, or (with a lease) the lease is lost.
+    ///
+    /// With the `watch` of a standby that took over, it serves from the
+    /// watch's subscription instead, and first feeds the engine what the
+    /// watch saw and nobody answered: the state changes and the unanswered
+    /// requests, in arrival order, before anything new.
     pub(super) async fn serve(
         &mut self,
         mut stop: Pin<&mut impl Future<Output = ()>>,
         mut leadership: Option<Leadership>,
+        watch: Option<Watch>,
     ) -> Result<Term, OrchestratorError> {
         // With a lease, loads and saves are fenced by it.
         let fence = leadership.as_ref().map(|_| self.holder.clone());
@@ -55,14 +61,33 @@ impl Orchestrator {
         };
         let channels = self.engine.config().channels.clone();
         let both = [channels.announce.clone(), channels.request.clone()];
-        let subscribed = tokio::select! {
-            subscribed = self.bus.subscribe(&both) => subscribed,
-            () = stop.as_mut() => {
-                tracing::info!("stop requested while subscribing");
-                return Ok(Term::Ended(Stopped::Stopped));
+        let mut replayed = false;
+        let mut sub = match watch {
+            Some(mut watch) => {
+                tokio::select! {
+                    () = self.catch_up(&mut watch) => {}
+                    () = stop.as_mut() => {
+                        tracing::info!("stop requested while taking over");
+                        return Ok(Term::Ended(Stopped::Stopped));
+                    }
+                }
+                if leadership.as_ref().is_none_or(|lead| lead.is_valid(now())) {
+                    self.replay(&mut watch);
+                    replayed = true;
+                }
+                watch.sub
+            }
+            None => {
+                let subscribed = tokio::select! {
+                    subscribed = self.bus.subscribe(&both) => subscribed,
+                    () = stop.as_mut() => {
+                        tracing::info!("stop requested while subscribing");
+                        return Ok(Term::Ended(Stopped::Stopped));
+                    }
+                };
+                subscribed.map_err(OrchestratorError::Subscribe)?
             }
         };
-        let mut sub = subscribed.map_err(OrchestratorError::Subscribe)?;
         let mut saving = Saving::start(
             self.store.clone(),
             self.save_interval,
@@ -125,7 +150,14 @@ impl Orchestrator {
             let save_at = saving.save_at();
             let observe_at = self.meter.observe_at();
             tokio::select! {
+                // What the takeover fed the engine is published below first.
+                () = std::future::ready(()), if replayed => replayed = false,
                 ev = sub.next() => match ev {
+                    Some(BusEvent::Message(m))
+                        if m.channel != channels.announce && m.channel != channels.request =>
+                    {
+                        // A reply channel, watched by the standby this term took over from.
+                    }
                     Some(BusEvent::Message(_))
                         if leadership.as_ref().is_some_and(|lead| !lead.is_valid(now())) =>
                     {
@@ -230,6 +262,44 @@ impl Orchestrator {
 /// Until when a term may still write its state (with a lease).
 fn valid_until(leadership: Option<&Leadership>) -> Option<Instant> {
     leadership.map(|lead| Instant::from_std(lead.valid_until()))
+}
+
+impl Orchestrator {
+    /// Feeds the engine what `watch` saw while standing by and nobody
+    /// answered, in arrival order, and logs what it could not.
+    fn replay(&mut self, watch: &mut Watch) {
+        let replay = watch.window.take(now());
+        let dropped = replay.dropped;
+        if dropped.requests_too_old > 0 || dropped.changes_too_old > 0 {
+            tracing::warn!(
+                requests = dropped.requests_too_old,
+                changes = dropped.changes_too_old,
+                "taking over: messages seen while standing by were older than the window; these requests are not answered"
+            );
+        }
+        if dropped.requests_after_gap > 0 {
+            tracing::warn!(
+                requests = dropped.requests_after_gap,
+                "taking over: requests seen before a gap in the watch are not answered (their replies may have been missed)"
+            );
+        }
+        let requests = replay.requests;
+        let changes = replay.messages.len() - requests;
+        tracing::info!(
+            requests,
+            changes,
+            "taking over: answering the requests nobody answered and applying the state changes seen while standing by"
+        );
+        for message in replay.messages {
+            let now = self.clock.now();
+            self.engine.handle_with_reply(
+                now,
+                &message.channel,
+                &message.payload,
+                message.reply_to.as_deref(),
+            );
+        }
+    }
 }
 
 /// Sleeps until `at`, or forever if it is `None`.

@@ -10,8 +10,12 @@ use async_nats::connection::State;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
-use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
-use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
+use keyman_transport::adapter::{
+    bounded, spawn_subscription, subscribe_channels, subscribe_prefixes,
+};
+use keyman_transport::{
+    Bus, BusError, BusEvent, Delivery, ErrorDetail, Subscription, SubscriptionSender,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -412,6 +416,35 @@ impl Bus for NatsBus {
         ))
     }
 
+    /// NATS wildcards match whole tokens only, and a reply subject such as
+    /// `worker-oath-request-4711` is one token: no wildcard matches
+    /// `worker-oath-request-*`. So this subscribes the full wildcard `>` (one
+    /// subscription, hence one order of arrival) and drops here what is
+    /// neither a listed channel nor starts with a prefix. The cost: every
+    /// message of the account (JetStream and KV traffic included) reaches this
+    /// client and is dropped on arrival. After a lost connection the client
+    /// subscribes `>` again itself.
+    async fn subscribe_with_prefixes(
+        &self,
+        channels: &[String],
+        prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
+        self.shared.ensure_connected()?;
+        let link = self.shared.link.clone();
+        let capacity = self.shared.options.queue_capacity;
+        let timeout = self.shared.options.operation_timeout;
+        let everything = [">".to_owned()];
+        let subscribers = bounded(timeout, self.shared.open_subscription(&everything)).await?;
+        let max_message = self.shared.options.max_message;
+        let all = spawn_subscription(capacity, |sender| {
+            feed_subscription(subscribers, link, sender, max_message)
+        });
+        Ok(spawn_subscription(capacity, |sender| {
+            keep_matching(all, channels, prefixes, sender)
+        }))
+    }
+
     /// A NATS request: fails fast with [`BusError::NoResponders`] when nobody
     /// is subscribed to `channel`, and with [`BusError::Timeout`] when nobody
     /// answers within `timeout`.
@@ -426,5 +459,45 @@ impl Bus for NatsBus {
 
     fn supports_request(&self) -> bool {
         true
+    }
+}
+
+/// Forwards the events of `all` whose message is on one of `channels` or on a
+/// subject that starts with one of `prefixes` (and every connection event) to
+/// `sender`, until either side is gone.
+async fn keep_matching(
+    mut all: Subscription,
+    channels: Vec<String>,
+    prefixes: Vec<String>,
+    sender: SubscriptionSender,
+) {
+    loop {
+        let event = tokio::select! {
+            () = sender.closed() => return,
+            event = all.next() => event,
+        };
+        let delivery = match event {
+            None => {
+                sender
+                    .send_disconnected("the NATS connection was closed")
+                    .await;
+                return;
+            }
+            Some(BusEvent::Message(message)) => {
+                let wanted = channels.contains(&message.channel)
+                    || prefixes
+                        .iter()
+                        .any(|prefix| message.channel.starts_with(prefix.as_str()));
+                if !wanted {
+                    continue;
+                }
+                sender.send_message(message).await
+            }
+            Some(BusEvent::Disconnected { reason }) => sender.send_disconnected(reason).await,
+            Some(BusEvent::Reconnected) => sender.send_reconnected().await,
+        };
+        if delivery == Delivery::Closed {
+            return;
+        }
     }
 }

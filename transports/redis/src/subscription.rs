@@ -63,6 +63,50 @@ pub(crate) async fn feed_subscription(
     }
 }
 
+/// Like [`feed_subscription`], for a subscription with glob patterns: after a
+/// lost connection it subscribes the channels and the patterns again.
+pub(crate) async fn feed_watching(
+    bus: Arc<BusShared>,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    sender: SubscriptionSender,
+) {
+    loop {
+        let Some(reason) = forward_messages(&bus, &mut sink, &mut stream, &sender).await else {
+            return;
+        };
+        tracing::warn!(server = %bus.server, %reason, "Redis subscription lost its connection");
+        if sender.send_disconnected(reason).await == Delivery::Closed {
+            return;
+        }
+        let mut attempt: u32 = 0;
+        (sink, stream) = loop {
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(bus.options.reconnect.delay(attempt)) => {}
+            }
+            match bounded(
+                bus.options.operation_timeout,
+                bus.open_watching(&channels, &patterns),
+            )
+            .await
+            {
+                Ok(connection) => break connection,
+                Err(err) => {
+                    tracing::debug!(server = %bus.server, attempt, error = %err, "Redis subscription reconnect failed");
+                }
+            }
+        };
+        tracing::info!(server = %bus.server, attempt, "Redis subscription reconnected");
+        if sender.send_reconnected().await == Delivery::Closed {
+            return;
+        }
+    }
+}
+
 /// Forwards messages until the connection is lost (returns why) or the
 /// subscription is dropped (returns `None`).
 async fn forward_messages(

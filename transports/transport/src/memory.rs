@@ -1,5 +1,6 @@
 //! An in-process [`Bus`], for embedding keyman in one program and for tests.
 
+use crate::adapter::subscribe_prefixes;
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
 use crate::{Bus, BusError, BusEvent, Message, Subscription};
 use async_trait::async_trait;
@@ -21,7 +22,8 @@ const INBOX_PREFIX: &str = "_INBOX.memory.";
 /// is ever lost (see [`SubscriptionSender`]). Dropping a [`Subscription`]
 /// unsubscribes it at once (and releases a `publish` waiting for it).
 ///
-/// It supports native request/reply: [`MemoryBus::request`] delivers the message
+/// It supports subscriptions to channel prefixes
+/// ([`Bus::subscribe_with_prefixes`]) and native request/reply: [`MemoryBus::request`] delivers the message
 /// with a private `reply_to` channel and waits for the first message published
 /// there.
 #[derive(Debug, Clone)]
@@ -42,6 +44,41 @@ struct BusState {
     next_subscriber: u64,
     /// The live subscriptions of each channel that has any.
     channels: HashMap<String, Vec<Subscriber>>,
+    /// The live subscriptions with channel prefixes ([`Bus::subscribe_with_prefixes`]).
+    watchers: Vec<Watcher>,
+}
+
+/// A subscription to channels and channel prefixes.
+#[derive(Debug)]
+struct Watcher {
+    id: u64,
+    channels: Vec<String>,
+    prefixes: Vec<String>,
+    sender: SubscriptionSender,
+}
+
+impl Watcher {
+    fn wants(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c == channel)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| channel.starts_with(p.as_str()))
+    }
+}
+
+/// Removes a subscription with prefixes when the [`Subscription`] is dropped.
+struct Unwatch {
+    bus: Weak<BusShared>,
+    id: u64,
+}
+
+impl Drop for Unwatch {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.lock().watchers.retain(|watcher| watcher.id != self.id);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -121,6 +158,7 @@ impl MemoryBus {
         let mut state = self.shared.lock();
         state.closed = true;
         state.channels.clear();
+        state.watchers.clear();
     }
 
     /// Registers a new subscription on `channels` (each once) while the state is locked.
@@ -156,21 +194,31 @@ impl MemoryBus {
         })
     }
 
-    /// The live subscribers of `channel`, for a delivery outside the lock;
-    /// forgets those whose subscription was dropped.
+    /// The live subscribers of `channel`, for a delivery outside the lock:
+    /// first the subscriptions with prefixes that want it (so that a standby
+    /// has a request queued before the leader can read and answer it), then
+    /// those of the channel itself. Forgets those whose subscription was dropped.
     fn subscribers_locked(state: &mut BusState, channel: &str) -> Vec<SubscriptionSender> {
-        let Some(subscribers) = state.channels.get_mut(channel) else {
-            return Vec::new();
-        };
-        subscribers.retain(|subscriber| !subscriber.sender.is_closed());
-        if subscribers.is_empty() {
-            state.channels.remove(channel);
-            return Vec::new();
-        }
-        subscribers
+        state.watchers.retain(|watcher| !watcher.sender.is_closed());
+        let mut senders: Vec<SubscriptionSender> = state
+            .watchers
             .iter()
-            .map(|subscriber| subscriber.sender.clone())
-            .collect()
+            .filter(|watcher| watcher.wants(channel))
+            .map(|watcher| watcher.sender.clone())
+            .collect();
+        if let Some(subscribers) = state.channels.get_mut(channel) {
+            subscribers.retain(|subscriber| !subscriber.sender.is_closed());
+            if subscribers.is_empty() {
+                state.channels.remove(channel);
+            } else {
+                senders.extend(
+                    subscribers
+                        .iter()
+                        .map(|subscriber| subscriber.sender.clone()),
+                );
+            }
+        }
+        senders
     }
 
     /// Delivers a message to `subscribers`, waiting for room in each queue;
@@ -221,6 +269,31 @@ impl Bus for MemoryBus {
             return Err(BusError::Closed);
         }
         Ok(self.subscribe_locked(&mut state, channels, self.shared.queue_capacity))
+    }
+
+    async fn subscribe_with_prefixes(
+        &self,
+        channels: &[String],
+        prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(BusError::Closed);
+        }
+        let id = state.next_subscriber;
+        state.next_subscriber += 1;
+        let (sender, subscription) = Subscription::channel(self.shared.queue_capacity);
+        state.watchers.push(Watcher {
+            id,
+            channels,
+            prefixes,
+            sender,
+        });
+        Ok(subscription.with_guard(Unwatch {
+            bus: Arc::downgrade(&self.shared),
+            id,
+        }))
     }
 
     async fn request(

@@ -43,6 +43,7 @@ where
     publish_without_subscriber(publisher).await;
     subscribe_to_no_channel_is_refused(subscriber).await;
     request_reply(publisher, subscriber).await;
+    prefix_subscription(publisher, subscriber).await;
 }
 
 /// [`run_all`] with clones of one handle as publisher and subscriber: for a
@@ -401,6 +402,88 @@ where
     }
     let message = next_message(&mut subscription, "after the restart").await;
     assert_eq!(message.payload, b"after");
+}
+
+/// [`Bus::subscribe_with_prefixes`]: a subscription to a channel and to the
+/// channels that start with `{channel}-` receives exactly those, in the order
+/// they were published, and a request always before the reply to it (the
+/// replier answers from another subscription). Lists that could deliver a
+/// message twice, and empty prefixes, are refused.
+pub async fn prefix_subscription(publisher: &dyn Bus, subscriber: &dyn Bus) {
+    let channel = unique_channel("prefixes");
+    let prefix = format!("{channel}-");
+    let other = unique_channel("prefixes-other");
+    let channels = std::slice::from_ref(&channel);
+    let mut watch = match subscriber
+        .subscribe_with_prefixes(channels, std::slice::from_ref(&prefix))
+        .await
+    {
+        Ok(watch) => watch,
+        Err(err) => panic!("subscribe_with_prefixes failed: {err}"),
+    };
+    let sent = [
+        (channel.clone(), "request 1"),
+        (format!("{prefix}4711"), "reply 1"),
+        (format!("{channel}x"), "not matched: no dash"),
+        (other.clone(), "not matched: another channel"),
+        (format!("{other}-4711"), "not matched: another prefix"),
+        (channel.clone(), "request 2"),
+        (format!("{prefix}a.b"), "reply 2"),
+        (prefix.clone(), "reply 3: the prefix itself"),
+        (channel.clone(), "last"),
+    ];
+    for (to, payload) in &sent {
+        publish(publisher, to, payload.as_bytes()).await;
+    }
+    for (to, payload) in sent.iter().filter(|(_, p)| !p.starts_with("not matched")) {
+        let message = next_message(&mut watch, "a message of a prefix subscription").await;
+        assert_eq!(
+            (message.channel.as_str(), message.payload.as_slice()),
+            (to.as_str(), payload.as_bytes()),
+            "a prefix subscription delivers exactly the listed and matched channels, in order"
+        );
+    }
+
+    // A replier that answers each request on `{channel}-{n}` as it receives it.
+    let mut replier = subscribe(publisher, channels).await;
+    for round in 0..50 {
+        publish(subscriber, &channel, format!("ask {round}").as_bytes()).await;
+        let asked = next_message(&mut replier, "a request").await;
+        assert_eq!(asked.payload, format!("ask {round}").as_bytes());
+        publish(publisher, &format!("{prefix}{round}"), b"answer").await;
+        let first = next_message(&mut watch, "a request before its reply").await;
+        let second = next_message(&mut watch, "a reply after its request").await;
+        assert_eq!(
+            (first.channel.as_str(), second.channel),
+            (channel.as_str(), format!("{prefix}{round}")),
+            "round {round}: the request arrives before its reply"
+        );
+    }
+    drop(watch);
+
+    for (channels, prefixes, why) in [
+        (
+            vec![channel.clone()],
+            vec![String::new()],
+            "an empty prefix",
+        ),
+        (
+            vec![format!("{prefix}x")],
+            vec![prefix.clone()],
+            "a channel that starts with a prefix",
+        ),
+        (Vec::new(), vec![prefix.clone()], "no channel"),
+    ] {
+        assert!(
+            matches!(
+                subscriber
+                    .subscribe_with_prefixes(&channels, &prefixes)
+                    .await,
+                Err(BusError::Config(_))
+            ),
+            "{why} is refused"
+        );
+    }
 }
 
 /// A channel name no other check or test run uses.
