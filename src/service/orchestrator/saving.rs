@@ -126,6 +126,9 @@ pub(super) struct Saving {
     replace: bool,
     /// When the changes made since are saved.
     save_at: Option<Instant>,
+    /// No save is encoded before this: four times as long as the last encode
+    /// took has passed since it.
+    not_before: Option<Instant>,
 }
 
 impl Saving {
@@ -133,14 +136,15 @@ impl Saving {
     /// from now on, each within `interval`; `fence` is the lease holder (with
     /// a lease). After `loaded` asked for it, the first save (at once) writes
     /// everything.
+    /// `generation` is the pool's change generation that the store already
+    /// holds (the one right after loading): later changes are saved.
     pub(super) fn start(
         store: Option<Arc<dyn StateStore>>,
         interval: Duration,
-        engine: &Engine<SplitMix64>,
+        generation: u64,
         fence: Option<String>,
         loaded: Loaded,
     ) -> Self {
-        let generation = engine.pool().change_generation();
         let landed = Arc::new(AtomicU64::new(generation));
         let saver = store.map(|store| {
             let (tx, rx) = mpsc::channel::<SaveJob>(1);
@@ -155,6 +159,7 @@ impl Saving {
             saved_generation: generation,
             replace,
             save_at: replace.then(Instant::now),
+            not_before: None,
         }
     }
 
@@ -194,6 +199,7 @@ impl Saving {
     pub(super) fn handle_due(&mut self, engine: &Engine<SplitMix64>, valid_until: Option<Instant>) {
         self.save_at = None;
         let generation = engine.pool().change_generation();
+        let started = Instant::now();
         if let Some((tx, _)) = &self.saver
             && let Ok(permit) = tx.try_reserve()
             && let Some(job) = self.job(engine, valid_until)
@@ -201,6 +207,9 @@ impl Saving {
             permit.send(job);
             self.saved_generation = generation;
             self.replace = false;
+            // Encoding runs in the serve loop: during a burst that changes
+            // every record, keep it to at most a fifth of the loop's time.
+            self.not_before = Some(Instant::now() + started.elapsed() * 4);
         }
     }
 
@@ -212,7 +221,8 @@ impl Saving {
     /// and none is due yet.
     pub(super) fn schedule(&mut self, engine: &Engine<SplitMix64>) {
         if self.saver.is_some() && self.save_at.is_none() && self.dirty(engine) {
-            self.save_at = Some(Instant::now() + self.interval);
+            let at = Instant::now() + self.interval;
+            self.save_at = Some(self.not_before.map_or(at, |not_before| at.max(not_before)));
         }
     }
 

@@ -59,6 +59,9 @@ impl Orchestrator {
             },
             None => Loaded { replace: false },
         };
+        // What the store holds now: the changes replayed from the standby's
+        // window below come after it and must be saved.
+        let stored_generation = self.engine.pool().change_generation();
         let channels = self.engine.config().channels.clone();
         let both = [channels.announce.clone(), channels.request.clone()];
         let mut replayed = false;
@@ -91,7 +94,7 @@ impl Orchestrator {
         let mut saving = Saving::start(
             self.store.clone(),
             self.save_interval,
-            &self.engine,
+            stored_generation,
             fence,
             loaded,
         );
