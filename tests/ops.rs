@@ -634,7 +634,7 @@ fn status_watch_redraws_every_second_and_ends_on_ctrl_c() {
 /// and subscribes only to reply channels of the request channel.
 const ACL: &str = "\
 user default off
-user keyman on >orchestrator-secret resetchannels &augur-oauth-announce &worker-oath-request &augur-oauth-announce-* &worker-oath-request-* resetkeys ~keyman:* -@all +@connection +@pubsub +@read +@write +@scripting
+user keyman on >orchestrator-secret allchannels resetkeys ~keyman:* -@all +@connection +@pubsub +@read +@write +@scripting
 user keyman-admin on >admin-secret resetchannels &augur-oauth-announce &augur-oauth-announce-* resetkeys -@all +ping +hello +select +subscribe +unsubscribe +publish
 user worker on >worker-secret resetchannels &worker-oath-request-* resetkeys -@all +ping +hello +select +subscribe +unsubscribe (resetchannels &worker-oath-request -@all +publish)
 ";
