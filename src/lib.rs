@@ -61,6 +61,7 @@ pub mod fuzzing;
 pub mod mask;
 pub mod pool;
 pub mod protocol;
+pub mod quota;
 pub mod rng;
 pub mod simulate;
 pub mod time;
@@ -72,6 +73,7 @@ pub use engine::{Engine, EngineConfig, Event, KeyEvent, Level, Stats, Transmit};
 pub use mask::Masked;
 pub use pool::{Assignment, Counts, KeyPool, KeyState, PlatformSnapshot, PoolSnapshot, Selection};
 pub use protocol::{Channels, DecodeError, ErrorCode, Id, Reply, ReplyTo};
+pub use quota::{Account, LeaseGrant, Observation, QuotaConfig, QuotaView, Quotas};
 pub use rng::SplitMix64;
 #[cfg(feature = "tokio")]
 pub use service::KeyError;
