@@ -69,7 +69,7 @@ pub mod time;
 #[cfg(feature = "tokio")]
 pub mod service;
 
-pub use engine::{Engine, EngineConfig, Event, KeyEvent, Level, Stats, Transmit};
+pub use engine::{Engine, EngineConfig, Event, KeyEvent, Leased, Level, Stats, Transmit};
 pub use mask::Masked;
 pub use pool::{Assignment, Counts, KeyPool, KeyState, PlatformSnapshot, PoolSnapshot, Selection};
 pub use protocol::{Channels, DecodeError, ErrorCode, Id, Reply, ReplyTo};

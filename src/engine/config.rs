@@ -2,6 +2,7 @@
 
 use crate::pool::Selection;
 use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
+use crate::quota::QuotaConfig;
 use std::time::Duration;
 
 /// How an [`Engine`](super::Engine) is set up.
@@ -21,6 +22,9 @@ pub struct EngineConfig {
     /// wrong header, a bad client) is cut to `now + max_expiry`, so that no key
     /// is lost for years. One day and an hour by default (daily quotas).
     pub max_expiry: Duration,
+    /// Quota awareness (issue 10): floors per platform and account, the choice
+    /// strategy per platform, the lease cap per account and lease duration.
+    pub quota: QuotaConfig,
 }
 
 impl Default for EngineConfig {
@@ -32,6 +36,7 @@ impl Default for EngineConfig {
             max_hold: Duration::from_secs(60),
             max_held: 10_000,
             max_expiry: Duration::from_secs(25 * 3600),
+            quota: QuotaConfig::default(),
         }
     }
 }

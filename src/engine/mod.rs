@@ -27,6 +27,7 @@ use crate::mask::Masked;
 use crate::pool::Counts;
 use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published};
 use crate::protocol::{PlatformStatus, Reply};
+use crate::quota::Quotas;
 use crate::time::Timestamp;
 use rand_core::Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -34,6 +35,7 @@ use std::collections::{BTreeMap, VecDeque};
 mod config;
 mod events;
 mod held;
+mod quota;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -41,6 +43,7 @@ mod wire;
 
 pub use config::EngineConfig;
 pub use events::{Event, KeyEvent, Level, Transmit};
+pub use quota::Leased;
 pub use stats::Stats;
 
 use held::Held;
@@ -81,6 +84,8 @@ pub struct Engine<R> {
     held_count: usize,
     /// The earliest `until` of the held requests.
     next_hold_expiry: Option<Timestamp>,
+    /// Quota views, accounts and leases (issue 10).
+    quota: Quotas,
 }
 
 impl<R: Rng> Engine<R> {
@@ -102,6 +107,7 @@ impl<R: Rng> Engine<R> {
             held: BTreeMap::new(),
             held_count: 0,
             next_hold_expiry: None,
+            quota: Quotas::new(),
         }
     }
 
@@ -143,6 +149,7 @@ impl<R: Rng> Engine<R> {
     /// Refreshes the keys whose refresh time has come. Call it at (or after) the
     /// time [`poll_timeout`](Self::poll_timeout) gave; calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.end_due_leases(now);
         self.pool.refresh_due(now);
         if self.held_count > 0 {
             self.serve_held(now, true);
@@ -150,18 +157,22 @@ impl<R: Rng> Engine<R> {
     }
 
     /// When the engine next needs [`handle_timeout`](Self::handle_timeout): the
-    /// earliest refresh time of an expired key or end of a held request, or
-    /// `None` if nothing is pending. Held requests are answered only through it
+    /// earliest refresh time of an expired key, end of a held request or
+    /// deadline of a lease, or `None` if nothing is pending. Held requests are answered only through it
     /// (or the next message); refreshes of expired keys also happen lazily.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         if self.shutdown {
             return None;
         }
-        match (self.pool.next_refresh(), self.next_hold_expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.pool.next_refresh(),
+            self.next_hold_expiry,
+            self.quota.next_lease_end(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next payload to publish, in order; `None` when there is nothing more.
@@ -193,9 +204,26 @@ impl<R: Rng> Engine<R> {
         self.draw(now, platform)
     }
 
-    /// [`KeyPool::assign`], counted in [`Stats::assigned`].
+    /// [`KeyPool::assign`], counted in [`Stats::assigned`]; quota-aware
+    /// ([`KeyPool::choose`]) once anything is known of the platform's quotas or
+    /// it has a strategy of its own, so that with nothing known the choice is
+    /// exactly what it was without quotas.
     fn draw(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
-        let answer = self.pool.assign(platform, now, &mut self.rng);
+        let selection = self.config.quota.selection(platform, self.config.selection);
+        let answer = if self.quota.knows(platform) || selection != self.config.selection {
+            let fallback = self.quota.next_lease_end_of(platform);
+            let (quota, config) = (&self.quota, &self.config.quota);
+            self.pool
+                .choose(platform, now, &mut self.rng, selection, fallback, |key| {
+                    let floor = config.floor(platform, &quota.account_of(platform, key));
+                    match quota.available(now, platform, key, floor) {
+                        Some(n) => crate::pool::Weight::Calls(n),
+                        None => crate::pool::Weight::Unknown,
+                    }
+                })
+        } else {
+            self.pool.assign(platform, now, &mut self.rng)
+        };
         if let Assignment::Key(_) = answer {
             self.stats.assigned += 1;
         }
@@ -220,6 +248,7 @@ impl<R: Rng> Engine<R> {
         if outcome != Expired::Unchanged {
             self.key_event(platform, key, KeyEvent::Expired { refresh_at });
         }
+        self.expire_account_siblings(now, platform, key, refresh_at);
         outcome
     }
 
@@ -254,6 +283,7 @@ impl<R: Rng> Engine<R> {
     /// there. The platform stays known.
     pub fn unpublish(&mut self, now: Timestamp, platform: &str, key: &str) -> bool {
         let removed = self.pool.unpublish(platform, key);
+        self.quota.forget_key(platform, key);
         if removed {
             self.key_event(platform, key, KeyEvent::Unpublished);
             self.serve_held_after_change(now);
@@ -304,7 +334,9 @@ impl<R: Rng> Engine<R> {
 
     /// Key counts and the next refresh time of every platform at `now`.
     pub fn status(&mut self, now: Timestamp) -> Vec<PlatformStatus> {
-        self.pool.status(now)
+        let mut status = self.pool.status(now);
+        self.add_forecasts(now, &mut status);
+        status
     }
 
     /// How many keys of `platform` are in each state at `now`; `None` for an

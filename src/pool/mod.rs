@@ -559,6 +559,7 @@ impl KeyPool {
                     next_refresh: pool
                         .earliest_refresh()
                         .map(|t| t.as_millis().div_ceil(1000)),
+                    ..PlatformStatus::default()
                 }
             })
             .collect()

@@ -1,5 +1,13 @@
 use super::*;
+use crate::engine::{Engine, EngineConfig, Leased, Transmit};
+use crate::protocol::{
+    Announce, DEFAULT_MAX_PAYLOAD, Reply, ReplyMessage, Request, decode_announce, decode_request,
+};
+use crate::rng::SplitMix64;
+use crate::{Assignment, KeyState};
 
+const REQ: &str = "worker-oath-request";
+const ANN: &str = "augur-oauth-announce";
 const P: &str = "github_rest";
 
 fn t(secs: u64) -> Timestamp {
@@ -22,9 +30,23 @@ fn dated(remaining: u64, reset: u64, date: u64) -> Observation {
     }
 }
 
+fn engine_with(config: EngineConfig) -> Engine<SplitMix64> {
+    Engine::new(config, SplitMix64::new(7))
+}
 
+fn floored(floor: u64) -> EngineConfig {
+    let mut c = EngineConfig::default();
+    c.quota.floors.insert(P.into(), floor);
+    c
+}
 
+fn drain(e: &mut Engine<SplitMix64>) -> Vec<Transmit> {
+    std::iter::from_fn(|| e.poll_transmit()).collect()
+}
 
+fn reply_of(tx: &Transmit) -> ReplyMessage {
+    Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD).unwrap()
+}
 
 #[test]
 fn remaining_now_counts_spent_calls_and_resets_to_the_limit() {
@@ -212,3 +234,287 @@ fn forecast_gives_remaining_burn_rate_and_dry_time() {
     assert_eq!(q.forecast(t(0), "other"), Forecast::default());
 }
 
+// -- the engine's quota paths --
+
+#[test]
+fn with_nothing_known_the_engine_chooses_as_the_pool_does() {
+    let mut e = engine_with(EngineConfig::default());
+    let mut pool = crate::KeyPool::new();
+    let mut rng = SplitMix64::new(7);
+    for k in ["a", "b", "c", "d"] {
+        e.publish(t(0), P, k);
+        pool.publish(P, k);
+    }
+    for i in 0..50 {
+        let want = match pool.assign(P, t(i), &mut rng) {
+            Assignment::Key(k) => k.to_string(),
+            other => panic!("{other:?}"),
+        };
+        match e.assign(t(i), P) {
+            Assignment::Key(k) => assert_eq!(k, want),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_key_at_its_floor_is_withheld_until_its_reset() {
+    let mut e = engine_with(floored(100));
+    e.publish(t(0), P, "a");
+    e.publish(t(0), P, "b");
+    e.report(t(1), P, "a", &obs(100, 3600), None);
+    assert_eq!(
+        e.pool().state(P, "a", t(1)),
+        Some(KeyState::Expired {
+            refresh_at: t(3600)
+        })
+    );
+    for i in 0..20 {
+        assert_eq!(e.assign(t(2 + i), P), Assignment::Key("b"));
+    }
+    assert_eq!(e.pool().state(P, "a", t(3600)), Some(KeyState::Fresh));
+    assert_eq!(e.quotas().remaining_now(t(3600), P, "a"), Some(5000));
+}
+
+#[test]
+fn leases_stop_at_the_floor_and_wait_for_a_lease_to_end() {
+    let mut e = engine_with(floored(100));
+    e.publish(t(0), P, "a");
+    e.report(t(0), P, "a", &obs(300, 3600), None);
+    let first = match e.lease(t(0), P, 150) {
+        Leased::Granted { key, lease } => {
+            assert_eq!((key.as_str(), lease.calls), ("a", 150));
+            lease
+        }
+        other => panic!("{other:?}"),
+    };
+    match e.lease(t(0), P, 150) {
+        Leased::Granted { lease, .. } => assert_eq!(lease.calls, 50),
+        other => panic!("{other:?}"),
+    }
+    // Everything above the floor is lent: wait for the first lease's end.
+    assert_eq!(
+        e.lease(t(0), P, 1),
+        Leased::Wait {
+            refresh_at: first.until
+        }
+    );
+    // A plain NEW is not given the key either.
+    assert_eq!(
+        e.assign(t(0), P),
+        Assignment::Wait {
+            refresh_at: first.until
+        }
+    );
+    // The first lease returns 100 unused calls.
+    e.report(
+        t(1),
+        P,
+        "a",
+        &Observation::default(),
+        Some(LeaseReturn {
+            lease_id: first.id,
+            used: Some(50),
+            done: true,
+        }),
+    );
+    match e.lease(t(1), P, 500) {
+        Leased::Granted { lease, .. } => assert_eq!(lease.calls, 100),
+        other => panic!("{other:?}"),
+    }
+    // Leases end unreported at their deadline: the account is at its floor and
+    // the key is withheld until the reset.
+    assert!(e.poll_timeout().is_some_and(|at| at <= first.until));
+    let end = first.until.saturating_add(Duration::from_secs(1));
+    e.handle_timeout(end);
+    assert!(e.quotas().leases().next().is_none());
+    // 300 - 50 used - 50 and 100 unreported = the floor.
+    assert_eq!(e.quotas().remaining_now(end, P, "a"), Some(100));
+    assert!(matches!(
+        e.pool().state(P, "a", end),
+        Some(KeyState::Expired { .. })
+    ));
+    e.quotas().check_consistency().unwrap();
+}
+
+#[test]
+fn an_expire_expires_every_key_of_the_account() {
+    let mut e = engine_with(EngineConfig::default());
+    e.publish_account(t(0), P, "a", Some("alice"), None);
+    e.publish_account(t(0), P, "b", Some("alice"), None);
+    e.publish(t(0), P, "c");
+    e.expire(t(1), P, "a", t(100));
+    let expired = KeyState::Expired { refresh_at: t(100) };
+    assert_eq!(e.pool().state(P, "b", t(1)), Some(expired));
+    assert_eq!(e.pool().state(P, "c", t(1)), Some(KeyState::Fresh));
+}
+
+#[test]
+fn strategies_choose_by_remaining_calls() {
+    let mut config = EngineConfig::default();
+    config
+        .quota
+        .selections
+        .insert(P.into(), Selection::MostRemaining);
+    let mut e = engine_with(config);
+    for k in ["a", "b", "c"] {
+        e.publish(t(0), P, k);
+    }
+    e.report(t(0), P, "a", &obs(10, 3600), None);
+    e.report(t(0), P, "b", &obs(300, 3600), None);
+    e.report(t(0), P, "c", &obs(20, 3600), None);
+    for _ in 0..10 {
+        assert_eq!(e.assign(t(1), P), Assignment::Key("b"));
+    }
+    let mut config = EngineConfig::default();
+    config
+        .quota
+        .selections
+        .insert(P.into(), Selection::WeightedRemaining);
+    let mut e = engine_with(config);
+    for k in ["a", "b"] {
+        e.publish(t(0), P, k);
+    }
+    e.report(t(0), P, "a", &obs(1, 3600), None);
+    e.report(t(0), P, "b", &obs(999, 3600), None);
+    let b = (0..1000)
+        .filter(|_| e.assign(t(1), P) == Assignment::Key("b"))
+        .count();
+    assert!(b > 950, "{b}");
+}
+
+#[test]
+fn report_lease_and_account_on_the_wire() {
+    let mut e = engine_with(floored(10));
+    e.handle(
+        t(0),
+        ANN,
+        br#"{"type":"PUBLISH","key_str":"ghp_1","key_platform":"github_rest","account":"alice","limit":5000}"#,
+    );
+    assert_eq!(
+        e.quotas().account_of(P, "ghp_1"),
+        Account::Named("alice".into())
+    );
+    e.handle(
+        t(0),
+        REQ,
+        br#"{"type":"NEW","key_platform":"github_rest","requester_id":4,"lease":100}"#,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out[0].channel, "worker-oath-request-4");
+    let (id, until) = match reply_of(&out[0]).reply {
+        Reply::Lease {
+            key,
+            calls,
+            lease_id,
+            lease_until,
+        } => {
+            assert_eq!((key.as_str(), calls), ("ghp_1", 100));
+            (lease_id, lease_until)
+        }
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(until, DEFAULT_LEASE_TTL.as_secs());
+    // Augur's KeyClient reads only `key`.
+    let v: serde_json::Value = serde_json::from_slice(&out[0].payload).unwrap();
+    assert_eq!(v["key"], "ghp_1");
+    // A REPORT without request_id gets no answer; with one, {"ok": true}.
+    let report = format!(
+        r#"{{"type":"REPORT","key_str":"ghp_1","key_platform":"github_rest","remaining":4000,"limit":5000,"reset":3600,"resource":"core","server_date":1,"lease_id":{id},"used":90,"done":true}}"#
+    );
+    e.handle(t(1), REQ, report.as_bytes());
+    assert!(drain(&mut e).is_empty());
+    assert_eq!(e.quotas().remaining_now(t(1), P, "ghp_1"), Some(4000));
+    assert!(e.quotas().lease(id).is_none());
+    e.handle(
+        t(2),
+        REQ,
+        br#"{"type":"REPORT","key_str":"ghp_1","key_platform":"github_rest","remaining":3990,"requester_id":4,"request_id":"r1"}"#,
+    );
+    let out = drain(&mut e);
+    assert_eq!(out.len(), 1);
+    let m = reply_of(&out[0]);
+    assert_eq!((m.reply, m.request_id), (Reply::Ok, Some("r1".into())));
+    // STATUS shows the forecast.
+    e.handle(t(3), ANN, br#"{"type":"STATUS","requester_id":"adm"}"#);
+    match reply_of(&drain(&mut e)[0]).reply {
+        Reply::Status(ps) => {
+            assert_eq!(ps[0].remaining, Some(3990));
+            assert!(ps[0].burn_per_hour.is_some());
+            assert!(ps[0].dry_at.is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A bad lease is refused with an answer.
+    e.handle(
+        t(4),
+        REQ,
+        br#"{"type":"NEW","key_platform":"github_rest","requester_id":4,"lease":0}"#,
+    );
+    assert!(matches!(
+        reply_of(&drain(&mut e)[0]).reply,
+        Reply::Error { .. }
+    ));
+}
+
+#[test]
+fn quota_messages_round_trip_and_plain_ones_decode_as_before() {
+    let msgs = [
+        Request::Lease {
+            platform: P.into(),
+            reply: crate::ReplyTo::new(1u64),
+            hold_ms: Some(5),
+            lease: 10,
+        },
+        Request::Report {
+            key: "k".into(),
+            platform: P.into(),
+            observation: Observation {
+                remaining: Some(1),
+                limit: Some(2),
+                reset: Some(t(3)),
+                resource: Some("core".into()),
+                server_date: Some(t(4)),
+            },
+            lease: Some(LeaseReturn {
+                lease_id: 5,
+                used: Some(6),
+                done: true,
+            }),
+            reply: None,
+        },
+    ];
+    for m in msgs {
+        assert_eq!(decode_request(&m.encode(), DEFAULT_MAX_PAYLOAD).unwrap(), m);
+    }
+    let a = Announce::PublishWithQuota {
+        key: "k".into(),
+        platform: P.into(),
+        account: Some("alice".into()),
+        limit: None,
+    };
+    assert_eq!(
+        decode_announce(&a.encode(), DEFAULT_MAX_PAYLOAD).unwrap(),
+        a
+    );
+    let plain = br#"{"type": "NEW", "key_platform": "github_rest", "requester_id": 4711}"#;
+    assert!(matches!(
+        decode_request(plain, DEFAULT_MAX_PAYLOAD).unwrap(),
+        Request::New { .. }
+    ));
+    for r in [
+        Reply::Lease {
+            key: "k".into(),
+            calls: 3,
+            lease_id: 4,
+            lease_until: 5,
+        },
+        Reply::Ok,
+    ] {
+        let rid = crate::Id::from("x");
+        assert_eq!(
+            Reply::decode(&r.encode(Some(&rid)), 1 << 16).unwrap().reply,
+            r
+        );
+    }
+}
