@@ -227,6 +227,8 @@ pub struct QuotaView {
     /// When the window resets, if known.
     pub reset: Option<Timestamp>,
     /// The reset time as the platform said it (its clock): the window's name.
+    /// Kept when the window has ended and `reset` is `None`, for the next
+    /// window's reports are known by a later one.
     pub reset_header: Option<Timestamp>,
     /// When it was observed.
     pub observed_at: Timestamp,
@@ -270,6 +272,33 @@ pub struct AccountQuota {
     pub leases: usize,
     /// Calls lent in the leases outstanding.
     pub leased: u64,
+}
+
+impl AccountQuota {
+    /// Starts the next window once the reset time has come: the limit, with
+    /// nothing counted yet and its reset unknown; forgets the view when the
+    /// limit is unknown.
+    pub fn roll(&mut self, now: Timestamp) {
+        let Some(view) = &mut self.view else {
+            return;
+        };
+        let Some(reset) = view.reset.filter(|r| now >= *r) else {
+            return;
+        };
+        match view.limit {
+            Some(limit) => {
+                view.remaining = limit;
+                view.spent = 0;
+                view.spent_at = None;
+                view.observed_at = reset;
+                view.source = Source::Leases;
+                // The header stays: it names the window that ended, so that
+                // late reports of it are known for what they are.
+                view.reset = None;
+            }
+            None => self.view = None,
+        }
+    }
 }
 
 /// A lease granted: how many calls, until when.
@@ -559,13 +588,13 @@ impl Quotas {
         floor: u64,
         window: Duration,
     ) -> Option<Timestamp> {
-        let view = self
+        let state = self
             .platforms
             .get_mut(platform)?
             .accounts
-            .get_mut(account)?
-            .view
-            .as_mut()?;
+            .get_mut(account)?;
+        state.roll(now);
+        let view = state.view.as_mut()?;
         let remaining = view.remaining_now(now)?;
         if remaining > floor {
             return None;
@@ -575,6 +604,7 @@ impl Quotas {
             _ => {
                 let until = now.saturating_add(window);
                 view.reset = Some(until);
+                view.reset_header = None;
                 Some(until)
             }
         }
@@ -606,6 +636,7 @@ impl Quotas {
         }
         p.burn_since.get_or_insert(now);
         let state = p.accounts.entry(account).or_default();
+        state.roll(now);
         // Older than what is known: an earlier `Date` than a report already
         // taken, or than calls counted since (a response that waited to be
         // reported while a lease ended). Judged with the skew known before it,
@@ -633,6 +664,10 @@ impl Quotas {
             return Reported::Ignored;
         };
         let reset = obs.reset.map(|r| skew.to_local(r));
+        // A window that has ended says nothing of the current one.
+        if reset.is_some_and(|r| r <= now) {
+            return Reported::Ignored;
+        }
         let fresh_view = QuotaView {
             limit: obs.limit,
             remaining,
@@ -666,7 +701,11 @@ impl Quotas {
             (None, _, _, _) if view.has_reset(now) => std::cmp::Ordering::Greater,
             _ => std::cmp::Ordering::Equal,
         };
-        if order == std::cmp::Ordering::Less {
+        // A rolled view (reset passed, header kept) is past its header's window.
+        let rolled = view.reset.is_none() && view.reset_header.is_some();
+        if order == std::cmp::Ordering::Less
+            || (rolled && obs.reset.is_some() && order == std::cmp::Ordering::Equal)
+        {
             return Reported::Ignored;
         }
         if order == std::cmp::Ordering::Greater || view.source == Source::Hint {
@@ -767,9 +806,8 @@ impl Quotas {
             if let Some(state) = p.accounts.get_mut(&lease.account) {
                 state.leases = state.leases.saturating_sub(1);
                 state.leased = state.leased.saturating_sub(lease.calls);
-                if let Some(view) = &mut state.view
-                    && !view.has_reset(now)
-                {
+                state.roll(now);
+                if let Some(view) = &mut state.view {
                     view.spent = view.spent.saturating_add(spent);
                     view.spent_at = Some(now.max(view.spent_at.unwrap_or(now)));
                     if view.source == Source::Hint {
