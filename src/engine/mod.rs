@@ -60,7 +60,10 @@ use held::Held;
 ///   [`invalidate`](Self::invalidate), [`publish`](Self::publish),
 ///   [`unpublish`](Self::unpublish) and [`shutdown`](Self::shutdown). Every
 ///   change of the pool goes through them, with its event and its count in
-///   [`Stats::changes`].
+///   [`Stats::changes`]. Quota awareness (issue 10) adds
+///   [`lease`](Self::lease), [`report`](Self::report) and
+///   [`publish_account`](Self::publish_account); [`quotas`](Self::quotas) and
+///   [`restore_quotas`](Self::restore_quotas) inspect and restore its state.
 /// - **Outputs**: [`poll_transmit`](Self::poll_transmit),
 ///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout),
 ///   [`is_shutdown`](Self::is_shutdown).
