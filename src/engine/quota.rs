@@ -103,7 +103,8 @@ impl<R: Rng> Engine<R> {
     /// Takes in what the platform said about `key`'s quota (a REPORT), and the
     /// end of the lease it is about (`done`: its unused calls return). When the
     /// account is then at or under its floor, its keys are withheld until the
-    /// reset, as expired keys ([`KeyEvent::Expired`]).
+    /// reset, as expired keys ([`KeyEvent::Expired`]). What is said of a key
+    /// that is not published is ignored (its lease still ends).
     pub fn report(
         &mut self,
         now: Timestamp,
@@ -112,7 +113,20 @@ impl<R: Rng> Engine<R> {
         observation: &Observation,
         lease: Option<LeaseReturn>,
     ) -> Reported {
-        let ended = lease.is_some_and(|l| l.done && self.quota.lease(l.lease_id).is_some());
+        let ended = lease.is_some_and(|l| {
+            l.done
+                && self
+                    .quota
+                    .lease(l.lease_id)
+                    .is_some_and(|x| x.platform == platform && x.key == key)
+        });
+        // What is said of a key not published is not kept: no state grows from
+        // reports of keys the pool does not have.
+        let nothing = Observation::default();
+        let observation = match self.pool.state(platform, key, now) {
+            Some(_) => observation,
+            None => &nothing,
+        };
         let outcome = self.quota.report(now, platform, key, observation, lease);
         if ended || outcome != Reported::Ignored {
             self.stats.changes += 1;

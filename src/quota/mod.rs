@@ -610,9 +610,9 @@ impl Quotas {
         }
     }
 
-    /// Takes in what the platform said about `key`'s quota at `now`, and ends or
-    /// updates the lease the report is about. Returns what the report did to the
-    /// view.
+    /// Takes in what the platform said about `key`'s quota at `now`, and ends
+    /// the lease the report is about when it says `done` (a lease of another
+    /// key is left alone). Returns what the report did to the view.
     pub fn report(
         &mut self,
         now: Timestamp,
@@ -623,6 +623,10 @@ impl Quotas {
     ) -> Reported {
         if let Some(ret) = lease
             && ret.done
+            && self
+                .leases
+                .get(&ret.lease_id)
+                .is_some_and(|l| l.platform == platform && l.key == key)
         {
             self.end_lease(now, ret.lease_id, ret.used);
         }

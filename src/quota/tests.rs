@@ -445,6 +445,18 @@ fn report_lease_and_account_on_the_wire() {
         }
         other => panic!("{other:?}"),
     }
+    // A report of a key not published leaves no state.
+    e.handle(
+        t(4),
+        REQ,
+        br#"{"type":"REPORT","key_str":"nope","key_platform":"github_rest","remaining":1}"#,
+    );
+    assert_eq!(e.quotas().remaining_now(t(4), P, "nope"), None);
+    assert!(
+        e.quotas()
+            .account(P, &Account::Key("nope".into()))
+            .is_none()
+    );
     // A bad lease is refused with an answer.
     e.handle(
         t(4),
