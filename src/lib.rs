@@ -73,7 +73,7 @@ pub use engine::{Engine, EngineConfig, Event, KeyEvent, Leased, Level, Stats, Tr
 pub use mask::Masked;
 pub use pool::{Assignment, Counts, KeyPool, KeyState, PlatformSnapshot, PoolSnapshot, Selection};
 pub use protocol::{Channels, DecodeError, ErrorCode, Id, Reply, ReplyTo};
-pub use quota::{Account, LeaseGrant, Observation, QuotaConfig, QuotaView, Quotas};
+pub use quota::{Account, LeaseGrant, Observation, QuotaConfig, QuotaSnapshot, QuotaView, Quotas};
 pub use rng::SplitMix64;
 #[cfg(feature = "tokio")]
 pub use service::KeyError;

@@ -28,8 +28,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
+mod snapshot;
 #[cfg(test)]
 mod tests;
+
+pub use snapshot::{AccountSnapshot, LeaseSnapshot, QuotaSnapshot};
 
 /// The largest clock skew between a platform and us that is believed: a
 /// `server_date` further off is taken as this far off.

@@ -530,3 +530,23 @@ fn quota_messages_round_trip_and_plain_ones_decode_as_before() {
         );
     }
 }
+
+#[test]
+fn a_snapshot_restores_views_accounts_and_leases() {
+    let mut q = Quotas::new();
+    q.set_account(t(0), P, "a", Some("alice"), None);
+    q.report(t(0), P, "a", &dated(100, 3600, 0), None);
+    q.report(t(0), P, "k", &obs(50, 3600), None);
+    let g = q.grant(t(1), P, "k", 20, 0, 10, DEFAULT_LEASE_TTL).unwrap();
+    let snap = q.snapshot();
+    let json = serde_json::to_string(&snap).unwrap();
+    let back: QuotaSnapshot = serde_json::from_str(&json).unwrap();
+    let mut r = Quotas::from_snapshot(&back);
+    assert_eq!(r.snapshot(), snap);
+    r.check_consistency().unwrap();
+    assert_eq!(r.account_of(P, "a"), Account::Named("alice".into()));
+    assert_eq!(r.available(t(1), P, "k", 0), Some(30));
+    assert_eq!(r.next_lease_end(), Some(g.until));
+    let next = r.grant(t(1), P, "k", 1, 0, 10, DEFAULT_LEASE_TTL).unwrap();
+    assert!(next.id > g.id);
+}
