@@ -103,3 +103,42 @@ fn engine_new(bencher: Bencher, n: usize) {
         black_box(engine.poll_transmit())
     });
 }
+
+/// A held NEW sent again (same requester and request id) while `n` requests
+/// are held: the held requests are indexed, so it should cost the same for any
+/// `n` (a scan of the held queue would grow with it).
+#[divan::bench(args = [1_000, 32_000], sample_size = 100, sample_count = 100)]
+fn engine_resend_held(bencher: Bencher, n: usize) {
+    let config = EngineConfig {
+        max_held: n,
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(config, SplitMix64::new(4));
+    let channels = engine.config().channels.clone();
+    engine.handle(
+        NOW,
+        &channels.announce,
+        br#"{"type": "PUBLISH", "key_str": "ghp_only", "key_platform": "github_rest"}"#,
+    );
+    let refresh = NOW.as_secs() + 3600;
+    let expire = format!(
+        r#"{{"type": "EXPIRE", "key_str": "ghp_only", "key_platform": "github_rest", "refresh_time": {refresh}}}"#
+    );
+    engine.handle(NOW, &channels.request, expire.as_bytes());
+    let new = |i: usize| {
+        format!(
+            r#"{{"type": "NEW", "key_platform": "github_rest", "requester_id": "w{i}", "request_id": "r", "hold_ms": 600000}}"#
+        )
+        .into_bytes()
+    };
+    for i in 0..n {
+        engine.handle(NOW, &channels.request, &new(i));
+    }
+    assert_eq!(engine.held(), n);
+    // The last held are the ones a scan from the front would reach last.
+    let last = new(n - 1);
+    bencher.counter(ItemsCount::new(1usize)).bench_local(|| {
+        engine.handle(NOW, &channels.request, &last);
+        black_box(engine.held())
+    });
+}

@@ -13,10 +13,10 @@
 //!
 //! | layer | modules | what it is |
 //! | --- | --- | --- |
-//! | pure core (no I/O, no tokio; builds with `default-features = false`) | [`pool`], [`engine`], [`protocol`], [`time`], [`rng`], [`mask`] | the keys' states, every decision about them, the wire format |
+//! | pure core (no I/O, no tokio; builds with `default-features = false`) | [`pool`], [`engine`], [`protocol`], [`ratelimit`], [`time`], [`rng`], [`mask`] | the keys' states, every decision about them, the wire format, what an API's rate-limit headers say |
 //! | service (feature `tokio`) | `service` | drivers of the core: the orchestrator over a bus, the remote clients, the embedded pool, blocking wrappers; their typed errors (`KeyError`) |
 //! | application | [`simulate`] | a day of traffic against a modelled API, in virtual time, over the core |
-//! | test and fuzz harness | `fuzzing` (hidden) | the engine driver and invariant checks the fuzz targets and property tests share |
+//! | test and fuzz harness (not for programs that use keyman) | `harness` (hidden) | the one engine driver with a virtual clock, the invariant checker and the `Operation` type the fuzz targets and property tests share; the simulator drains the engine through it |
 //!
 //! The transports (Redis, NATS, in memory) are their own crates below
 //! `transports/`; the command-line program is `src/bin/keyman`.
@@ -57,11 +57,12 @@
 
 pub mod engine;
 #[doc(hidden)]
-pub mod fuzzing;
+pub mod harness;
 pub mod mask;
 pub mod pool;
 pub mod protocol;
 pub mod quota;
+pub mod ratelimit;
 pub mod rng;
 pub mod simulate;
 pub mod time;

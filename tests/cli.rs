@@ -377,3 +377,95 @@ fn serve_standby_checks_its_options_and_warns_about_state_it_cannot_share() {
     ok(keyman(&url, &["ping"]));
     assert_eq!(ok(keyman(&url, &["platforms", "--json"])).trim(), "[]");
 }
+
+#[test]
+fn serve_gives_up_on_an_unreachable_broker_after_its_connect_timeout() {
+    // A loopback port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let started = Instant::now();
+    let o = keyman(&url, &["serve", "--no-state", "--connect-timeout", "1"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    println!(
+        "serve --connect-timeout 1 on a closed port: {} after {took:?}",
+        o.status
+    );
+    assert_eq!(o.status.code(), Some(6), "{stderr}");
+    assert!(took < Duration::from_secs(4), "took {took:?}:\n{stderr}");
+    // It tried more than once, saying so each time, before giving up.
+    assert!(
+        stderr
+            .matches("cannot reach the broker; trying again")
+            .count()
+            >= 2,
+        "{stderr}"
+    );
+    assert!(stderr.contains("giving up"), "{stderr}");
+
+    // Its help says how to give up.
+    let help = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run keyman");
+    assert!(
+        stdout(&help).contains("--connect-timeout"),
+        "{}",
+        stdout(&help)
+    );
+}
+
+#[test]
+fn sigterm_ends_serve_at_once_while_it_waits_for_its_broker() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args(["serve", "--no-state", "--redis-url"])
+        .arg(format!("redis://127.0.0.1:{port}"))
+        .env_remove("REDIS_CONN_STRING")
+        .env_remove("KEYMAN_NATS_URL")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start keyman serve");
+    // It keeps trying (no --connect-timeout): still running after a while.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "serve gave up waiting"
+    );
+    let asked = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let until = asked + Duration::from_secs(5);
+    let exited = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= until {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = asked.elapsed();
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut err, &mut stderr);
+    }
+    let _ = child.wait();
+    println!("SIGTERM while waiting for the broker: {exited:?} after {took:?}");
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}:\n{stderr}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    assert!(
+        stderr.contains("cannot reach the broker; trying again"),
+        "{stderr}"
+    );
+}

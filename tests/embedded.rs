@@ -3,14 +3,14 @@
 
 #![cfg(feature = "tokio")]
 
-mod common;
+mod support;
 
-use common::behaviour::{Admin, Source};
 use keyman::service::embedded::EmbeddedPool;
 use keyman::service::{KeyAdmin, KeySource};
 use keyman::{Clock, KeyError, ManualClock, Timestamp};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::behaviour::{Admin, Source};
 
 async fn setup() -> (Source, Admin) {
     let pool = EmbeddedPool::builder()
@@ -20,7 +20,7 @@ async fn setup() -> (Source, Admin) {
     (Arc::new(pool.clone()), Arc::new(pool))
 }
 
-common::behaviour::behaviour_tests!(setup);
+support::behaviour::behaviour_tests!(setup);
 
 #[test]
 fn blocking_handles_serve_many_plain_threads() {

@@ -1,8 +1,14 @@
 //! The fuzz targets' bodies on a fixed, seeded set of inputs, so that every test
 //! run covers what the fuzzers check (without a fuzzer, and reproducibly).
+//! The engine body reads its bytes as `Operation`s through `arbitrary`, so it
+//! runs with the feature `arbitrary` (`--all-features`).
 
-use keyman::fuzzing::{decode_bytes, drive_engine};
-use keyman::{SplitMix64, Stats};
+use keyman::SplitMix64;
+#[cfg(feature = "arbitrary")]
+use keyman::Stats;
+use keyman::harness::fuzz::decode_bytes;
+#[cfg(feature = "arbitrary")]
+use keyman::harness::fuzz::drive_engine;
 use rand_core::Rng;
 
 /// Valid payloads of every shape: announces, requests (Augur's spacing and ours)
@@ -113,6 +119,7 @@ fn decoding_any_bytes_round_trips_or_fails_cleanly() {
     }
 }
 
+#[cfg(feature = "arbitrary")]
 #[test]
 fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
     let mut rng = SplitMix64::new(0xE261E);
@@ -132,4 +139,22 @@ fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
         "{total:?}"
     );
     assert!(total.handled > total.rejected, "{total:?}");
+}
+
+/// Inputs the fuzzers once found a fault with (`fuzz/regressions/`, named
+/// after their target), replayed so that the fault stays fixed.
+#[test]
+fn inputs_the_fuzzers_found_faults_with_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/regressions exists") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let bytes = std::fs::read(&path).expect("a regression input");
+        if name.starts_with("decode-") {
+            decode_bytes(&bytes);
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0, "no regression inputs in {}", dir.display());
 }

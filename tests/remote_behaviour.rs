@@ -4,7 +4,6 @@
 
 #![cfg(feature = "tokio")]
 
-mod common;
 mod support;
 
 use async_trait::async_trait;
@@ -43,6 +42,32 @@ impl KeySource for Worker {
     async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
         self.0.invalidate(platform, key).await
     }
+    async fn expire_within(
+        &self,
+        platform: &str,
+        key: &str,
+        reset: Timestamp,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.0.expire_within(platform, key, reset, deadline).await
+    }
+    async fn invalidate_within(
+        &self,
+        platform: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.0.invalidate_within(platform, key, deadline).await
+    }
+    async fn observe(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &keyman::ratelimit::RateLimit,
+    ) -> Result<keyman::service::Next, KeyError> {
+        self.0.observe(platform, key, status, seen).await
+    }
 }
 
 #[async_trait]
@@ -73,7 +98,7 @@ impl KeyAdmin for Admin {
     }
 }
 
-async fn setup_on(broker: Broker) -> (common::behaviour::Source, common::behaviour::Admin) {
+async fn setup_on(broker: Broker) -> (support::behaviour::Source, support::behaviour::Admin) {
     let serve = Serve::start(&broker);
     let bus = broker.bus().await;
     let config = support::client_config(Duration::from_secs(10));
@@ -96,20 +121,20 @@ async fn setup_on(broker: Broker) -> (common::behaviour::Source, common::behavio
 mod over_redis {
     use super::*;
 
-    async fn setup() -> (common::behaviour::Source, common::behaviour::Admin) {
+    async fn setup() -> (support::behaviour::Source, support::behaviour::Admin) {
         setup_on(Broker::redis()).await
     }
 
-    common::behaviour::behaviour_tests!(setup);
+    support::behaviour::behaviour_tests!(setup);
 }
 
 #[cfg(feature = "nats")]
 mod over_nats {
     use super::*;
 
-    async fn setup() -> (common::behaviour::Source, common::behaviour::Admin) {
+    async fn setup() -> (support::behaviour::Source, support::behaviour::Admin) {
         setup_on(Broker::nats()).await
     }
 
-    common::behaviour::behaviour_tests!(setup);
+    support::behaviour::behaviour_tests!(setup);
 }

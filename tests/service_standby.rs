@@ -331,10 +331,107 @@ async fn a_standby_stops_when_told_without_ever_serving() {
     assert_eq!(standby.stop().await, Stopped::Stopped);
     assert_eq!(lease.holder().as_deref(), Some("someone-else"));
     assert_eq!(
-        keyman::service::StateStore::load(&store)
+        keyman::service::StateStore::load(&store, None)
             .await
             .expect("load"),
         None,
         "a standby saves nothing"
     );
+}
+
+/// Issue 9, item 1, over the in-memory bus: the serving orchestrator dies
+/// (its task is aborted: no release, no last words) with requests of Augur's
+/// workers in flight, one PUBLISH each and no retry. The standby, which
+/// watched the request channels and their replies, answers each of them
+/// exactly once, applies the state changes sent meanwhile, and does not
+/// answer again a request the dead one had answered.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_answers_what_the_dead_holder_left_unanswered_once() {
+    let bus = MemoryBus::new();
+    let store = MemoryStore::new();
+    let lease = MemoryLease::new("leader");
+    let first = Running::start(&bus, &store, Arc::new(lease.clone()));
+    until_held_by(&lease, &first.holder).await;
+    let second = Running::start(&bus, &store, Arc::new(lease.clone()));
+    let publish =
+        |key: &str| format!(r#"{{"type": "PUBLISH", "key_str": "{key}", "key_platform": "p"}}"#);
+    let new = |id: u32| format!(r#"{{"type": "NEW", "key_platform": "p", "requester_id": {id}}}"#);
+    let ann = "augur-oauth-announce";
+    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
+        .await
+        .expect("admin");
+    admin.ping().await.expect("the first orchestrator answers");
+    for key in ["key-a-0123456789", "key-b-0123456789"] {
+        bus.publish(ann, publish(key).as_bytes()).await.unwrap();
+    }
+    admin.ping().await.expect("the first orchestrator answers");
+    // Let the standby's watch open and the state be saved.
+    tokio::time::sleep(TTL).await;
+
+    // Augur's workers, one reply channel each.
+    let ids: Vec<u32> = (1000..1016).collect();
+    let channels: Vec<String> = ids.iter().map(|id| format!("{REQ}-{id}")).collect();
+    let mut replies = bus.subscribe(&channels).await.expect("subscribe replies");
+    // Answered by the first before it dies: must not be answered again.
+    for id in &ids[..8] {
+        bus.publish(REQ, new(*id).as_bytes()).await.unwrap();
+    }
+    let mut answers: HashMap<String, Vec<String>> = HashMap::new();
+    while answers.values().map(Vec::len).sum::<usize>() < 8 {
+        match tokio::time::timeout(WAIT, replies.next()).await {
+            Ok(Some(BusEvent::Message(m))) => answers
+                .entry(m.channel)
+                .or_default()
+                .push(String::from_utf8_lossy(&m.payload).into_owned()),
+            other => panic!("the first orchestrator does not answer: {other:?}"),
+        }
+    }
+
+    first.task.abort();
+    // Sent while nobody serves: requests, a new key and an invalidation.
+    for id in &ids[8..] {
+        bus.publish(REQ, new(*id).as_bytes()).await.unwrap();
+    }
+    bus.publish(ann, publish("key-c-0123456789").as_bytes())
+        .await
+        .unwrap();
+    bus.publish(
+        REQ,
+        br#"{"type": "INVALIDATE", "key_str": "key-a-0123456789", "key_platform": "p", "requester_id": 1}"#,
+    )
+    .await
+    .unwrap();
+    let killed = Instant::now();
+    until_held_by(&lease, &second.holder).await;
+    println!("taken over {:?} after the holder died", killed.elapsed());
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(event)) = tokio::time::timeout_at(until, replies.next()).await {
+        if let BusEvent::Message(m) = event {
+            answers
+                .entry(m.channel)
+                .or_default()
+                .push(String::from_utf8_lossy(&m.payload).into_owned());
+        }
+    }
+    for channel in &channels {
+        let got = answers.get(channel).cloned().unwrap_or_default();
+        assert_eq!(got.len(), 1, "{channel}: one reply, got {got:?}");
+        let reply: serde_json::Value = serde_json::from_str(&got[0]).expect("JSON");
+        // The invalidation sent during the gap was applied before the requests after it.
+        assert!(
+            matches!(
+                reply["key"].as_str(),
+                Some("key-a-0123456789" | "key-b-0123456789" | "key-c-0123456789")
+            ),
+            "{channel}: {reply}"
+        );
+    }
+    let mut keys = admin.keys("p").await.expect("list keys");
+    keys.sort();
+    assert_eq!(keys, ["key-b-0123456789", "key-c-0123456789"]);
+    assert_eq!(
+        admin.invalid_keys("p").await.expect("list invalid"),
+        ["key-a-0123456789"]
+    );
+    assert_eq!(second.stop().await, Stopped::Stopped);
 }

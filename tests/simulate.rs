@@ -252,3 +252,242 @@ fn the_report_serializes_to_json_with_its_settings() {
     assert_eq!(json["calls_served"], 300);
     assert!(json["samples"].as_array().is_some_and(|s| !s.is_empty()));
 }
+
+// The quota extension's scenarios: keyman-aware clients, Augur's wait policy,
+// the donor, accounts, clock skew and a secondary limit.
+
+use keyman::simulate::{ClientBehaviour, Orchestrator};
+
+/// The default scenario, shortened to four hours so that every call can be its
+/// own event in a debug build.
+fn default_for(hours: u32, clients: ClientBehaviour) -> SimConfig {
+    SimConfig {
+        duration: hours * HOUR,
+        clients,
+        ..SimConfig::default()
+    }
+}
+
+#[test]
+fn keyman_clients_get_far_fewer_403s_than_augur_clients_on_the_default_traffic() {
+    let augur = simulate(&default_for(4, ClientBehaviour::Augur));
+    let keyman = simulate(&default_for(4, ClientBehaviour::Keyman));
+    assert_eq!(augur.demand, keyman.demand);
+    assert!(
+        keyman.rate_limited * 100 < augur.rate_limited,
+        "keyman {} vs augur {}",
+        keyman.rate_limited,
+        augur.rate_limited
+    );
+    assert!(keyman.utilization >= 0.99, "{}", keyman.utilization);
+    assert_eq!(keyman.over_quota_successes, 0);
+    assert_eq!(keyman.forbidden_outside, 0);
+    assert_eq!(keyman.forbidden_own, keyman.rate_limited);
+    // Today's engine does not know REPORT: it rejects each one, harmlessly.
+    assert!(keyman.reports_sent > 0);
+    assert_eq!(keyman.engine_rejected, keyman.reports_sent);
+    assert_eq!(augur.reports_sent, 0);
+}
+
+#[test]
+fn augur_clients_in_a_scenario_run_call_by_call_get_the_same_figures_as_the_batched_run() {
+    // Grouping each key in its own account changes nothing but makes every call
+    // its own event: the figures must be the same.
+    let batched = simulate(&default_for(3, ClientBehaviour::Augur));
+    let per_call = simulate(&SimConfig {
+        accounts: Some(20),
+        ..default_for(3, ClientBehaviour::Augur)
+    });
+    assert_eq!(per_call.calls_served, batched.calls_served);
+    assert_eq!(per_call.rate_limited, batched.rate_limited);
+    assert_eq!(per_call.keys_handed_out, batched.keys_handed_out);
+    assert_eq!(
+        per_call.waiting_seconds_total,
+        batched.waiting_seconds_total
+    );
+    assert_eq!(per_call.samples, batched.samples);
+}
+
+#[test]
+fn with_a_floor_keyman_clients_never_go_under_it_and_get_no_403() {
+    let report = simulate(&SimConfig {
+        floor: Some(100),
+        ..default_for(4, ClientBehaviour::Keyman)
+    });
+    assert_eq!(report.rate_limited, 0);
+    assert_eq!(report.calls_below_floor, 0);
+    assert!(report.utilization >= 0.97, "{}", report.utilization);
+}
+
+#[test]
+fn a_donor_using_their_key_outside_keyman_gets_their_403s_counted_apart() {
+    let config = SimConfig {
+        keys: 4,
+        invalid: 0,
+        workers: 40,
+        duration: 3 * HOUR,
+        donor_calls: 600,
+        ..SimConfig::default()
+    };
+    let augur = simulate(&config);
+    assert_eq!(augur.donor_calls_made, 3 * 600);
+    assert_eq!(
+        augur.donor_calls_served + augur.donor_forbidden,
+        augur.donor_calls_made
+    );
+    assert!(augur.forbidden_outside > 0, "{augur:?}");
+    assert_eq!(
+        augur.forbidden_own + augur.forbidden_outside,
+        augur.rate_limited
+    );
+    assert_eq!(augur.over_quota_successes, 0);
+    let keyman = simulate(&SimConfig {
+        clients: ClientBehaviour::Keyman,
+        ..config
+    });
+    // At most one outside 403 per key per window (the donor's calls are not
+    // in the headers a worker saw before its next call).
+    assert!(
+        keyman.forbidden_outside <= 4 * 3,
+        "{}",
+        keyman.forbidden_outside
+    );
+    assert!(keyman.rate_limited < augur.rate_limited);
+    assert_eq!(
+        keyman.forbidden_own + keyman.forbidden_outside,
+        keyman.rate_limited
+    );
+}
+
+#[test]
+fn a_platform_clock_30_s_off_makes_no_tight_loop_of_403s_with_keyman_clients() {
+    for skew in [-30, 30] {
+        let config = SimConfig {
+            keys: 5,
+            invalid: 0,
+            workers: 50,
+            duration: 3 * HOUR,
+            skew_seconds: skew,
+            ..SimConfig::default()
+        };
+        let keyman = simulate(&SimConfig {
+            clients: ClientBehaviour::Keyman,
+            ..config.clone()
+        });
+        // A handful per key and window, not one every 0.1 s.
+        assert!(
+            keyman.rate_limited <= 5 * 3 * 2,
+            "skew {skew}: {}",
+            keyman.rate_limited
+        );
+        assert!(keyman.utilization >= 0.99, "{}", keyman.utilization);
+        assert_eq!(keyman.over_quota_successes, 0);
+        if skew < 0 {
+            // Augur's workers take the reset as the platform says it: the key
+            // comes back 30 s early and they loop on 403s until the real reset.
+            let augur = simulate(&config);
+            assert!(
+                augur.rate_limited > 50 * keyman.rate_limited.max(1),
+                "augur {} vs keyman {}",
+                augur.rate_limited,
+                keyman.rate_limited
+            );
+        }
+    }
+}
+
+#[test]
+fn tokens_of_one_account_share_its_quota() {
+    let config = SimConfig {
+        keys: 6,
+        invalid: 0,
+        workers: 30,
+        duration: 2 * HOUR,
+        accounts: Some(2),
+        ..SimConfig::default()
+    };
+    assert_eq!(config.capacity(), 2 * 5000 * 2);
+    for clients in [ClientBehaviour::Augur, ClientBehaviour::Keyman] {
+        let report = simulate(&SimConfig {
+            clients,
+            ..config.clone()
+        });
+        assert_eq!(report.calls_served, config.capacity(), "{clients:?}");
+        assert_eq!(report.over_quota_successes, 0);
+    }
+}
+
+#[test]
+fn a_secondary_limit_answers_403_with_retry_after_and_is_counted() {
+    let report = simulate(&SimConfig {
+        keys: 3,
+        invalid: 0,
+        workers: 30,
+        duration: HOUR,
+        max_concurrent: Some(4),
+        clients: ClientBehaviour::Keyman,
+        ..SimConfig::default()
+    });
+    assert!(report.secondary_limited > 0);
+    assert!(report.forbidden_own >= report.secondary_limited);
+    assert_eq!(report.over_quota_successes, 0);
+}
+
+#[test]
+fn augur_s_wait_policy_adds_five_seconds_to_every_hint() {
+    let config = SimConfig {
+        keys: 2,
+        invalid: 0,
+        workers: 10,
+        duration: 2 * HOUR,
+        quota: 1000,
+        sample_every: Duration::from_secs(1),
+        ..SimConfig::default()
+    };
+    let keyman = simulate(&config);
+    let augur = simulate(&SimConfig {
+        orchestrator: Orchestrator::Augur,
+        ..config
+    });
+    assert_eq!(augur.over_quota_successes, 0);
+    assert!(augur.wait_replies > 0);
+    // The keys refresh at 3 601 s: keyman's hint wakes the workers then,
+    // Augur's 5 s later.
+    let waiting = |r: &Report, at: u64| r.samples[at as usize].workers_waiting;
+    assert_eq!(waiting(&keyman, 3600), 10);
+    assert_eq!(waiting(&augur, 3600), 10);
+    for at in 3602..=3606 {
+        assert_eq!(waiting(&keyman, at), 0, "{at}");
+        assert_eq!(waiting(&augur, at), 10, "{at}");
+    }
+    assert_eq!(waiting(&augur, 3607), 0);
+}
+
+#[test]
+fn the_json_report_names_each_figure() {
+    let report = simulate(&SimConfig {
+        donor_calls: 60,
+        ..default_for(1, ClientBehaviour::Keyman)
+    });
+    let json = serde_json::to_value(&report).expect("json");
+    for name in [
+        "utilization",
+        "calls_served",
+        "rate_limited",
+        "forbidden_own",
+        "forbidden_outside",
+        "secondary_limited",
+        "calls_below_floor",
+        "waiting_seconds_total",
+        "waiting_seconds_per_worker",
+        "donor_calls_made",
+        "donor_forbidden",
+        "reports_sent",
+        "engine_rejected",
+    ] {
+        assert!(json.get(name).is_some(), "{name} missing");
+    }
+    assert_eq!(json["settings"]["clients"], "keyman");
+    assert_eq!(json["settings"]["orchestrator"], "keyman");
+    assert_eq!(json["settings"]["donor_calls"], 60);
+}

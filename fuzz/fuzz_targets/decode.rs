@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    keyman::fuzzing::decode_bytes(data);
+    keyman::harness::fuzz::decode_bytes(data);
 });

@@ -5,6 +5,12 @@ use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
 use crate::quota::QuotaConfig;
 use std::time::Duration;
 
+/// The default of [`EngineConfig::max_platforms`].
+pub const DEFAULT_MAX_PLATFORMS: usize = 1_000;
+
+/// The default of [`EngineConfig::max_keys_per_platform`].
+pub const DEFAULT_MAX_KEYS_PER_PLATFORM: usize = 1_000_000;
+
 /// How an [`Engine`](super::Engine) is set up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -25,6 +31,12 @@ pub struct EngineConfig {
     /// Quota awareness (issue 10): floors per platform and account, the choice
     /// strategy per platform, the lease cap per account and lease duration.
     pub quota: QuotaConfig,
+    /// The most platforms: a PUBLISH that would add one more is refused
+    /// (logged and dropped). 1 000 by default.
+    pub max_platforms: usize,
+    /// The most keys of one platform, in any state: a PUBLISH of one more is
+    /// refused (logged and dropped). 1 000 000 by default.
+    pub max_keys_per_platform: usize,
 }
 
 impl Default for EngineConfig {
@@ -37,6 +49,8 @@ impl Default for EngineConfig {
             max_held: 10_000,
             max_expiry: Duration::from_secs(25 * 3600),
             quota: QuotaConfig::default(),
+            max_platforms: DEFAULT_MAX_PLATFORMS,
+            max_keys_per_platform: DEFAULT_MAX_KEYS_PER_PLATFORM,
         }
     }
 }

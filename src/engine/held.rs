@@ -1,21 +1,172 @@
 //! Held requests: a NEW that asked to wait (`hold_ms`, ext) for a key of its
 //! platform, answered as soon as one is fresh or when its hold ends.
+//!
+//! They are indexed three ways, so that no operation scans them all: per
+//! platform, oldest first (to answer in order); by `requester_id` and
+//! `request_id` (a re-sent request is found in `O(1)`); and by the end of
+//! their hold (`O(log n)` to find those that are due). Holds are timed by a
+//! [`HoldClock`], which only moves forward: a wall clock stepped back does not
+//! make a request wait longer.
 
 use super::{Engine, Transmit, wait_seconds};
 use crate::pool::Assignment;
 use crate::protocol::{ErrorCode, Id, Reply, ReplyTo};
 use crate::time::Timestamp;
 use rand_core::Rng;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
+
+/// A monotonic clock made of the wall-clock `now`s an engine is given: it
+/// advances by the time between two of them when the later is later, and
+/// stands still when `now` goes back. A hold measured on it lasts its time
+/// however the wall clock is stepped back (a step forward may end it early,
+/// which answers the request sooner; it never hangs).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct HoldClock {
+    /// The last wall-clock `now` seen, and the reading at it.
+    last: Option<(Timestamp, Timestamp)>,
+}
+
+impl HoldClock {
+    /// Takes `now` into account and returns the reading at it. The first
+    /// reading is the first `now`; as long as the wall clock only goes
+    /// forward, readings equal it.
+    pub(super) fn observe(&mut self, now: Timestamp) -> Timestamp {
+        let reading = match self.last {
+            None => now,
+            Some((wall, reading)) => reading.saturating_add(now.saturating_since(wall)),
+        };
+        self.last = Some((now, reading));
+        reading
+    }
+
+    /// The wall-clock time, on the clock of the last `now`, at which the
+    /// reading `at` comes (the last `now` if it has come).
+    pub(super) fn wall_time_of(&self, at: Timestamp) -> Timestamp {
+        match self.last {
+            None => at,
+            Some((wall, reading)) => wall.saturating_add(at.saturating_since(reading)),
+        }
+    }
+}
 
 /// A NEW held until a key of its platform is fresh, or until `until`.
 #[derive(Debug, Clone)]
 pub(super) struct Held {
+    pub(super) platform: String,
     pub(super) dest: String,
     pub(super) requester_id: Id,
     pub(super) request_id: Option<Id>,
+    /// The end of its hold, on the [`HoldClock`].
     pub(super) until: Timestamp,
+}
+
+/// The held requests and their indexes.
+#[derive(Debug, Default)]
+pub(super) struct HeldRequests {
+    /// The next sequence number: the order of arrival.
+    next: u64,
+    entries: HashMap<u64, Held>,
+    /// Per platform, the sequence numbers of its held requests, oldest first.
+    by_platform: BTreeMap<String, BTreeSet<u64>>,
+    /// `(requester_id, request_id)` of those that carry a `request_id`.
+    by_request: HashMap<(Id, Id), u64>,
+    /// `(until, seq)`: the earliest end first.
+    deadlines: BTreeSet<(Timestamp, u64)>,
+}
+
+impl HeldRequests {
+    /// How many are held.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The earliest end of a hold, on the [`HoldClock`].
+    pub(super) fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|(t, _)| *t)
+    }
+
+    /// The platforms with held requests.
+    fn platforms(&self) -> Vec<String> {
+        self.by_platform.keys().cloned().collect()
+    }
+
+    /// The oldest held request of `platform`.
+    fn oldest(&self, platform: &str) -> Option<u64> {
+        self.by_platform.get(platform)?.first().copied()
+    }
+
+    /// The held request that `reply` re-sends, if it is held for `platform`.
+    /// `O(1)`.
+    fn find(&mut self, platform: &str, reply: &ReplyTo) -> Option<&mut Held> {
+        let rid = reply.request_id.clone()?;
+        let seq = *self.by_request.get(&(reply.requester_id.clone(), rid))?;
+        self.entries
+            .get_mut(&seq)
+            .filter(|h| h.platform == platform)
+    }
+
+    fn insert(&mut self, held: Held) {
+        let seq = self.next;
+        self.next += 1;
+        if let Some(rid) = &held.request_id {
+            self.by_request
+                .insert((held.requester_id.clone(), rid.clone()), seq);
+        }
+        self.by_platform
+            .entry(held.platform.clone())
+            .or_default()
+            .insert(seq);
+        self.deadlines.insert((held.until, seq));
+        self.entries.insert(seq, held);
+    }
+
+    /// Removes a held request from every index. `O(log n)`.
+    fn remove(&mut self, seq: u64) -> Option<Held> {
+        let held = self.entries.remove(&seq)?;
+        if let Some(rid) = &held.request_id {
+            let key = (held.requester_id.clone(), rid.clone());
+            if self.by_request.get(&key) == Some(&seq) {
+                self.by_request.remove(&key);
+            }
+        }
+        if let Some(seqs) = self.by_platform.get_mut(&held.platform) {
+            seqs.remove(&seq);
+            if seqs.is_empty() {
+                self.by_platform.remove(&held.platform);
+            }
+        }
+        self.deadlines.remove(&(held.until, seq));
+        Some(held)
+    }
+
+    /// Removes the requests whose hold ended at `reading`, earliest first.
+    fn take_due(&mut self, reading: Timestamp) -> Vec<Held> {
+        let mut due = Vec::new();
+        while let Some(&(until, seq)) = self.deadlines.first() {
+            if until > reading {
+                break;
+            }
+            match self.remove(seq) {
+                Some(h) => due.push(h),
+                None => {
+                    self.deadlines.pop_first();
+                }
+            }
+        }
+        due
+    }
+
+    /// Removes them all, oldest first.
+    fn take_all(&mut self) -> Vec<Held> {
+        let mut all: Vec<(u64, Held)> = self.entries.drain().collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        *self = HeldRequests {
+            next: self.next,
+            ..HeldRequests::default()
+        };
+        all.into_iter().map(|(_, h)| h).collect()
+    }
 }
 
 impl<R: Rng> Engine<R> {
@@ -23,14 +174,9 @@ impl<R: Rng> Engine<R> {
     /// fresh key; with an error once it has no keys at all; and, when
     /// `expire` is set, with `{"wait": n}` once their hold has ended.
     pub(super) fn serve_held(&mut self, now: Timestamp, expire: bool) {
-        let platforms: Vec<String> = self.held.keys().cloned().collect();
-        let mut changed = false;
-        for platform in platforms {
-            let Some(mut queue) = self.held.remove(&platform) else {
-                continue;
-            };
-            let before = queue.len();
-            while let Some(front) = queue.front() {
+        let reading = self.hold_clock.observe(now);
+        for platform in self.held.platforms() {
+            while let Some(seq) = self.held.oldest(&platform) {
                 let answer = match self.draw(now, &platform) {
                     Assignment::Key(k) => Reply::Key(k.to_string()),
                     Assignment::Wait { .. } => break,
@@ -42,38 +188,34 @@ impl<R: Rng> Engine<R> {
                 if !matches!(answer, Reply::Key(_)) {
                     self.stats.errors += 1;
                 }
-                let dest = front.dest.clone();
-                let rid = front.request_id.clone();
-                queue.pop_front();
-                self.send(dest, &answer, rid.as_ref());
-            }
-            if expire {
-                let next = self.pool.next_refresh_of(&platform).unwrap_or(now);
-                let wait = Reply::Wait(wait_seconds(now, next));
-                let mut kept = VecDeque::with_capacity(queue.len());
-                for h in queue.drain(..) {
-                    if h.until <= now {
-                        self.stats.waits += 1;
-                        self.transmits.push_back(Transmit {
-                            channel: h.dest,
-                            payload: wait.encode(h.request_id.as_ref()),
-                        });
-                    } else {
-                        kept.push_back(h);
-                    }
+                if let Some(h) = self.held.remove(seq) {
+                    self.send(h.dest, &answer, h.request_id.as_ref());
                 }
-                queue = kept;
-            }
-            if queue.len() != before {
-                changed = true;
-                self.held_count -= before - queue.len();
-            }
-            if !queue.is_empty() {
-                self.held.insert(platform, queue);
             }
         }
-        if changed {
-            self.next_hold_expiry = self.held.values().flatten().map(|h| h.until).min();
+        if expire {
+            for h in self.held.take_due(reading) {
+                let next = self.pool.next_refresh_of(&h.platform).unwrap_or(now);
+                self.stats.waits += 1;
+                self.transmits.push_back(Transmit {
+                    channel: h.dest,
+                    payload: Reply::Wait(wait_seconds(now, next)).encode(h.request_id.as_ref()),
+                });
+            }
+        }
+    }
+
+    /// Answers every held request with the `wait` it would have had without
+    /// holding (at SHUTDOWN), oldest first.
+    pub(super) fn release_held(&mut self, now: Timestamp) {
+        for h in self.held.take_all() {
+            let next = self.pool.next_refresh_of(&h.platform).unwrap_or(now);
+            self.stats.waits += 1;
+            self.send(
+                h.dest,
+                &Reply::Wait(wait_seconds(now, next)),
+                h.request_id.as_ref(),
+            );
         }
     }
 
@@ -87,31 +229,28 @@ impl<R: Rng> Engine<R> {
         reply: &ReplyTo,
         hold_ms: u64,
     ) -> bool {
-        if hold_ms == 0 || self.held_count >= self.config.max_held {
+        let reading = self.hold_clock.observe(now);
+        if hold_ms == 0 {
             return false;
         }
-        let queue = self.held.entry(platform.to_string()).or_default();
         // A request sent again (after a reconnect, or to a new native reply
         // subject) is held once, and answered where it was last sent from.
-        if let Some(h) = queue.iter_mut().find(|h| {
-            reply.request_id.is_some()
-                && h.request_id == reply.request_id
-                && h.requester_id == reply.requester_id
-        }) {
+        if let Some(h) = self.held.find(platform, reply) {
             h.dest = dest.to_string();
             return true;
         }
+        if self.held.len() >= self.config.max_held {
+            return false;
+        }
         let hold = Duration::from_millis(hold_ms).min(self.config.max_hold);
-        let until = now.saturating_add(hold);
-        queue.push_back(Held {
+        self.held.insert(Held {
+            platform: platform.to_string(),
             dest: dest.to_string(),
             requester_id: reply.requester_id.clone(),
             request_id: reply.request_id.clone(),
-            until,
+            until: reading.saturating_add(hold),
         });
-        self.held_count += 1;
         self.stats.holds_total += 1;
-        self.next_hold_expiry = Some(self.next_hold_expiry.map_or(until, |t| t.min(until)));
         true
     }
 }

@@ -26,11 +26,11 @@
 use crate::mask::Masked;
 use crate::pool::Counts;
 use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published};
-use crate::protocol::{PlatformStatus, Reply};
+use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus, Reply};
 use crate::quota::Quotas;
 use crate::time::Timestamp;
 use rand_core::Rng;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 mod config;
 mod events;
@@ -41,12 +41,12 @@ mod stats;
 mod tests;
 mod wire;
 
-pub use config::EngineConfig;
+pub use config::{DEFAULT_MAX_KEYS_PER_PLATFORM, DEFAULT_MAX_PLATFORMS, EngineConfig};
 pub use events::{Event, KeyEvent, Level, Transmit};
 pub use quota::Leased;
 pub use stats::Stats;
 
-use held::Held;
+use held::{HeldRequests, HoldClock};
 
 /// The orchestrator's state machine. See the [module docs](self) for the run
 /// loop, the order in which to drain outputs, and time going backwards.
@@ -82,12 +82,11 @@ pub struct Engine<R> {
     events: VecDeque<Event>,
     shutdown: bool,
     stats: Stats,
-    /// Held NEW requests per platform, oldest first.
-    held: BTreeMap<String, VecDeque<Held>>,
-    held_count: usize,
-    /// The earliest `until` of the held requests.
-    next_hold_expiry: Option<Timestamp>,
-    /// Quota views, accounts and leases (issue 10).
+    /// Held NEW requests, indexed by platform, by request and by deadline.
+    held: HeldRequests,
+    /// What holds are timed by: it never goes back.
+    hold_clock: HoldClock,
+    /// Quota views, accounts and leases.
     quota: Quotas,
 }
 
@@ -107,9 +106,8 @@ impl<R: Rng> Engine<R> {
             events: VecDeque::new(),
             shutdown: false,
             stats: Stats::default(),
-            held: BTreeMap::new(),
-            held_count: 0,
-            next_hold_expiry: None,
+            held: HeldRequests::default(),
+            hold_clock: HoldClock::default(),
             quota: Quotas::new(),
         }
     }
@@ -117,7 +115,7 @@ impl<R: Rng> Engine<R> {
     /// How many NEW requests are held waiting for a key now;
     /// [`Stats::holds_total`] counts every request ever held.
     pub fn held(&self) -> usize {
-        self.held_count
+        self.held.len()
     }
 
     /// The pool, for inspection.
@@ -128,7 +126,8 @@ impl<R: Rng> Engine<R> {
     /// Replaces the pool with the state `snapshot` describes (the one saved
     /// before a restart). Held requests are kept. It emits no event and does not
     /// move [`Stats::changes`]: the state came from storage, there is nothing new
-    /// to save.
+    /// to save. What a restart then does to each key, with Augur's
+    /// republishing, is in the [protocol docs](crate::protocol#restarts-with-the-state-kept).
     pub fn restore(&mut self, snapshot: &crate::pool::PoolSnapshot) {
         self.pool = KeyPool::from_snapshot(snapshot, self.config.selection);
     }
@@ -154,7 +153,8 @@ impl<R: Rng> Engine<R> {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.end_due_leases(now);
         self.pool.refresh_due(now);
-        if self.held_count > 0 {
+        self.hold_clock.observe(now);
+        if self.held.len() > 0 {
             self.serve_held(now, true);
         }
     }
@@ -163,19 +163,23 @@ impl<R: Rng> Engine<R> {
     /// earliest refresh time of an expired key, end of a held request or
     /// deadline of a lease, or `None` if nothing is pending. Held requests are answered only through it
     /// (or the next message); refreshes of expired keys also happen lazily.
+    ///
+    /// The end of a hold is given on the clock of the last `now`: after a step
+    /// back of the wall clock it comes as much earlier, so the hold lasts its
+    /// time (see [time going backwards](self#when-now-goes-backwards)).
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         if self.shutdown {
             return None;
         }
-        [
-            self.pool.next_refresh(),
-            self.next_hold_expiry,
-            self.quota.next_lease_end(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        let hold_end = self
+            .held
+            .next_deadline()
+            .map(|at| self.hold_clock.wall_time_of(at));
+        [self.pool.next_refresh(), hold_end, self.quota.next_lease_end()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next payload to publish, in order; `None` when there is nothing more.
@@ -270,16 +274,63 @@ impl<R: Rng> Engine<R> {
     /// an invalid one is fresh again ([`KeyEvent::Revived`]), a fresh or expired
     /// one is left as it is (publishing is idempotent and does not cut a rate
     /// limit short). Held requests of the platform get the key.
+    ///
+    /// A key or platform name longer than its
+    /// [limit](crate::protocol#limits), a new platform beyond
+    /// [`EngineConfig::max_platforms`] and a new key beyond
+    /// [`EngineConfig::max_keys_per_platform`] are [`Published::Refused`],
+    /// reported as an [`Event::Rejected`] on the announce channel.
     pub fn publish(&mut self, now: Timestamp, platform: &str, key: &str) -> Published {
+        if let Err(error) = self.check_publish(platform, key) {
+            self.stats.rejected += 1;
+            self.events.push_back(Event::Rejected {
+                channel: self.config.channels.announce.clone(),
+                error,
+            });
+            return Published::Refused;
+        }
         let outcome = self.pool.publish(platform, key);
         let what = match outcome {
             Published::Added => KeyEvent::Published,
             Published::Revived => KeyEvent::Revived,
-            Published::Unchanged => return outcome,
+            Published::Unchanged | Published::Refused => return outcome,
         };
         self.key_event(platform, key, what);
         self.serve_held_after_change(now);
         outcome
+    }
+
+    /// Whether a publish of `key` to `platform` stays within the limits.
+    fn check_publish(&self, platform: &str, key: &str) -> Result<(), DecodeError> {
+        for (field, text, max) in [
+            ("key_str", key, MAX_KEY_LEN),
+            ("key_platform", platform, MAX_PLATFORM_LEN),
+        ] {
+            if text.len() > max {
+                return Err(DecodeError::TooLong {
+                    field,
+                    len: text.len(),
+                    max,
+                });
+            }
+        }
+        match self.pool.key_count(platform) {
+            None if self.pool.platform_count() >= self.config.max_platforms => {
+                Err(DecodeError::LimitReached {
+                    limit: "platforms",
+                    max: self.config.max_platforms,
+                })
+            }
+            Some(n)
+                if n >= self.config.max_keys_per_platform && !self.pool.contains(platform, key) =>
+            {
+                Err(DecodeError::LimitReached {
+                    limit: "keys per platform",
+                    max: self.config.max_keys_per_platform,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Removes `key` from `platform`, whatever its state; returns whether it was
@@ -301,20 +352,10 @@ impl<R: Rng> Engine<R> {
         if self.shutdown {
             return;
         }
-        if self.held_count > 0 {
+        if self.held.len() > 0 {
             self.serve_held(now, false);
         }
-        let held = std::mem::take(&mut self.held);
-        for (platform, queue) in held {
-            let next = self.pool.next_refresh_of(&platform).unwrap_or(now);
-            let wait = Reply::Wait(wait_seconds(now, next));
-            for h in queue {
-                self.stats.waits += 1;
-                self.send(h.dest, &wait, h.request_id.as_ref());
-            }
-        }
-        self.held_count = 0;
-        self.next_hold_expiry = None;
+        self.release_held(now);
         self.shutdown = true;
         self.events.push_back(Event::Shutdown);
     }
@@ -350,7 +391,7 @@ impl<R: Rng> Engine<R> {
 
     /// Answers the held requests that a change of the pool may serve.
     fn serve_held_after_change(&mut self, now: Timestamp) {
-        if self.held_count > 0 {
+        if self.held.len() > 0 {
             self.serve_held(now, false);
         }
     }

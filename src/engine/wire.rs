@@ -31,6 +31,7 @@ impl<R: Rng> Engine<R> {
         if self.shutdown {
             return;
         }
+        self.hold_clock.observe(now);
         let max = self.config.max_payload;
         if channel == self.config.channels.request {
             match decode_request(payload, max) {
@@ -54,7 +55,7 @@ impl<R: Rng> Engine<R> {
                 channel: channel.to_string(),
             });
         }
-        if self.held_count > 0 {
+        if self.held.len() > 0 {
             self.serve_held(now, false);
         }
     }
@@ -70,7 +71,12 @@ impl<R: Rng> Engine<R> {
         if let Some(reply) = &rej.reply {
             let message = rej.error.to_string();
             let dest = self.destination(reply, reply_subject, announce);
-            self.send_error(dest, reply, ErrorCode::BadRequest, message);
+            let code = if rej.error.is_too_large() {
+                ErrorCode::TooLarge
+            } else {
+                ErrorCode::BadRequest
+            };
+            self.send_error(dest, reply, code, message);
         }
         self.events.push_back(Event::Rejected {
             channel: channel.to_string(),

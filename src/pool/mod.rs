@@ -24,7 +24,11 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use snapshot::{PlatformSnapshot, PoolSnapshot};
+pub use snapshot::{
+    ChangedRecords, DecodedState, META_RECORD, PlatformSnapshot, PoolSnapshot, SHARDS,
+    STATE_FORMAT_VERSION, StateDecodeError, StateRecords, canonical_snapshot, check_state_decoding,
+    decode_records, shard_of, shard_record_name,
+};
 
 /// How [`KeyPool::assign`] chooses among the fresh keys of a platform.
 ///
@@ -100,6 +104,11 @@ pub enum Published {
     /// The key was already fresh or expired; nothing changed (publish is idempotent,
     /// and an expired key stays expired until its refresh time).
     Unchanged,
+    /// Nothing changed: the key or platform name is longer than its limit, or
+    /// the key would pass a cap of the engine. Only
+    /// [`Engine::publish`](crate::Engine::publish) refuses; the pool itself has
+    /// no limits.
+    Refused,
 }
 
 /// What an expire did.
@@ -219,6 +228,8 @@ pub struct KeyPool {
     platforms: Vec<(String, PlatformPool)>,
     index: HashMap<String, usize>,
     selection: Selection,
+    /// What changed, for saving only that.
+    changes: snapshot::ChangeLog,
 }
 
 impl KeyPool {
@@ -257,12 +268,14 @@ impl KeyPool {
         match pool.slots.get(key).copied() {
             None => {
                 pool.push_fresh(Arc::from(key));
+                self.touched(platform, key);
                 Published::Added
             }
             Some(Slot::Invalid) => {
                 if let Some(k) = pool.invalid.take(key) {
                     pool.push_fresh(k);
                 }
+                self.touched(platform, key);
                 Published::Revived
             }
             Some(Slot::Fresh(_) | Slot::Expired(_)) => Published::Unchanged,
@@ -276,7 +289,7 @@ impl KeyPool {
         let Some(pool) = self.platform_mut(platform) else {
             return false;
         };
-        match pool.slots.remove(key) {
+        let removed = match pool.slots.remove(key) {
             None => false,
             Some(Slot::Fresh(idx)) => {
                 pool.remove_fresh(idx);
@@ -291,7 +304,11 @@ impl KeyPool {
                 pool.invalid.remove(key);
                 true
             }
+        };
+        if removed {
+            self.touched(platform, key);
         }
+        removed
     }
 
     /// Hands out a fresh key of `platform` chosen by the pool's [`Selection`],
@@ -451,7 +468,7 @@ impl KeyPool {
         if refresh_at <= now {
             return Expired::Unchanged;
         }
-        match pool.slots.get(key).copied() {
+        let expired = match pool.slots.get(key).copied() {
             Some(Slot::Fresh(idx)) => {
                 let k = pool.remove_fresh(idx);
                 pool.slots.insert(k.clone(), Slot::Expired(refresh_at));
@@ -467,7 +484,11 @@ impl KeyPool {
                 Expired::Extended
             }
             _ => Expired::Unchanged,
+        };
+        if expired != Expired::Unchanged {
+            self.touched(platform, key);
         }
+        expired
     }
 
     /// Marks `key` of `platform` permanently invalid: it is never handed out or
@@ -488,6 +509,7 @@ impl KeyPool {
         };
         pool.slots.insert(k.clone(), Slot::Invalid);
         pool.invalid.insert(k);
+        self.touched(platform, key);
         Invalidated::Invalidated
     }
 
@@ -508,6 +530,23 @@ impl KeyPool {
     /// The platforms, in the order they were first published. `O(P)`.
     pub fn platforms(&self) -> impl Iterator<Item = &str> {
         self.platforms.iter().map(|(name, _)| name.as_str())
+    }
+
+    /// How many platforms there are. `O(1)`.
+    pub fn platform_count(&self) -> usize {
+        self.platforms.len()
+    }
+
+    /// How many keys `platform` has, in any state; `None` for an unknown
+    /// platform. `O(1)`.
+    pub fn key_count(&self, platform: &str) -> Option<usize> {
+        self.platform(platform).map(|p| p.slots.len())
+    }
+
+    /// Whether `platform` has `key`, in any state. `O(1)`.
+    pub fn contains(&self, platform: &str, key: &str) -> bool {
+        self.platform(platform)
+            .is_some_and(|p| p.slots.contains_key(key))
     }
 
     /// Whether `platform` has ever been published to. `O(1)`.
@@ -635,6 +674,7 @@ impl KeyPool {
                 .insert(platform.to_string(), self.platforms.len());
             self.platforms
                 .push((platform.to_string(), PlatformPool::default()));
+            self.touched_platforms();
         }
     }
 }

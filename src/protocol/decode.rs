@@ -1,6 +1,7 @@
 //! Bytes to typed messages: every payload becomes a message or a typed error,
 //! never a panic.
 
+use super::limits::max_len;
 use super::{Announce, Id, ReplyTo, Request};
 use crate::mask::truncate;
 use crate::quota::{LeaseReturn, Observation};
@@ -56,6 +57,26 @@ pub enum DecodeError {
         /// Why.
         reason: &'static str,
     },
+    /// A field is longer than its limit (see the [limits](crate::protocol#limits)).
+    #[error("field `{field}` of {len} bytes exceeds the limit of {max} bytes")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message is valid, but applying it would pass a configured cap
+    /// ([`EngineConfig::max_platforms`](crate::EngineConfig::max_platforms),
+    /// [`EngineConfig::max_keys_per_platform`](crate::EngineConfig::max_keys_per_platform)).
+    #[error("the limit of {max} {limit} is reached")]
+    LimitReached {
+        /// What is counted: `platforms` or `keys per platform`.
+        limit: &'static str,
+        /// The cap.
+        max: usize,
+    },
     /// A reply is of no shape this protocol has.
     #[error("unexpected reply shape: {0}")]
     UnexpectedReply(&'static str),
@@ -70,6 +91,29 @@ pub struct Rejected {
     /// The sender's reply address, when the message type expects a reply and its
     /// `requester_id` was readable.
     pub reply: Option<ReplyTo>,
+}
+
+impl DecodeError {
+    /// Whether the message was refused for its size (a payload, a field),
+    /// answered with [`ErrorCode::TooLarge`](super::ErrorCode::TooLarge).
+    pub fn is_too_large(&self) -> bool {
+        matches!(
+            self,
+            DecodeError::TooLarge { .. } | DecodeError::TooLong { .. }
+        )
+    }
+}
+
+/// `Err(TooLong)` when `text` of `field` is longer than the field's limit.
+pub(super) fn check_len(field: &'static str, text: &str) -> Result<(), DecodeError> {
+    match max_len(field) {
+        Some(max) if text.len() > max => Err(DecodeError::TooLong {
+            field,
+            len: text.len(),
+            max,
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl From<DecodeError> for Rejected {
@@ -122,7 +166,10 @@ impl Fields<'_> {
                 field,
                 reason: "must not be empty",
             }),
-            Some(Value::String(s)) => Ok(s.clone()),
+            Some(Value::String(s)) => {
+                check_len(field, s)?;
+                Ok(s.clone())
+            }
             Some(_) => Err(DecodeError::WrongType {
                 field,
                 expected: "a string",
@@ -130,23 +177,42 @@ impl Fields<'_> {
         }
     }
 
+    /// An id field (a whole number or a string), within [`MAX_ID_LEN`](super::MAX_ID_LEN).
     pub(super) fn id(&self, field: &'static str) -> Result<Option<Id>, DecodeError> {
         match self.0.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => Id::from_value(v).map(Some).ok_or(DecodeError::WrongType {
-                field,
-                expected: "a number or a string",
-            }),
+            Some(v) => {
+                let id = Id::from_value(v).ok_or(DecodeError::WrongType {
+                    field,
+                    expected: "a whole number or a string",
+                })?;
+                if let Id::Text(s) = &id {
+                    check_len(field, s)?;
+                }
+                Ok(Some(id))
+            }
         }
     }
 
-    pub(super) fn reply_to(&self) -> Result<ReplyTo, DecodeError> {
+    /// The reply address. A `requester_id` that is missing, malformed or too
+    /// long leaves no channel to answer on; a `request_id` that is too long is
+    /// refused with the address (without it), so that the sender can be told.
+    pub(super) fn reply_to(&self) -> Result<ReplyTo, Rejected> {
         let requester_id = self
             .id("requester_id")?
             .ok_or(DecodeError::MissingField("requester_id"))?;
-        // A malformed request_id is dropped rather than failing the request:
-        // the reply is still useful to a client that matches on order.
-        let request_id = self.id("request_id").ok().flatten();
+        let request_id = match self.id("request_id") {
+            Ok(id) => id,
+            Err(error @ DecodeError::TooLong { .. }) => {
+                return Err(Rejected {
+                    error,
+                    reply: Some(ReplyTo::new(requester_id)),
+                });
+            }
+            // A malformed request_id is dropped rather than failing the request:
+            // the reply is still useful to a client that matches on order.
+            Err(_) => None,
+        };
         Ok(ReplyTo {
             requester_id,
             request_id,

@@ -40,7 +40,8 @@ impl Channels {
 }
 
 /// A `requester_id` or `request_id`: Augur's clients send a JSON number (their
-/// process id); ours send a string. Displayed as written.
+/// process id); ours send a string. Displayed as written. A number must be a
+/// whole number that fits 64 bits; others are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Id {
     /// A JSON number, displayed in its decimal digits.
@@ -52,7 +53,10 @@ pub enum Id {
 impl Id {
     pub(super) fn from_value(v: &Value) -> Option<Id> {
         match v {
-            Value::Number(n) => Some(Id::Number(n.clone())),
+            // Only whole numbers: a float would be written back in other
+            // digits than it came in (2444…0 as 2.444e48), so no reply channel
+            // would match what its sender listens on.
+            Value::Number(n) if n.is_u64() || n.is_i64() => Some(Id::Number(n.clone())),
             Value::String(s) => Some(Id::Text(s.clone())),
             _ => None,
         }

@@ -15,6 +15,9 @@ pub enum ErrorCode {
     NoKeys,
     /// The request was malformed.
     BadRequest,
+    /// A field of the request is longer than its limit (`too_large`, ext); see
+    /// the [limits](crate::protocol#limits).
+    TooLarge,
     /// A code this version does not know.
     Other(String),
 }
@@ -26,6 +29,7 @@ impl ErrorCode {
             ErrorCode::UnknownPlatform => "unknown_platform",
             ErrorCode::NoKeys => "no_keys",
             ErrorCode::BadRequest => "bad_request",
+            ErrorCode::TooLarge => "too_large",
             ErrorCode::Other(s) => s,
         }
     }
@@ -35,6 +39,7 @@ impl ErrorCode {
             "unknown_platform" => ErrorCode::UnknownPlatform,
             "no_keys" => ErrorCode::NoKeys,
             "bad_request" => ErrorCode::BadRequest,
+            "too_large" => ErrorCode::TooLarge,
             other => ErrorCode::Other(truncate(other, 40)),
         }
     }

@@ -231,3 +231,95 @@ fn replies_round_trip_with_request_id() {
     assert!(Reply::decode(br#"{"what": 1}"#, MAX).is_err());
     assert!(Reply::decode(b"7", MAX).is_err());
 }
+
+#[test]
+fn fields_longer_than_their_limits_are_refused_with_the_address_where_known() {
+    let long = |n: usize| "x".repeat(n);
+    // requester_id: no address.
+    let new = format!(
+        r#"{{"type": "NEW", "key_platform": "p", "requester_id": "{}"}}"#,
+        long(MAX_ID_LEN + 1)
+    );
+    let rej = decode_request(new.as_bytes(), MAX).unwrap_err();
+    assert_eq!(rej.reply, None);
+    assert!(rej.error.is_too_large());
+    // request_id: the address without it.
+    let new = format!(
+        r#"{{"type": "NEW", "key_platform": "p", "requester_id": 4711, "request_id": "{}"}}"#,
+        long(MAX_ID_LEN + 1)
+    );
+    let rej = decode_request(new.as_bytes(), MAX).unwrap_err();
+    assert_eq!(rej.reply, Some(ReplyTo::new(4711u64)));
+    // key_platform of a NEW: the whole address.
+    let new = format!(
+        r#"{{"type": "NEW", "key_platform": "{}", "requester_id": 4711, "request_id": "r"}}"#,
+        long(MAX_PLATFORM_LEN + 1)
+    );
+    let rej = decode_request(new.as_bytes(), MAX).unwrap_err();
+    assert_eq!(
+        rej.error,
+        DecodeError::TooLong {
+            field: "key_platform",
+            len: MAX_PLATFORM_LEN + 1,
+            max: MAX_PLATFORM_LEN
+        }
+    );
+    assert_eq!(rej.reply, Some(ReplyTo::new(4711u64).with_request_id("r")));
+    // key_str of a PUBLISH: nobody to tell.
+    let publish = format!(
+        r#"{{"type": "PUBLISH", "key_str": "{}", "key_platform": "p"}}"#,
+        long(MAX_KEY_LEN + 1)
+    );
+    let rej = decode_announce(publish.as_bytes(), MAX).unwrap_err();
+    assert_eq!(rej.reply, None);
+    // At the limits, all is well; an EXPIRE's unused requester_id is ignored.
+    let publish = format!(
+        r#"{{"type": "PUBLISH", "key_str": "{}", "key_platform": "{}"}}"#,
+        long(MAX_KEY_LEN),
+        long(MAX_PLATFORM_LEN)
+    );
+    assert!(decode_announce(publish.as_bytes(), MAX).is_ok());
+    let expire = format!(
+        r#"{{"type": "EXPIRE", "key_str": "k", "key_platform": "p", "refresh_time": 5, "requester_id": "{}"}}"#,
+        long(MAX_ID_LEN + 1)
+    );
+    match decode_request(expire.as_bytes(), MAX) {
+        Ok(Request::Expire { requester_id, .. }) => assert_eq!(requester_id, None),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn too_large_is_a_typed_error_code() {
+    let reply = Reply::Error {
+        code: ErrorCode::TooLarge,
+        message: "field `request_id` of 300 bytes exceeds the limit of 256 bytes".into(),
+    };
+    let bytes = reply.encode(None);
+    assert!(String::from_utf8_lossy(&bytes).contains(r#""code":"too_large""#));
+    assert_eq!(Reply::decode(&bytes, MAX).unwrap().reply, reply);
+}
+
+#[test]
+fn a_requester_id_that_is_not_a_whole_number_is_refused() {
+    // Found by fuzzing: 2444…0 (beyond 64 bits) came back as 2.444e48, so the
+    // reply channel would not be the one its sender listens on.
+    for payload in [
+        &br#"{"requester_id":2444444444444444444444444444444444444444444444440,"type":"NEW","key_platform":"N"}"#[..],
+        br#"{"requester_id":1.5,"type":"NEW","key_platform":"N"}"#,
+    ] {
+        let rejected = decode_request(payload, DEFAULT_MAX_PAYLOAD).expect_err("refused");
+        assert!(
+            rejected.error.to_string().contains("whole number"),
+            "{}",
+            rejected.error
+        );
+    }
+    assert!(
+        decode_request(
+            br#"{"requester_id":-7,"type":"NEW","key_platform":"N"}"#,
+            DEFAULT_MAX_PAYLOAD
+        )
+        .is_ok()
+    );
+}

@@ -6,8 +6,9 @@
 //! Do not call them from inside an async task: use the async clients there.
 
 use super::KeyError;
-use super::{ClientConfig, KeyAdmin, KeySource};
+use super::{ClientConfig, KeyAdmin, KeySource, Next};
 use crate::protocol::PlatformStatus;
+use crate::ratelimit::RateLimit;
 use crate::time::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,56 @@ impl KeyClient {
     /// See [`KeySource::invalidate`].
     pub fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
         self.rt.block_on(self.inner.invalidate(platform, key))
+    }
+
+    /// See [`KeySource::expire_within`].
+    pub fn expire_within(
+        &self,
+        platform: &str,
+        key: &str,
+        reset: Timestamp,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.rt
+            .block_on(self.inner.expire_within(platform, key, reset, deadline))
+    }
+
+    /// See [`KeySource::invalidate_within`].
+    pub fn invalidate_within(
+        &self,
+        platform: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.rt
+            .block_on(self.inner.invalidate_within(platform, key, deadline))
+    }
+
+    /// See [`KeySource::observe`].
+    pub fn observe(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        self.rt
+            .block_on(self.inner.observe(platform, key, status, seen))
+    }
+
+    /// See [`KeySource::observe_within`].
+    pub fn observe_within(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        self.rt.block_on(
+            self.inner
+                .observe_within(platform, key, status, seen, deadline),
+        )
     }
 }
 

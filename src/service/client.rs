@@ -3,11 +3,11 @@
 
 use super::KeyError;
 use super::rpc::{Expect, Rpc, RpcConfig, unique_requester_id};
-use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, require_non_empty};
+use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, Next, require_non_empty};
 use crate::protocol::{
-    Announce, Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, PlatformStatus, Reply, ReplyMessage,
-    ReplyTo, Request,
+    Announce, Channels, ErrorCode, PlatformStatus, Reply, ReplyMessage, ReplyTo, Request,
 };
+use crate::ratelimit::RateLimit;
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -26,8 +26,16 @@ pub struct ClientConfig {
     /// How often a call still waiting is sent again (only once the orchestrator
     /// is known to echo request ids, or after a reconnect).
     pub resend_interval: Duration,
-    /// The largest reply accepted.
-    pub max_payload: usize,
+    /// The largest reply accepted, in bytes; [`ClientConfig::DEFAULT_MAX_REPLY`]
+    /// (64 MiB) by default. Replies have a bound of their own, far above the
+    /// orchestrator's request limit ([`DEFAULT_MAX_PAYLOAD`](crate::protocol::DEFAULT_MAX_PAYLOAD), 64 KiB): a list of
+    /// every key of a platform is about 45 bytes a key, 4.5 MB for 100 000 keys.
+    pub max_reply: usize,
+}
+
+impl ClientConfig {
+    /// The default of [`ClientConfig::max_reply`]: 64 MiB.
+    pub const DEFAULT_MAX_REPLY: usize = 64 * 1024 * 1024;
 }
 
 impl Default for ClientConfig {
@@ -37,7 +45,7 @@ impl Default for ClientConfig {
             deadline: DEFAULT_DEADLINE,
             requester_id: None,
             resend_interval: Duration::from_secs(1),
-            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_reply: Self::DEFAULT_MAX_REPLY,
         }
     }
 }
@@ -66,7 +74,7 @@ impl Inner {
         };
         let rpc_config = RpcConfig {
             resend_interval: config.resend_interval,
-            max_payload: config.max_payload,
+            max_reply: config.max_reply,
         };
         let rpc = Rpc::start(bus, reply_channel, rpc_config).await?;
         Ok(Inner {
@@ -82,7 +90,19 @@ impl Inner {
 
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), KeyError> {
         let deadline = self.config.deadline;
-        match tokio::time::timeout(deadline, self.rpc.bus().publish(channel, payload)).await {
+        self.publish_until(channel, payload, super::deadline_after(deadline), deadline)
+            .await
+    }
+
+    /// Publishes `payload` on `channel` by `until`; `Timeout(deadline)` after it.
+    async fn publish_until(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        until: Instant,
+        deadline: Duration,
+    ) -> Result<(), KeyError> {
+        match tokio::time::timeout_at(until, self.rpc.bus().publish(channel, payload)).await {
             Ok(r) => r.map_err(KeyError::from),
             Err(_) => Err(KeyError::Timeout(deadline)),
         }
@@ -93,7 +113,7 @@ fn error_reply(code: ErrorCode, message: String, platform: &str) -> KeyError {
     match code {
         ErrorCode::UnknownPlatform => KeyError::UnknownPlatform(platform.to_string()),
         ErrorCode::NoKeys => KeyError::NoKeys(platform.to_string()),
-        ErrorCode::BadRequest => KeyError::Rejected(message),
+        ErrorCode::BadRequest | ErrorCode::TooLarge => KeyError::Rejected(message),
         ErrorCode::Other(code) => KeyError::Protocol(format!("error {code}: {message}")),
     }
 }
@@ -145,9 +165,45 @@ impl KeyClient {
         &self.inner.requester_id
     }
 
-    async fn report(&self, msg: Request) -> Result<(), KeyError> {
+    /// Sends an EXPIRE or INVALIDATE (`msg`, which has no reply), then asks for
+    /// another key of `platform`, both within `deadline`.
+    async fn report_and_request(
+        &self,
+        msg: Request,
+        platform: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        let until = super::deadline_after(deadline);
         let channel = &self.inner.config.channels.request;
-        self.inner.publish(channel, &msg.encode()).await
+        self.inner
+            .publish_until(channel, &msg.encode(), until, deadline)
+            .await?;
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(KeyError::Timeout(deadline));
+        }
+        self.request_within(platform, left)
+            .await
+            .map_err(|e| match e {
+                KeyError::Timeout(_) => KeyError::Timeout(deadline),
+                other => other,
+            })
+    }
+
+    /// The seam where the quota extension will tell the orchestrator what a
+    /// response's headers said (a REPORT: remaining, limit, reset, resource,
+    /// server date) and renew or return a lease. It sends nothing yet: the
+    /// orchestrator has no REPORT to receive, and today's fallback (EXPIRE,
+    /// INVALIDATE, NEW; all Augur's orchestrator knows) needs none.
+    async fn report_seen(
+        &self,
+        _platform: &str,
+        _key: &str,
+        _status: u16,
+        _seen: &RateLimit,
+        _until: Instant,
+    ) -> Result<(), KeyError> {
+        Ok(())
     }
 }
 
@@ -209,28 +265,86 @@ impl KeySource for KeyClient {
         key: &str,
         reset: Timestamp,
     ) -> Result<String, KeyError> {
+        self.expire_within(platform, key, reset, self.inner.config.deadline)
+            .await
+    }
+
+    async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
+        self.invalidate_within(platform, key, self.inner.config.deadline)
+            .await
+    }
+
+    /// Sends EXPIRE, then asks for another key, both within `deadline`.
+    async fn expire_within(
+        &self,
+        platform: &str,
+        key: &str,
+        reset: Timestamp,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
         require_non_empty("platform", platform)?;
         require_non_empty("key", key)?;
-        self.report(Request::Expire {
+        let msg = Request::Expire {
             key: key.to_string(),
             platform: platform.to_string(),
             refresh_time: reset,
             requester_id: Some(self.inner.requester_id.clone().into()),
-        })
-        .await?;
-        self.request(platform).await
+        };
+        self.report_and_request(msg, platform, deadline).await
     }
 
-    async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
+    /// Sends INVALIDATE, then asks for another key, both within `deadline`.
+    async fn invalidate_within(
+        &self,
+        platform: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
         require_non_empty("platform", platform)?;
         require_non_empty("key", key)?;
-        self.report(Request::Invalidate {
+        let msg = Request::Invalidate {
             key: key.to_string(),
             platform: platform.to_string(),
             requester_id: Some(self.inner.requester_id.clone().into()),
-        })
-        .await?;
-        self.request(platform).await
+        };
+        self.report_and_request(msg, platform, deadline).await
+    }
+
+    /// Judges the response by the wall clock (the orchestrator reads its own)
+    /// and sends EXPIRE or INVALIDATE and NEW as [`KeySource::observe`] says,
+    /// within the client's deadline. Sends no REPORT yet.
+    async fn observe(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        self.observe_within(platform, key, status, seen, self.inner.config.deadline)
+            .await
+    }
+
+    /// Like [`observe`](KeySource::observe), within `deadline`.
+    async fn observe_within(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        require_non_empty("platform", platform)?;
+        require_non_empty("key", key)?;
+        let until = super::deadline_after(deadline);
+        let verdict = seen.verdict(status, self.now());
+        self.report_seen(platform, key, status, seen, until).await?;
+        let left = until.saturating_duration_since(Instant::now());
+        super::settle(self, platform, key, verdict, Some(left))
+            .await
+            .map_err(|e| match e {
+                KeyError::Timeout(_) => KeyError::Timeout(deadline),
+                other => other,
+            })
     }
 }
 

@@ -35,10 +35,11 @@
 
 use super::KeyError;
 use super::log::log_event;
-use super::{DEFAULT_DEADLINE, KeyAdmin, KeySource, SystemClock};
+use super::{DEFAULT_DEADLINE, KeyAdmin, KeySource, Next, SystemClock};
 use crate::engine::{Engine, EngineConfig};
 use crate::pool::{Assignment, Selection};
 use crate::protocol::PlatformStatus;
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::rng::SplitMix64;
 use crate::time::{Clock, Timestamp};
 use async_trait::async_trait;
@@ -312,6 +313,48 @@ impl Shared {
         })
     }
 
+    /// The seam where the quota extension will update the pool's view of
+    /// `key`'s quota from what a response said (remaining, limit, reset,
+    /// server date) and renew or return a lease. It records nothing yet: the
+    /// pool has no quota views to update.
+    fn record_seen(&self, _platform: &str, _key: &str, _status: u16, _seen: &RateLimit) {}
+
+    /// [`KeySource::observe`] for a plain thread: judges the response by the
+    /// pool's clock and acts on the verdict, waiting at most `deadline` for
+    /// another key.
+    fn observe_blocking(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        super::require_non_empty("platform", platform)?;
+        super::require_non_empty("key", key)?;
+        self.record_seen(platform, key, status, seen);
+        match seen.verdict(status, self.clock.now()) {
+            Verdict::Continue => Ok(Next::Keep),
+            Verdict::Expire {
+                refresh_at,
+                secondary,
+            } => {
+                self.expire(platform, key, refresh_at)?;
+                let key = self.request_blocking(platform, deadline)?;
+                Ok(Next::Expired {
+                    key,
+                    refresh_at,
+                    secondary,
+                })
+            }
+            Verdict::Invalidate => {
+                self.invalidate(platform, key)?;
+                let key = self.request_blocking(platform, deadline)?;
+                Ok(Next::Invalidated { key })
+            }
+        }
+    }
+
     fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
         self.change(platform, key, |engine, now| {
             engine.publish(now, platform, key);
@@ -463,6 +506,67 @@ impl KeySource for EmbeddedPool {
         self.shared.invalidate(platform, key)?;
         self.shared.request(platform, self.shared.deadline).await
     }
+
+    /// Like [`expire`](KeySource::expire), waiting at most `deadline` for
+    /// another key (the report itself takes no time).
+    async fn expire_within(
+        &self,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.shared.expire(platform, key, refresh_at)?;
+        self.shared.request(platform, deadline).await
+    }
+
+    /// Like [`invalidate`](KeySource::invalidate), waiting at most `deadline`
+    /// for another key.
+    async fn invalidate_within(
+        &self,
+        platform: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.shared.invalidate(platform, key)?;
+        self.shared.request(platform, deadline).await
+    }
+
+    /// The pool's [`Clock`] (the system clock unless one was injected).
+    fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Judges the response by the pool's clock and expires, invalidates or
+    /// keeps the key as [`KeySource::observe`] says, waiting up to the pool's
+    /// deadline for another key. Updates no quota view yet.
+    async fn observe(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        self.observe_within(platform, key, status, seen, self.shared.deadline)
+            .await
+    }
+
+    /// Like [`observe`](KeySource::observe), waiting at most `deadline` for
+    /// another key.
+    async fn observe_within(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        super::require_non_empty("platform", platform)?;
+        super::require_non_empty("key", key)?;
+        self.shared.record_seen(platform, key, status, seen);
+        let verdict = seen.verdict(status, self.shared.clock.now());
+        super::settle(self, platform, key, verdict, Some(deadline)).await
+    }
 }
 
 #[async_trait]
@@ -547,6 +651,64 @@ impl BlockingEmbeddedPool {
     pub fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
         self.shared.invalidate(platform, key)?;
         self.shared.request_blocking(platform, self.shared.deadline)
+    }
+
+    /// Like [`expire`](Self::expire), blocking at most `deadline` for another
+    /// key. See [`KeySource::expire_within`].
+    pub fn expire_within(
+        &self,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.shared.expire(platform, key, refresh_at)?;
+        self.shared.request_blocking(platform, deadline)
+    }
+
+    /// Like [`invalidate`](Self::invalidate), blocking at most `deadline` for
+    /// another key. See [`KeySource::invalidate_within`].
+    pub fn invalidate_within(
+        &self,
+        platform: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        self.shared.invalidate(platform, key)?;
+        self.shared.request_blocking(platform, deadline)
+    }
+
+    /// The time by the pool's clock. See [`KeySource::now`].
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Keeps, expires or invalidates `key` after a response with `status` and
+    /// the rate-limit headers `seen`, blocking up to the pool's deadline for
+    /// another key. See [`KeySource::observe`].
+    pub fn observe(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        self.shared
+            .observe_blocking(platform, key, status, seen, self.shared.deadline)
+    }
+
+    /// Like [`observe`](Self::observe), blocking at most `deadline` for another
+    /// key. See [`KeySource::observe_within`].
+    pub fn observe_within(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        self.shared
+            .observe_blocking(platform, key, status, seen, deadline)
     }
 
     /// Adds `key` to `platform`. See [`KeyAdmin::publish`].

@@ -6,21 +6,31 @@
 //! (admins), so it does not care whether keys come from the same process, from
 //! Redis or from NATS.
 
+use crate::mask::Masked;
 use crate::protocol::PlatformStatus;
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::time::Duration;
 
 pub use keyman_transport::{
-    Bus, BusError, BusEvent, FileStore, Lease, MemoryLease, MemoryStore, Message, StateStore,
-    Subscription,
+    Backoff, Bus, BusError, BusEvent, FileStore, Lease, MemoryLease, MemoryStore, Message, Records,
+    Saved, StateStore, StateWrite, Subscription,
 };
 
 /// The default deadline of a client call.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Where workers get keys: request one, report one as rate limited or invalid and
-/// get another. Every call returns within its deadline.
+/// get another, or hand over what a response said and let the source decide
+/// ([`observe`](Self::observe)). Every call returns within its deadline.
+///
+/// An implementation must provide [`request`](Self::request),
+/// [`request_within`](Self::request_within), [`expire`](Self::expire) and
+/// [`invalidate`](Self::invalidate); the other calls have default bodies built
+/// on those (the `_within` ones bound the call with a timer, `observe` applies
+/// [`RateLimit::verdict`] at [`now`](Self::now)). [`KeyClient`] and
+/// [`EmbeddedPool`] override them all.
 #[async_trait]
 pub trait KeySource: Send + Sync {
     /// A fresh key of `platform`, waiting (up to the source's deadline) while all
@@ -37,6 +47,223 @@ pub trait KeySource: Send + Sync {
 
     /// Reports `key` as permanently invalid (HTTP 401) and returns another key.
     async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError>;
+
+    /// Like [`expire`](Self::expire), with `deadline` for the whole call (the
+    /// report and the wait for another key): [`KeyError::Timeout`]`(deadline)`
+    /// when no key comes in time. The report may have been made even then.
+    async fn expire_within(
+        &self,
+        platform: &str,
+        key: &str,
+        reset: Timestamp,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        within(deadline, self.expire(platform, key, reset)).await
+    }
+
+    /// Like [`invalidate`](Self::invalidate), with `deadline` for the whole
+    /// call, as [`expire_within`](Self::expire_within).
+    async fn invalidate_within(
+        &self,
+        platform: &str,
+        key: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        within(deadline, self.invalidate(platform, key)).await
+    }
+
+    /// The time by the clock this source compares refresh times with: the wall
+    /// clock by default (a remote orchestrator reads its own), the injected
+    /// [`Clock`](crate::Clock) of an [`EmbeddedPool`].
+    fn now(&self) -> Timestamp {
+        wall_clock()
+    }
+
+    /// What a worker calls after every response of the API it used `key` for:
+    /// given the response's `status` and what its headers said (`seen`, from
+    /// [`RateLimit::from_headers`] or, with feature `http`,
+    /// `RateLimit::from_header_map`), it applies
+    /// [`RateLimit::verdict`] at [`now`](Self::now) and
+    ///
+    /// - carries on: [`Next::Keep`];
+    /// - reports `key` rate limited until the refresh time (corrected for the
+    ///   skew between the platform's clock and ours with the `Date` header) and
+    ///   returns another key: [`Next::Expired`]; this also happens on a 200
+    ///   whose headers say no call remains, before the platform refuses one;
+    /// - reports `key` invalid (HTTP 401) and returns another key:
+    ///   [`Next::Invalidated`].
+    ///
+    /// On the wire this is EXPIRE or INVALIDATE followed by NEW, exactly what a
+    /// worker of Augur's does after a 403 or a 401, so it works against Augur's
+    /// orchestrator too. It does not send the rate-limit figures themselves to
+    /// the orchestrator yet (no REPORT message, no leases): that comes with the
+    /// quota extension. Errors are those of [`expire`](Self::expire) and
+    /// [`invalidate`](Self::invalidate); after an error the old key may already
+    /// have been reported, so the worker should [`request`](Self::request) a
+    /// new one rather than keep it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), keyman::KeyError> {
+    /// use keyman::ratelimit::RateLimit;
+    /// use keyman::service::{KeyAdmin, KeySource, Next, embedded::EmbeddedPool};
+    /// use keyman::{ManualClock, Timestamp};
+    /// use std::sync::Arc;
+    ///
+    /// let clock = Arc::new(ManualClock::new(Timestamp::from_secs(1_767_225_000)));
+    /// let pool = EmbeddedPool::builder().with_clock(clock).build();
+    /// pool.publish("github_rest", "ghp_one").await?;
+    /// pool.publish("github_rest", "ghp_two").await?;
+    ///
+    /// let key = pool.request("github_rest").await?;
+    /// // The response to the call made with `key` said: no call left until midnight UTC.
+    /// let headers = [("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1767225600")];
+    /// let seen = RateLimit::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+    /// let next = pool.observe("github_rest", &key, 200, &seen).await?;
+    /// assert!(matches!(&next, Next::Expired { key: other, .. } if *other != key));
+    /// let key = next.into_key(key); // the key for the next call
+    /// # let _ = key;
+    /// # Ok(()) }
+    /// ```
+    async fn observe(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        settle(self, platform, key, seen.verdict(status, self.now()), None).await
+    }
+
+    /// Like [`observe`](Self::observe), with `deadline` for the whole call.
+    async fn observe_within(
+        &self,
+        platform: &str,
+        key: &str,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        let verdict = seen.verdict(status, self.now());
+        settle(self, platform, key, verdict, Some(deadline)).await
+    }
+}
+
+/// What a worker does after a response, as [`KeySource::observe`] decided.
+///
+/// More cases may come with the quota extension (leases renewed or returned),
+/// so a `match` needs a wildcard arm. Its `Debug` output masks the key.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Next {
+    /// Keep using the key: the response said nothing against it.
+    Keep,
+    /// The old key was reported rate limited until `refresh_at` (on the
+    /// source's clock); use `key` from now on.
+    Expired {
+        /// The key to use instead.
+        key: String,
+        /// When the old key may be used again.
+        refresh_at: Timestamp,
+        /// Whether the old key hit a secondary limit (too many calls at once
+        /// or too fast) rather than the spent quota of its window.
+        secondary: bool,
+    },
+    /// The old key was reported invalid (HTTP 401); use `key` from now on.
+    Invalidated {
+        /// The key to use instead.
+        key: String,
+    },
+}
+
+impl Next {
+    /// The key that replaces the old one, or `None` to keep it.
+    pub fn new_key(&self) -> Option<&str> {
+        match self {
+            Next::Keep => None,
+            Next::Expired { key, .. } | Next::Invalidated { key } => Some(key),
+        }
+    }
+
+    /// The key to use for the next call: the new one, or `current` when the
+    /// old one is kept.
+    pub fn into_key(self, current: String) -> String {
+        match self {
+            Next::Keep => current,
+            Next::Expired { key, .. } | Next::Invalidated { key } => key,
+        }
+    }
+}
+
+impl std::fmt::Debug for Next {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Next::Keep => f.write_str("Keep"),
+            Next::Expired {
+                key,
+                refresh_at,
+                secondary,
+            } => f
+                .debug_struct("Expired")
+                .field("key", &Masked(key))
+                .field("refresh_at", refresh_at)
+                .field("secondary", secondary)
+                .finish(),
+            Next::Invalidated { key } => f
+                .debug_struct("Invalidated")
+                .field("key", &Masked(key))
+                .finish(),
+        }
+    }
+}
+
+/// Runs `call` for at most `deadline`: [`KeyError::Timeout`]`(deadline)` if it
+/// takes longer. The default bodies of the `_within` calls of [`KeySource`].
+async fn within<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = Result<T, KeyError>>,
+) -> Result<T, KeyError> {
+    match tokio::time::timeout_at(deadline_after(deadline), call).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(KeyError::Timeout(deadline)),
+    }
+}
+
+/// Acts on `verdict` for `key`: nothing, or EXPIRE / INVALIDATE and another key,
+/// within `deadline` if one is given (the source's own deadline otherwise).
+/// What [`KeySource::observe`] does once the verdict is known.
+pub(crate) async fn settle<S: KeySource + ?Sized>(
+    source: &S,
+    platform: &str,
+    key: &str,
+    verdict: Verdict,
+    deadline: Option<Duration>,
+) -> Result<Next, KeyError> {
+    require_non_empty("platform", platform)?;
+    require_non_empty("key", key)?;
+    match verdict {
+        Verdict::Continue => Ok(Next::Keep),
+        Verdict::Expire {
+            refresh_at,
+            secondary,
+        } => {
+            let key = match deadline {
+                Some(d) => source.expire_within(platform, key, refresh_at, d).await?,
+                None => source.expire(platform, key, refresh_at).await?,
+            };
+            Ok(Next::Expired {
+                key,
+                refresh_at,
+                secondary,
+            })
+        }
+        Verdict::Invalidate => {
+            let key = match deadline {
+                Some(d) => source.invalidate_within(platform, key, d).await?,
+                None => source.invalidate(platform, key).await?,
+            };
+            Ok(Next::Invalidated { key })
+        }
+    }
 }
 
 /// What admins do: publish and unpublish keys, look at the pool, stop the service.
@@ -127,6 +354,7 @@ mod client;
 pub mod embedded;
 mod error;
 mod log;
+pub mod metrics;
 mod orchestrator;
 mod rpc;
 
@@ -182,8 +410,11 @@ pub async fn connect_url_with_lease(
             let bus = keyman_redis::RedisBus::connect(url, keyman_redis::RedisOptions::default())
                 .await
                 .map_err(KeyError::from)?;
-            let store = bus.state_store(format!("keyman:state:{name}"));
             let lease = bus.lease(format!("keyman:leader:{name}"));
+            // Fenced: a save with a holder lands only while it holds the lease.
+            let store = bus
+                .state_store(format!("keyman:state:{name}"))
+                .fenced_by(&lease);
             Ok((
                 std::sync::Arc::new(bus),
                 std::sync::Arc::new(store),
@@ -196,8 +427,11 @@ pub async fn connect_url_with_lease(
                 .await
                 .map_err(KeyError::from)?;
             let key = kv_key(name);
-            let store = bus.state_store("keyman", format!("state.{key}"));
             let lease = bus.lease("keyman", format!("leader.{key}"));
+            // Fenced: a save with a holder lands only while it holds the lease.
+            let store = bus
+                .state_store("keyman", format!("state.{key}"))
+                .fenced_by(&lease);
             Ok((
                 std::sync::Arc::new(bus),
                 std::sync::Arc::new(store),

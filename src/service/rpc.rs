@@ -15,7 +15,7 @@
 
 use super::KeyError;
 use super::{Bus, BusError, BusEvent};
-use crate::protocol::{DEFAULT_MAX_PAYLOAD, Id, Reply, ReplyMessage};
+use crate::protocol::{Id, Reply, ReplyMessage};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,14 +132,15 @@ fn parse_id(id: &Id) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub(crate) struct RpcConfig {
     pub resend_interval: Duration,
-    pub max_payload: usize,
+    /// The largest reply accepted.
+    pub max_reply: usize,
 }
 
 impl Default for RpcConfig {
     fn default() -> Self {
         Self {
             resend_interval: Duration::from_secs(1),
-            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_reply: super::ClientConfig::DEFAULT_MAX_REPLY,
         }
     }
 }
@@ -182,7 +183,7 @@ impl Rpc {
                 .await
                 .map_err(KeyError::from)?;
             let shared = shared.clone();
-            let max = config.max_payload;
+            let max = config.max_reply;
             let resend_every = config.resend_interval;
             Some(tokio::spawn(async move {
                 let mut resend = tokio::time::interval(resend_every);
@@ -291,8 +292,7 @@ impl Rpc {
             let slice = left.min(self.config.resend_interval);
             match self.shared.bus.request(channel, payload, slice).await {
                 Ok(bytes) => {
-                    return Reply::decode(&bytes, self.config.max_payload)
-                        .map_err(KeyError::Decode);
+                    return Reply::decode(&bytes, self.config.max_reply).map_err(KeyError::Decode);
                 }
                 // Lost on the way or not answered yet: ask again while time is left.
                 Err(BusError::Timeout(_)) => continue,

@@ -42,7 +42,61 @@ pub struct SimConfig {
     /// How often the key states are sampled for
     /// [`Report::samples`](super::Report::samples).
     pub sample_every: Duration,
+    /// How the workers use their keys.
+    pub clients: ClientBehaviour,
+    /// Whose wait policy answers NEW when no key is fresh.
+    pub orchestrator: Orchestrator,
+    /// Calls per hour the donor of the first valid key makes with it outside
+    /// keyman (0: none). Their calls spend the same quota.
+    pub donor_calls: u64,
+    /// When set, the keys belong to this many accounts (key `i` to account
+    /// `i % accounts`) and the keys of one account share one quota.
+    pub accounts: Option<usize>,
+    /// How far the platform's clock is ahead of ours (negative: behind), in
+    /// seconds; the API's `x-ratelimit-reset` and `Date` headers use its clock.
+    pub skew_seconds: i64,
+    /// When set, a secondary limit: a call made while this many calls of the same
+    /// account are in flight (a call is in flight for one call interval) gets a
+    /// 403 with `Retry-After`.
+    pub max_concurrent: Option<u64>,
 }
+
+/// How the simulated workers use a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientBehaviour {
+    /// As Augur's `GithubDataAccess`: hold one key until a 403 (or, with a
+    /// floor, until the remaining count falls under it), then EXPIRE with the
+    /// reset header as it reads; learn nothing else from the headers.
+    #[default]
+    Augur,
+    /// Keyman-aware: read the rate-limit headers of every answer with
+    /// [`RateLimit`](crate::ratelimit::RateLimit), give the key up (EXPIRE with
+    /// the skew-corrected reset) as soon as its verdict says so or as soon as the
+    /// remaining count would not last another round of calls of the key's
+    /// holders together (above the floor): the calls seen on the key since the
+    /// worker's previous answer or, on its first answer with the key, the
+    /// window's average burn so far (`x-ratelimit-used` over the time since the
+    /// window opened) per call interval; and send REPORT messages with what the
+    /// headers said.
+    Keyman,
+}
+
+/// Whose policy answers a NEW when no key is fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Orchestrator {
+    /// keyman's engine as it is.
+    #[default]
+    Keyman,
+    /// A model of Augur's orchestrator: the same engine (uniform choice among
+    /// fresh keys), with [`AUGUR_WAIT_EXTRA`] added to every wait hint, as
+    /// Augur's hint is the seconds until the earliest refresh plus 5.
+    Augur,
+}
+
+/// What the [`Orchestrator::Augur`] model adds to every wait hint.
+pub const AUGUR_WAIT_EXTRA: Duration = Duration::from_secs(5);
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -57,6 +111,12 @@ impl Default for SimConfig {
             floor: None,
             seed: DEFAULT_SEED,
             sample_every: Duration::from_secs(15 * 60),
+            clients: ClientBehaviour::Augur,
+            orchestrator: Orchestrator::Keyman,
+            donor_calls: 0,
+            accounts: None,
+            skew_seconds: 0,
+            max_concurrent: None,
         }
     }
 }
@@ -93,6 +153,18 @@ pub enum ConfigError {
     /// The sampling interval is zero.
     #[error("the sampling interval must be more than zero")]
     SampleEvery,
+    /// The number of accounts is zero.
+    #[error("at least one account is needed")]
+    Accounts,
+    /// The donor makes more than one call per second or no key is valid.
+    #[error("the donor makes at most 3600 calls per hour, with a valid key")]
+    DonorCalls,
+    /// The skew is more than a day either way.
+    #[error("the clock skew must be at most a day either way")]
+    Skew,
+    /// The concurrency limit is zero.
+    #[error("the concurrency limit must be at least one call")]
+    MaxConcurrent,
 }
 
 const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
@@ -127,7 +199,39 @@ impl SimConfig {
         if self.sample_every.is_zero() {
             return Err(ConfigError::SampleEvery);
         }
+        if self.accounts == Some(0) {
+            return Err(ConfigError::Accounts);
+        }
+        if self.donor_calls > 3600 || (self.donor_calls > 0 && self.invalid >= self.keys) {
+            return Err(ConfigError::DonorCalls);
+        }
+        if self.skew_seconds.unsigned_abs() > 24 * 3600 {
+            return Err(ConfigError::Skew);
+        }
+        if self.max_concurrent == Some(0) {
+            return Err(ConfigError::MaxConcurrent);
+        }
         Ok(())
+    }
+
+    /// Whether anything beyond the original simulation is asked for (another
+    /// client behaviour or orchestrator, or a scenario of the quota
+    /// extension). Such runs make every call its own event.
+    pub fn is_extended(&self) -> bool {
+        self.clients != ClientBehaviour::Augur
+            || self.orchestrator != Orchestrator::Keyman
+            || self.donor_calls > 0
+            || self.accounts.is_some()
+            || self.skew_seconds != 0
+            || self.max_concurrent.is_some()
+    }
+
+    /// The account of key `key`.
+    pub(super) fn account_of(&self, key: usize) -> usize {
+        match self.accounts {
+            Some(n) if n > 0 => key % n,
+            _ => key,
+        }
     }
 
     /// The interval between two calls of one worker, in milliseconds (at least 1).
@@ -138,9 +242,15 @@ impl SimConfig {
 
     /// The most calls the valid keys' quotas allow in the simulated time: valid
     /// keys × quota × the windows that can begin within the duration.
+    /// With [`SimConfig::accounts`], the smaller of the accounts and the valid
+    /// keys takes the place of the valid keys.
     pub fn capacity(&self) -> u64 {
         let windows = millis(self.duration).div_ceil(millis(self.window).max(1));
-        ((self.keys - self.invalid.min(self.keys)) as u64)
+        let mut valid = self.keys - self.invalid.min(self.keys);
+        if let Some(accounts) = self.accounts {
+            valid = valid.min(accounts);
+        }
+        (valid as u64)
             .saturating_mul(self.quota)
             .saturating_mul(windows)
     }

@@ -17,6 +17,27 @@
 //!   after 20 s), call the API at a fixed rate until a 403 (or, with a floor, until
 //!   the remaining count falls under it), then report the key with EXPIRE and the
 //!   reset time, sleep 0.1 s and ask again; on a 401 report it with INVALIDATE.
+//! - or, with [`ClientBehaviour::Keyman`], **keyman-aware workers**: they read
+//!   the rate-limit headers of every answer with
+//!   [`RateLimit`](crate::ratelimit::RateLimit) and give the key up (EXPIRE
+//!   with the skew-corrected reset) as soon as its verdict says so, or as soon
+//!   as the remaining count would not last another round of the calls the key's
+//!   holders make (above the floor; the round measured between the worker's
+//!   last two answers, or on its first answer estimated from the window's
+//!   average burn so far), before any 403. They send REPORT messages (the quota extension's); an engine
+//!   without the extension rejects them harmlessly, and the report counts the
+//!   rejections. [`ClientBehaviour`] is the seam for leases once the engine
+//!   grants them.
+//!
+//! Scenarios ([`SimConfig`]): a model of Augur's orchestrator's wait policy
+//! ([`Orchestrator::Augur`]: the same engine, 5 s more on every wait hint), a
+//! donor using their key outside keyman (their calls spend the quota; the
+//! workers' 403s they cause are counted apart), keys grouped in accounts that
+//! share one quota, the platform's clock skewed from ours (its `Date` and
+//! `x-ratelimit-reset` headers in its clock), and a secondary limit on calls in
+//! flight per account (403 with `Retry-After`). Any of them, or keyman-aware
+//! clients, make every call its own event (no batches), which gives the same
+//! figures as the batches where both apply.
 //!
 //! Time is virtual: a discrete-event simulation over a priority queue, with no
 //! sleeping and no clock. Calls are not events one by one: while the holders of
@@ -46,7 +67,10 @@ mod report;
 mod run;
 mod workers;
 
-pub use config::{ConfigError, DEFAULT_SEED, PLATFORM, START, SimConfig};
+pub use config::{
+    AUGUR_WAIT_EXTRA, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, PLATFORM, START,
+    SimConfig,
+};
 pub use report::{Report, Sample, Settings};
 pub use run::run;
 pub use workers::{ERROR_RETRY, REASK_DELAY};

@@ -1,7 +1,7 @@
 //! What a simulation reports: its settings, the counts and the key states over
 //! time, serializable as JSON.
 
-use super::config::SimConfig;
+use super::config::{ClientBehaviour, Orchestrator, SimConfig};
 use serde::Serialize;
 
 /// The settings a [`Report`] was made with, in plain numbers.
@@ -27,6 +27,18 @@ pub struct Settings {
     pub seed: u64,
     /// The sampling interval, in seconds.
     pub sample_every_seconds: f64,
+    /// How the workers use their keys.
+    pub clients: ClientBehaviour,
+    /// Whose wait policy answered NEW.
+    pub orchestrator: Orchestrator,
+    /// Calls per hour of the donor outside keyman (0: none).
+    pub donor_calls: u64,
+    /// Accounts the keys belong to, if grouped.
+    pub accounts: Option<usize>,
+    /// The platform's clock minus ours, in seconds.
+    pub skew_seconds: i64,
+    /// The secondary limit on calls of one account in flight, if any.
+    pub max_concurrent: Option<u64>,
 }
 
 impl From<&SimConfig> for Settings {
@@ -42,6 +54,12 @@ impl From<&SimConfig> for Settings {
             floor: c.floor,
             seed: c.seed,
             sample_every_seconds: c.sample_every.as_secs_f64(),
+            clients: c.clients,
+            orchestrator: c.orchestrator,
+            donor_calls: c.donor_calls,
+            accounts: c.accounts,
+            skew_seconds: c.skew_seconds,
+            max_concurrent: c.max_concurrent,
         }
     }
 }
@@ -72,8 +90,31 @@ pub struct Report {
     pub settings: Settings,
     /// API calls answered with a 2xx.
     pub calls_served: u64,
-    /// API calls answered with a 403 (over quota).
+    /// API calls of the workers answered with a 403 (over quota, or a secondary
+    /// limit): `forbidden_own + forbidden_outside`.
     pub rate_limited: u64,
+    /// 403s caused by keyman's own grants: the workers' own calls had spent the
+    /// window's quota, or too many of them were in flight (secondary limit).
+    pub forbidden_own: u64,
+    /// 403s caused by use outside keyman: the donor's calls spent the quota that
+    /// the workers' own calls had not.
+    pub forbidden_outside: u64,
+    /// Of `forbidden_own`, the secondary-limit 403s (too many calls in flight).
+    pub secondary_limited: u64,
+    /// Calls served to the workers that left their account fewer calls than the
+    /// floor (0 without a floor).
+    pub calls_below_floor: u64,
+    /// Calls the donor made with their key outside keyman.
+    pub donor_calls_made: u64,
+    /// Of them, calls served.
+    pub donor_calls_served: u64,
+    /// Of them, calls refused (the quota spent).
+    pub donor_forbidden: u64,
+    /// REPORT messages the keyman-aware workers sent.
+    pub reports_sent: u64,
+    /// Messages the engine rejected (an engine without the quota extension
+    /// rejects every REPORT).
+    pub engine_rejected: u64,
     /// API calls answered with a 401 (bad key).
     pub unauthorized: u64,
     /// Calls the workers would have made had they never waited for a key.

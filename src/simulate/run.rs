@@ -2,10 +2,13 @@
 //! priority queue of actions, and the report made at the end.
 
 use super::api::{Api, ApiKey};
-use super::config::{ConfigError, PLATFORM, START, SimConfig, millis};
+use super::config::{
+    ClientBehaviour, ConfigError, Orchestrator, PLATFORM, START, SimConfig, millis,
+};
 use super::report::{Report, Sample, Settings};
-use super::workers::{KeySide, WorkerState};
+use super::workers::{KeySide, Seen, WorkerState};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
+use crate::harness::drain_each;
 use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
@@ -33,7 +36,8 @@ fn run_with(
     batching: bool,
 ) -> Result<Report, ConfigError> {
     config.validate()?;
-    let mut sim = Simulation::new(config, batching);
+    // The scenarios of the quota extension make every call its own event.
+    let mut sim = Simulation::new(config, batching && !config.is_extended());
     sim.run(progress);
     Ok(sim.report())
 }
@@ -52,6 +56,8 @@ pub(super) enum Action {
     Sample,
     /// The engine asked to be woken (its `poll_timeout`).
     EngineTimeout,
+    /// The donor calls the API with their key, outside keyman.
+    Donor { key: usize },
 }
 
 /// One simulation: the engine, the API, the keys and workers as the workers see
@@ -99,6 +105,21 @@ pub(super) struct Simulation {
     pub(super) keys_invalidated: u64,
     pub(super) invalid_handouts: u64,
     pub(super) samples: Vec<Sample>,
+    pub(super) clients: ClientBehaviour,
+    pub(super) orchestrator: Orchestrator,
+    /// What each keyman-aware worker read in its previous answer with its key.
+    pub(super) seen: Vec<Option<Seen>>,
+    /// The donor's key and the interval between their calls, if there is a donor.
+    pub(super) donor: Option<(usize, u64)>,
+    pub(super) forbidden_own: u64,
+    pub(super) forbidden_outside: u64,
+    pub(super) secondary_limited: u64,
+    pub(super) calls_below_floor: u64,
+    pub(super) donor_calls_made: u64,
+    pub(super) donor_calls_served: u64,
+    pub(super) donor_forbidden: u64,
+    pub(super) reports_sent: u64,
+    pub(super) engine_rejected: u64,
 }
 
 /// Characters of the simulated keys.
@@ -141,17 +162,25 @@ impl Simulation {
             let j = i + below(&mut rng, (config.keys - i) as u64) as usize;
             order.swap(i, j);
         }
-        let mut api_keys = vec![
-            ApiKey {
+        let mut api_keys: Vec<ApiKey> = (0..config.keys)
+            .map(|k| ApiKey {
                 valid: true,
-                reset: None,
-                used: 0,
-            };
-            config.keys
-        ];
+                account: config.account_of(k),
+            })
+            .collect();
         for &bad in &order[..config.invalid.min(config.keys)] {
             api_keys[bad].valid = false;
         }
+        let donor = api_keys
+            .iter()
+            .position(|k| k.valid)
+            .filter(|_| config.donor_calls > 0)
+            .map(|key| (key, (3_600_000 / config.donor_calls.max(1)).max(1)));
+        let accounts = config.accounts.unwrap_or(config.keys).min(config.keys);
+        let mut api = Api::new(api_keys, accounts, config.quota, millis(config.window));
+        api.max_concurrent = config.max_concurrent;
+        api.flight_ms = interval;
+        api.skew_ms = config.skew_seconds.saturating_mul(1000);
 
         let mut sim = Self {
             settings: Settings::from(config),
@@ -162,13 +191,7 @@ impl Simulation {
             sample_every: millis(config.sample_every).max(1),
             engine: Engine::new(EngineConfig::default(), SplitMix64::new(config.seed)),
             channels: Channels::default(),
-            api: Api {
-                keys: api_keys,
-                quota: config.quota,
-                window_ms: millis(config.window),
-                over_quota_successes: 0,
-                invalid_key_successes: 0,
-            },
+            api,
             key_text,
             key_index,
             keys: vec![KeySide::default(); config.keys],
@@ -195,6 +218,19 @@ impl Simulation {
             keys_invalidated: 0,
             invalid_handouts: 0,
             samples: Vec::new(),
+            clients: config.clients,
+            orchestrator: config.orchestrator,
+            seen: vec![None; config.workers],
+            donor,
+            forbidden_own: 0,
+            forbidden_outside: 0,
+            secondary_limited: 0,
+            calls_below_floor: 0,
+            donor_calls_made: 0,
+            donor_calls_served: 0,
+            donor_forbidden: 0,
+            reports_sent: 0,
+            engine_rejected: 0,
         };
 
         sim.push(end, Action::End);
@@ -218,6 +254,9 @@ impl Simulation {
             sim.worker_time += end.saturating_sub(first);
             sim.demand += end.saturating_sub(first).div_ceil(interval);
             sim.push(first, Action::Ask { worker: w });
+        }
+        if let Some((key, every)) = sim.donor {
+            sim.push(start + every / 2, Action::Donor { key });
         }
         let mut at = start;
         while at < end {
@@ -254,6 +293,12 @@ impl Simulation {
                     }
                 }
                 Action::Sample => self.sample(now),
+                Action::Donor { key } => {
+                    self.donor_call(now, key);
+                    if let Some((_, every)) = self.donor {
+                        self.push(now.saturating_add(every), Action::Donor { key });
+                    }
+                }
                 Action::EngineTimeout => {
                     if self.engine_wake == Some(now) {
                         self.engine_wake = None;
@@ -266,7 +311,8 @@ impl Simulation {
         progress(1.0);
     }
 
-    /// Drains the engine's outputs after a `handle`: the reply addressed to
+    /// Drains the engine's outputs after a `handle` (through the harness's
+    /// [`drain_each`], in the documented order): the reply addressed to
     /// `reply_channel`, if any, and counts its events. Schedules the engine's
     /// next wake-up.
     pub(super) fn drain_engine(
@@ -275,26 +321,34 @@ impl Simulation {
         reply_channel: Option<&str>,
     ) -> (Option<Reply>, bool) {
         let mut reply = None;
-        while let Some(tx) = self.engine.poll_transmit() {
-            if reply_channel == Some(tx.channel.as_str()) {
-                reply = Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
-                    .ok()
-                    .map(|m| m.reply);
-            }
-        }
         let mut invalidated = false;
-        while let Some(event) = self.engine.poll_event() {
-            if let Event::Key { what, .. } = event {
-                match what {
-                    KeyEvent::Expired { .. } => self.keys_expired += 1,
+        let (keys_expired, keys_invalidated, engine_rejected) = (
+            &mut self.keys_expired,
+            &mut self.keys_invalidated,
+            &mut self.engine_rejected,
+        );
+        drain_each(
+            &mut self.engine,
+            |tx| {
+                if reply_channel == Some(tx.channel.as_str()) {
+                    reply = Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
+                        .ok()
+                        .map(|m| m.reply);
+                }
+            },
+            |event| match event {
+                Event::Key { what, .. } => match what {
+                    KeyEvent::Expired { .. } => *keys_expired += 1,
                     KeyEvent::Invalidated => {
-                        self.keys_invalidated += 1;
+                        *keys_invalidated += 1;
                         invalidated = true;
                     }
                     _ => {}
-                }
-            }
-        }
+                },
+                Event::Rejected { .. } => *engine_rejected += 1,
+                _ => {}
+            },
+        );
         if let Some(wake) = self.engine.poll_timeout() {
             let wake = wake.as_millis();
             if self.engine_wake.is_none_or(|w| wake < w) && wake < self.end {
@@ -384,6 +438,15 @@ impl Simulation {
             invalid_handouts_after_invalidation: self.invalid_handouts,
             over_quota_successes: self.api.over_quota_successes,
             invalid_key_successes: self.api.invalid_key_successes,
+            forbidden_own: self.forbidden_own,
+            forbidden_outside: self.forbidden_outside,
+            secondary_limited: self.secondary_limited,
+            calls_below_floor: self.calls_below_floor,
+            donor_calls_made: self.donor_calls_made,
+            donor_calls_served: self.donor_calls_served,
+            donor_forbidden: self.donor_forbidden,
+            reports_sent: self.reports_sent,
+            engine_rejected: self.engine_rejected,
             samples: self.samples,
             settings: self.settings,
         }

@@ -1,11 +1,15 @@
-//! The workers, as Augur's behave: ask for a key (NEW), call the API with it
-//! until a 403, a 401 or the floor, report it (EXPIRE, INVALIDATE) and ask again.
+//! The workers: ask for a key (NEW), call the API with it, give it up (EXPIRE,
+//! INVALIDATE) and ask again. When to give a key up is the client behaviour
+//! ([`ClientBehaviour`]): as Augur's workers do (at a 403, a 401 or the floor),
+//! or as keyman-aware workers do (by the verdict of the rate-limit headers, and
+//! before the key's holders together would spend it).
 
 use super::api::{Response, ceil_to_second};
-use super::config::{PLATFORM, millis};
+use super::config::{AUGUR_WAIT_EXTRA, ClientBehaviour, Orchestrator, PLATFORM, millis};
 use super::holders::Holders;
 use super::run::{Action, Simulation};
 use crate::protocol::{Reply, ReplyTo, Request};
+use crate::ratelimit::{RateLimit, Verdict};
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -33,6 +37,14 @@ pub(super) enum WorkerState {
     Waiting { since: u64 },
     /// Holding a key (and listed among its holders).
     Holding,
+}
+
+/// What a keyman-aware worker remembers of the previous answer it had with its
+/// key: the remaining count and the reset time (the platform's), as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seen {
+    remaining: u64,
+    reset: Timestamp,
 }
 
 /// How a worker reports the key it gives up.
@@ -75,6 +87,10 @@ impl Simulation {
             },
             Some(Reply::Wait(secs)) => {
                 self.wait_replies += 1;
+                let secs = match self.orchestrator {
+                    Orchestrator::Keyman => secs,
+                    Orchestrator::Augur => secs.saturating_add(AUGUR_WAIT_EXTRA.as_secs()),
+                };
                 let at = now.saturating_add(secs.max(1).saturating_mul(1000));
                 self.push(at, Action::Ask { worker });
             }
@@ -94,6 +110,7 @@ impl Simulation {
             self.workers_waiting -= 1;
         }
         self.workers[worker] = WorkerState::Holding;
+        self.seen[worker] = None;
         self.plan(key, now);
     }
 
@@ -139,8 +156,7 @@ impl Simulation {
             let Some(first) = holders.first_call().filter(|&at| at < until) else {
                 return;
             };
-            let api_key = &self.api.keys[key];
-            let window_end = match api_key.reset.filter(|&reset| reset > first) {
+            let window_end = match self.api.window_of(key).reset.filter(|&reset| reset > first) {
                 Some(reset) => reset,
                 None => ceil_to_second(first.saturating_add(self.api.window_ms)),
             };
@@ -163,9 +179,10 @@ impl Simulation {
             return;
         };
         let api_key = &self.api.keys[key];
-        let at = if !api_key.valid {
+        let at = if !api_key.valid || !self.batching {
             first
         } else {
+            let api_key = self.api.window_of(key);
             let quota_left = if self.batching {
                 self.api.quota.saturating_sub(self.floor)
             } else {
@@ -198,27 +215,193 @@ impl Simulation {
                 break;
             }
             self.keys[key].holders.queue.pop_front();
-            match self.api.call(key, now) {
-                Response::Served { remaining, reset } => {
+            let response = self.api.call(key, now);
+            match response {
+                Response::Served { remaining, .. } => {
                     self.calls_served += 1;
                     if remaining < self.floor {
-                        self.give_up(now, worker, key, Giving::Expire { reset });
-                    } else {
-                        self.keys[key]
-                            .holders
-                            .queue
-                            .push_back((now + self.interval, worker));
+                        self.calls_below_floor += 1;
                     }
                 }
-                Response::RateLimited { reset } => {
+                Response::RateLimited { outside, .. } => {
                     self.rate_limited += 1;
-                    self.give_up(now, worker, key, Giving::Expire { reset });
+                    if outside {
+                        self.forbidden_outside += 1;
+                    } else {
+                        self.forbidden_own += 1;
+                    }
                 }
-                Response::Unauthorized => {
-                    self.unauthorized += 1;
-                    self.give_up(now, worker, key, Giving::Invalidate);
+                Response::SecondaryLimited { .. } => {
+                    self.rate_limited += 1;
+                    self.forbidden_own += 1;
+                    self.secondary_limited += 1;
                 }
+                Response::Unauthorized => self.unauthorized += 1,
             }
+            let giving = match self.clients {
+                ClientBehaviour::Augur => self.augur_next(now, &response),
+                ClientBehaviour::Keyman => self.keyman_next(now, worker, key, &response),
+            };
+            match giving {
+                Some(giving) => self.give_up(now, worker, key, giving),
+                None => self.keys[key]
+                    .holders
+                    .queue
+                    .push_back((now + self.interval, worker)),
+            }
+        }
+        self.plan(key, now);
+    }
+
+    /// What an Augur worker does after `response`: give the key up at a 403
+    /// (until the reset the header says, read as it is, or after `Retry-After`
+    /// for a secondary limit), at a 401, or when the remaining count falls under
+    /// the floor; else carry on.
+    fn augur_next(&self, now: u64, response: &Response) -> Option<Giving> {
+        let reset_as_read = |reset: u64| {
+            let seen = self.read_headers(response, now);
+            seen.reset.map_or(reset, Timestamp::as_millis)
+        };
+        match *response {
+            Response::Served { remaining, reset } if remaining < self.floor => {
+                Some(Giving::Expire {
+                    reset: reset_as_read(reset),
+                })
+            }
+            Response::Served { .. } => None,
+            Response::RateLimited { reset, .. } => Some(Giving::Expire {
+                reset: reset_as_read(reset),
+            }),
+            Response::SecondaryLimited { .. } => {
+                let seen = self.read_headers(response, now);
+                let after = seen
+                    .retry_after
+                    .unwrap_or(crate::ratelimit::DEFAULT_BACKOFF);
+                Some(Giving::Expire {
+                    reset: now.saturating_add(millis(after)),
+                })
+            }
+            Response::Unauthorized => Some(Giving::Invalidate),
+        }
+    }
+
+    /// What a keyman-aware worker does after `response`: read its headers with
+    /// [`RateLimit`], give the key up when the verdict says so, or when the
+    /// remaining count would not last another round of the calls made on the key
+    /// since the worker's previous answer (the calls of all its holders, its own
+    /// included; on the first answer, the window's average burn per call
+    /// interval) above the floor; REPORT what the headers said on the first
+    /// answer with a key and on giving it up.
+    fn keyman_next(
+        &mut self,
+        now: u64,
+        worker: usize,
+        key: usize,
+        response: &Response,
+    ) -> Option<Giving> {
+        let status = match response {
+            Response::Served { .. } => 200,
+            Response::RateLimited { .. } | Response::SecondaryLimited { .. } => 403,
+            Response::Unauthorized => 401,
+        };
+        let seen = self.read_headers(response, now);
+        let at = Timestamp::from_millis(now);
+        let before = self.seen[worker].take();
+        match seen.verdict(status, at) {
+            Verdict::Invalidate => Some(Giving::Invalidate),
+            Verdict::Expire { refresh_at, .. } => {
+                self.report_quota(now, worker, key, &seen);
+                Some(Giving::Expire {
+                    reset: refresh_at.as_millis(),
+                })
+            }
+            Verdict::Continue => {
+                let (Some(remaining), Some(reset)) = (seen.remaining, seen.reset) else {
+                    return None;
+                };
+                let round = match before {
+                    Some(b) if b.reset == reset && b.remaining > remaining => {
+                        b.remaining - remaining
+                    }
+                    // A first answer: the window's average burn so far, per
+                    // call interval of this worker (the platform's window
+                    // length is known: an hour on GitHub).
+                    _ => {
+                        let left = seen
+                            .to_local(reset, at)
+                            .as_millis()
+                            .saturating_sub(now)
+                            .min(self.api.window_ms);
+                        let elapsed = (self.api.window_ms - left).max(1);
+                        let used = seen.used.unwrap_or(0);
+                        (u128::from(used) * u128::from(self.interval))
+                            .div_ceil(u128::from(elapsed))
+                            .clamp(1, u128::from(u64::MAX)) as u64
+                    }
+                };
+                if remaining < round.saturating_add(self.floor) {
+                    self.report_quota(now, worker, key, &seen);
+                    return Some(Giving::Expire {
+                        reset: seen.to_local(reset, at).as_millis(),
+                    });
+                }
+                if before.is_none() {
+                    self.report_quota(now, worker, key, &seen);
+                }
+                self.seen[worker] = Some(Seen { remaining, reset });
+                None
+            }
+        }
+    }
+
+    /// The rate-limit headers of `response`, read as a client reads them.
+    fn read_headers(&self, response: &Response, now: u64) -> RateLimit {
+        let headers = self.api.headers(response, now);
+        RateLimit::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
+    }
+
+    /// Sends a REPORT (the quota extension's message) with what the headers
+    /// said. An engine without the extension rejects it harmlessly; the
+    /// rejections are counted.
+    fn report_quota(&mut self, now: u64, worker: usize, key: usize, seen: &RateLimit) {
+        let mut report = serde_json::Map::new();
+        let mut put = |name: &str, value: serde_json::Value| {
+            report.insert(name.to_string(), value);
+        };
+        put("type", "REPORT".into());
+        put("key_str", self.key_text[key].clone().into());
+        put("key_platform", PLATFORM.into());
+        put("requester_id", (worker as u64).into());
+        if let Some(remaining) = seen.remaining {
+            put("remaining", remaining.into());
+        }
+        if let Some(limit) = seen.limit {
+            put("limit", limit.into());
+        }
+        if let Some(reset) = seen.reset {
+            put("reset", (reset.as_millis() / 1000).into());
+        }
+        if let Some(resource) = &seen.resource {
+            put("resource", resource.clone().into());
+        }
+        if let Some(date) = seen.server_date {
+            put("server_date", (date.as_millis() / 1000).into());
+        }
+        let payload = serde_json::Value::Object(report).to_string();
+        self.reports_sent += 1;
+        let channel = self.channels.request.clone();
+        self.engine
+            .handle(Timestamp::from_millis(now), &channel, payload.as_bytes());
+        self.drain_engine(now, None);
+    }
+
+    /// One call of the donor with their own key, outside keyman.
+    pub(super) fn donor_call(&mut self, now: u64, key: usize) {
+        self.settle(key, now);
+        self.donor_calls_made += 1;
+        match self.api.outside_call(key, now) {
+            Response::Served { .. } => self.donor_calls_served += 1,
+            _ => self.donor_forbidden += 1,
         }
         self.plan(key, now);
     }

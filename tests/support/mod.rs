@@ -1,8 +1,12 @@
-//! Test support for end-to-end tests: brokers the tests start themselves, the
-//! `keyman serve` process, and connections.
+//! Test support shared by the integration tests: brokers the tests start
+//! themselves, the `keyman serve` process, connections, and the behaviours every
+//! key source shares (`behaviour`). Each file that declares `mod support;` uses
+//! only part of it.
 
 #![allow(dead_code)]
 
+pub mod behaviour;
+pub mod faults;
 pub mod scenarios;
 
 use keyman::service::{Bus, BusEvent, ClientConfig, KeyAdmin, KeyPublisher, Subscription};

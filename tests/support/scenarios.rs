@@ -504,8 +504,11 @@ pub async fn state_survives_restart(broker: Broker) {
         .expect("store");
     let until = Instant::now() + WAIT;
     loop {
-        let saved = store.load().await.expect("load").unwrap_or_default();
-        if String::from_utf8_lossy(&saved).contains(d) {
+        let saved = store.load(None).await.expect("load").unwrap_or_default();
+        if saved
+            .values()
+            .any(|v| String::from_utf8_lossy(v).contains(d))
+        {
             break;
         }
         assert!(Instant::now() < until, "the new key was never saved");
@@ -628,8 +631,10 @@ pub async fn standby_takes_over(broker: Broker) {
         .expect("store");
     let until = Instant::now() + WAIT;
     loop {
-        let saved = store.load().await.expect("load").unwrap_or_default();
-        let saved: Option<PoolSnapshot> = serde_json::from_slice(&saved).ok();
+        let saved = store.load(None).await.expect("load").unwrap_or_default();
+        let saved: Option<PoolSnapshot> = keyman::pool::decode_records(&saved)
+            .ok()
+            .map(|d| d.snapshot);
         if saved.is_some_and(|s| {
             s.platforms
                 .iter()

@@ -9,13 +9,16 @@ Exit codes:
   0  success
   1  any other failure (a rejected request, an unexpected reply, ...)
   2  usage: a bad argument or option, a broker URL that cannot be parsed or of
-     an unsupported scheme, refused credentials
+     an unsupported scheme, refused credentials, a command the broker's ACL
+     denies to the URL's user
   3  unknown platform
   4  no usable keys: all keys of the platform are invalid or unpublished
   5  timed out
-  6  disconnected: the broker cannot be reached or was lost, no orchestrator
+  6  disconnected: the broker cannot be reached (serve: within
+     --connect-timeout; without it, serve waits) or was lost, no orchestrator
      is listening, or the orchestrator has shut down
-  7  serve: the saved state could not be read from its store";
+  7  serve: the saved state could not be read from its store, or is unreadable
+     (copied aside, left as it is; see --discard-unreadable-state)";
 
 /// Why a subcommand failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +42,9 @@ impl Failure {
             Failure::Orchestrator(OrchestratorError::BusClosed) => {
                 key_exit_code(&KeyError::Disconnected(BusError::Closed))
             }
-            Failure::Orchestrator(OrchestratorError::LoadState { .. }) => 7,
+            Failure::Orchestrator(
+                OrchestratorError::LoadState { .. } | OrchestratorError::UnreadableState { .. },
+            ) => 7,
             Failure::Orchestrator(_) => 1,
         }
     }

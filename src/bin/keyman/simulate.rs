@@ -3,7 +3,9 @@
 //! fleet of Augur-like workers. Needs no server.
 
 use format::{format_duration, hours, parse_duration, percent, sparkline, thousands};
-use keyman::simulate::{self, ConfigError, DEFAULT_SEED, Report, SimConfig};
+use keyman::simulate::{
+    self, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, Report, SimConfig,
+};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -49,9 +51,55 @@ pub struct SimulateArgs {
     /// How often the key states are sampled for the chart.
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub sample_every: Duration,
+    /// How the workers use their keys: as Augur's do (until a 403), as
+    /// keyman-aware workers do (reading the rate-limit headers), or both, side by
+    /// side on the same traffic and seed.
+    #[arg(long, value_enum, default_value_t = ClientsArg::Augur)]
+    pub clients: ClientsArg,
+    /// Whose wait policy answers NEW when no key is fresh: keyman's engine, a
+    /// model of Augur's orchestrator (the same engine, 5 s added to every wait
+    /// hint), or both side by side.
+    #[arg(long, value_enum, default_value_t = OrchestratorArg::Keyman)]
+    pub orchestrator: OrchestratorArg,
+    /// Calls per hour the donor of one key makes with it outside keyman.
+    #[arg(long, default_value_t = 0)]
+    pub donor_calls: u64,
+    /// Group the keys into this many accounts; the keys of one account share
+    /// one quota.
+    #[arg(long)]
+    pub accounts: Option<usize>,
+    /// Seconds the platform's clock is ahead of ours (negative: behind).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub skew: i64,
+    /// A secondary limit: calls of one account in flight at once (more get a
+    /// 403 with Retry-After).
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--clients`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientsArg {
+    /// Augur's workers: learn only from 403s.
+    Augur,
+    /// keyman-aware workers: read the rate-limit headers.
+    Keyman,
+    /// Both, side by side.
+    Both,
+}
+
+/// `--orchestrator`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrchestratorArg {
+    /// keyman's engine.
+    Keyman,
+    /// A model of Augur's orchestrator's wait policy.
+    Augur,
+    /// Both, side by side.
+    Both,
 }
 
 impl SimulateArgs {
@@ -68,7 +116,45 @@ impl SimulateArgs {
             floor: self.floor,
             seed: self.seed,
             sample_every: self.sample_every,
+            clients: match self.clients {
+                ClientsArg::Keyman => ClientBehaviour::Keyman,
+                ClientsArg::Augur | ClientsArg::Both => ClientBehaviour::Augur,
+            },
+            orchestrator: match self.orchestrator {
+                OrchestratorArg::Augur => Orchestrator::Augur,
+                OrchestratorArg::Keyman | OrchestratorArg::Both => Orchestrator::Keyman,
+            },
+            donor_calls: self.donor_calls,
+            accounts: self.accounts,
+            skew_seconds: self.skew,
+            max_concurrent: self.max_concurrent,
         }
+    }
+
+    /// Every simulation these options ask for: one, or the combinations of
+    /// `--clients both` and `--orchestrator both` on the same traffic and seed
+    /// (orchestrators outer, clients inner).
+    pub fn configs(&self) -> Vec<SimConfig> {
+        let base = self.config();
+        let orchestrators = match self.orchestrator {
+            OrchestratorArg::Both => vec![Orchestrator::Keyman, Orchestrator::Augur],
+            _ => vec![base.orchestrator],
+        };
+        let clients = match self.clients {
+            ClientsArg::Both => vec![ClientBehaviour::Augur, ClientBehaviour::Keyman],
+            _ => vec![base.clients],
+        };
+        let mut out = Vec::new();
+        for &orchestrator in &orchestrators {
+            for &clients in &clients {
+                out.push(SimConfig {
+                    orchestrator,
+                    clients,
+                    ..base.clone()
+                });
+            }
+        }
+        out
     }
 }
 
@@ -76,10 +162,12 @@ impl SimulateArgs {
 /// standard output and a progress bar on standard error. Exits with 2 when the
 /// options cannot be simulated.
 pub fn run(args: SimulateArgs) -> ExitCode {
-    let config = args.config();
-    if let Err(e) = config.validate() {
-        eprintln!("keyman simulate: {e}");
-        return ExitCode::from(2);
+    let configs = args.configs();
+    for config in &configs {
+        if let Err(e) = config.validate() {
+            eprintln!("keyman simulate: {e}");
+            return ExitCode::from(2);
+        }
     }
     let bar = indicatif::ProgressBar::new(1000);
     bar.set_style(
@@ -89,17 +177,28 @@ pub fn run(args: SimulateArgs) -> ExitCode {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let outcome = simulate::run(&config, &mut |done| {
-        bar.set_position((done * 1000.0) as u64);
-    });
+    let runs = configs.len() as f64;
+    let mut reports = Vec::with_capacity(configs.len());
+    for (i, config) in configs.iter().enumerate() {
+        let outcome = simulate::run(config, &mut |done| {
+            bar.set_position(((i as f64 + done) / runs * 1000.0) as u64);
+        });
+        match outcome {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                bar.finish_and_clear();
+                return config_error(e);
+            }
+        }
+    }
     let wall = started.elapsed();
     bar.finish_and_clear();
-    let report = match outcome {
-        Ok(report) => report,
-        Err(e) => return config_error(e),
-    };
     let text = if args.json {
-        match serde_json::to_string_pretty(&report) {
+        let json = match reports.as_slice() {
+            [one] => serde_json::to_string_pretty(one),
+            all => serde_json::to_string_pretty(&serde_json::json!({ "runs": all })),
+        };
+        match json {
             Ok(text) => text + "\n",
             Err(e) => {
                 eprintln!("keyman simulate: cannot write the report as JSON: {e}");
@@ -107,7 +206,10 @@ pub fn run(args: SimulateArgs) -> ExitCode {
             }
         }
     } else {
-        table(&config, &report, wall)
+        match (configs.as_slice(), reports.as_slice()) {
+            ([config], [report]) => table(config, report, wall),
+            _ => side_by_side(&configs, &reports, wall),
+        }
     };
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
@@ -126,14 +228,13 @@ fn config_error(e: ConfigError) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// The report as a table for people.
-fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
-    let mut out = String::new();
+/// The first lines of a table: what was simulated.
+fn heading(config: &SimConfig, wall: Duration) -> String {
     let floor = match config.floor {
         Some(f) => format!("floor {f}"),
         None => "no floor".to_string(),
     };
-    out.push_str(&format!(
+    let mut out = format!(
         "keyman simulate: {} keys ({} invalid), {} workers at {} call/s each, {} of virtual time\n\
          API quota {} calls per key per {}, {floor}, seed {}\n\
          simulated in {:.2} s\n\n",
@@ -146,8 +247,82 @@ fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
         format_duration(config.window),
         config.seed,
         wall.as_secs_f64(),
-    ));
-    let rows: Vec<(&str, String)> = vec![
+    );
+    if config.is_extended() {
+        let mut scenario = Vec::new();
+        if config.donor_calls > 0 {
+            scenario.push(format!(
+                "a donor makes {} calls/hour outside keyman",
+                config.donor_calls
+            ));
+        }
+        if let Some(a) = config.accounts {
+            scenario.push(format!("keys in {a} accounts"));
+        }
+        if config.skew_seconds != 0 {
+            scenario.push(format!(
+                "platform clock {:+} s from ours",
+                config.skew_seconds
+            ));
+        }
+        if let Some(m) = config.max_concurrent {
+            scenario.push(format!("at most {m} calls in flight per account"));
+        }
+        if !scenario.is_empty() {
+            // Before the blank line that ends the heading.
+            out.truncate(out.len() - 1);
+            out.push_str(&format!("scenario: {}\n\n", scenario.join(", ")));
+        }
+    }
+    out
+}
+
+/// The rows of the quota extension's figures.
+fn figure_rows(config: &SimConfig, report: &Report) -> Vec<(&'static str, String)> {
+    let per_served = if report.calls_served == 0 {
+        0.0
+    } else {
+        report.rate_limited as f64 / report.calls_served as f64
+    };
+    let mut rows = vec![
+        (
+            "403 from keyman's own grants",
+            thousands(report.forbidden_own),
+        ),
+        ("403 from outside use", thousands(report.forbidden_outside)),
+        (
+            "403 per 1 000 calls served",
+            format!("{:.2}", per_served * 1000.0),
+        ),
+        ("calls below the floor", thousands(report.calls_below_floor)),
+    ];
+    if config.max_concurrent.is_some() {
+        rows.push((
+            "403 of the secondary limit",
+            thousands(report.secondary_limited),
+        ));
+    }
+    if config.donor_calls > 0 {
+        rows.push((
+            "donor calls served",
+            format!(
+                "{} of {}",
+                thousands(report.donor_calls_served),
+                thousands(report.donor_calls_made)
+            ),
+        ));
+    }
+    if report.reports_sent > 0 || report.engine_rejected > 0 {
+        rows.push(("REPORT sent", thousands(report.reports_sent)));
+        rows.push(("messages rejected", thousands(report.engine_rejected)));
+    }
+    rows
+}
+
+/// The report as a table for people.
+fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
+    let mut out = heading(config, wall);
+    let mut rows: Vec<(&str, String)> = vec![
         ("calls served (2xx)", thousands(report.calls_served)),
         ("rate limited (403)", thousands(report.rate_limited)),
         ("unauthorized (401)", thousands(report.unauthorized)),
@@ -183,6 +358,10 @@ fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
             thousands(report.over_quota_successes + report.invalid_key_successes),
         ),
     ];
+    // The default run keeps its table as it always was.
+    if config.is_extended() {
+        rows.extend(figure_rows(config, report));
+    }
     let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let value_width = rows
         .iter()
@@ -238,4 +417,186 @@ fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
         out.push_str(&format!("  {:<15}  0{:>pad$}{end}\n", "", "", pad = pad));
     }
     out
+}
+
+/// Several runs on the same traffic and seed, one column each.
+fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> String {
+    let Some(first) = configs.first() else {
+        return String::new();
+    };
+    let mut out = heading(
+        &SimConfig {
+            clients: ClientBehaviour::Augur,
+            orchestrator: Orchestrator::Keyman,
+            ..first.clone()
+        },
+        wall,
+    );
+    let name = |o: Orchestrator| match o {
+        Orchestrator::Keyman => "keyman",
+        Orchestrator::Augur => "Augur",
+    };
+    let client = |c: ClientBehaviour| match c {
+        ClientBehaviour::Augur => "Augur",
+        ClientBehaviour::Keyman => "keyman",
+    };
+    let heads: Vec<(String, String)> = configs
+        .iter()
+        .map(|c| {
+            (
+                format!("{} clients", client(c.clients)),
+                format!("{} orch.", name(c.orchestrator)),
+            )
+        })
+        .collect();
+    let mut rows: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut add = |label: &'static str, f: &dyn Fn(&SimConfig, &Report) -> String| {
+        rows.push((
+            label,
+            configs.iter().zip(reports).map(|(c, r)| f(c, r)).collect(),
+        ));
+    };
+    add("calls served (2xx)", &|_, r| thousands(r.calls_served));
+    add("key utilization", &|_, r| percent(r.utilization));
+    add("rate limited (403)", &|_, r| thousands(r.rate_limited));
+    add("403 from keyman's own grants", &|_, r| {
+        thousands(r.forbidden_own)
+    });
+    add("403 from outside use", &|_, r| {
+        thousands(r.forbidden_outside)
+    });
+    add("403 per 1 000 calls served", &|_, r| {
+        if r.calls_served == 0 {
+            "0.00".to_string()
+        } else {
+            format!(
+                "{:.2}",
+                r.rate_limited as f64 * 1000.0 / r.calls_served as f64
+            )
+        }
+    });
+    add("calls below the floor", &|_, r| {
+        thousands(r.calls_below_floor)
+    });
+    if first.max_concurrent.is_some() {
+        add("403 of the secondary limit", &|_, r| {
+            thousands(r.secondary_limited)
+        });
+    }
+    if first.donor_calls > 0 {
+        add("donor calls served", &|_, r| {
+            format!(
+                "{}/{}",
+                thousands(r.donor_calls_served),
+                thousands(r.donor_calls_made)
+            )
+        });
+    }
+    add("waiting per worker", &|_, r| {
+        hours(r.waiting_seconds_per_worker).replace(' ', "\u{a0}")
+    });
+    add("waiting share", &|_, r| {
+        percent(r.waiting_share).replace(' ', "\u{a0}")
+    });
+    add("keys handed out (NEW)", &|_, r| {
+        thousands(r.keys_handed_out)
+    });
+    add("wait hints (NEW)", &|_, r| thousands(r.wait_replies));
+    add("REPORT sent", &|_, r| thousands(r.reports_sent));
+    add("messages rejected", &|_, r| thousands(r.engine_rejected));
+    add("calls served over quota", &|_, r| {
+        thousands(r.over_quota_successes + r.invalid_key_successes)
+    });
+    let label_width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = heads
+        .iter()
+        .enumerate()
+        .map(|(i, (a, b))| {
+            rows.iter()
+                .map(|(_, v)| v[i].chars().count())
+                .chain([a.len(), b.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for line in 0..2 {
+        out.push_str(&format!("  {:label_width$}", ""));
+        for (i, (a, b)) in heads.iter().enumerate() {
+            let text = if line == 0 { a } else { b };
+            out.push_str(&format!("  {text:>w$}", w = widths[i]));
+        }
+        out.push('\n');
+    }
+    for (label, values) in &rows {
+        out.push_str(&format!("  {label:<label_width$}"));
+        for (i, v) in values.iter().enumerate() {
+            let pad = widths[i].saturating_sub(v.chars().count());
+            out.push_str(&format!("  {}{v}", " ".repeat(pad)));
+        }
+        out.push('\n');
+    }
+    out.replace('\u{a0}', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SimulateArgs,
+    }
+
+    fn parse(args: &[&str]) -> SimulateArgs {
+        Cli::parse_from(std::iter::once("simulate").chain(args.iter().copied())).args
+    }
+
+    #[test]
+    fn the_default_options_are_the_default_simulation() {
+        let args = parse(&[]);
+        assert_eq!(args.config(), SimConfig::default());
+        assert!(!args.config().is_extended());
+        assert_eq!(args.configs().len(), 1);
+    }
+
+    #[test]
+    fn both_and_both_give_four_runs_on_the_same_traffic() {
+        let args = parse(&[
+            "--clients",
+            "both",
+            "--orchestrator",
+            "both",
+            "--skew",
+            "-30",
+            "--donor-calls",
+            "600",
+            "--accounts",
+            "10",
+            "--max-concurrent",
+            "5",
+        ]);
+        let runs: Vec<(Orchestrator, ClientBehaviour)> = args
+            .configs()
+            .iter()
+            .map(|c| (c.orchestrator, c.clients))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (Orchestrator::Keyman, ClientBehaviour::Augur),
+                (Orchestrator::Keyman, ClientBehaviour::Keyman),
+                (Orchestrator::Augur, ClientBehaviour::Augur),
+                (Orchestrator::Augur, ClientBehaviour::Keyman),
+            ]
+        );
+        for c in args.configs() {
+            assert_eq!(c.skew_seconds, -30);
+            assert_eq!(c.donor_calls, 600);
+            assert_eq!(c.accounts, Some(10));
+            assert_eq!(c.max_concurrent, Some(5));
+            assert_eq!(c.seed, DEFAULT_SEED);
+        }
+    }
 }

@@ -22,4 +22,20 @@ pub enum OrchestratorError {
         #[source]
         error: BusError,
     },
+    /// The saved state is there but cannot be read: it is not keyman's, is
+    /// cut short, or was written by a newer keyman. It was copied aside to
+    /// `copy` and left as it is; the orchestrator does not serve (it would
+    /// overwrite it) unless told to discard it
+    /// ([`Orchestrator::discard_unreadable_state`](super::Orchestrator::discard_unreadable_state)).
+    #[error(
+        "the saved state in {store} is unreadable ({reason}); it was left as it is and copied to {copy}; not serving (start with --discard-unreadable-state to start empty)"
+    )]
+    UnreadableState {
+        /// Where the state is kept.
+        store: String,
+        /// Why it cannot be read (no key in it).
+        reason: String,
+        /// Where the copy is.
+        copy: String,
+    },
 }

@@ -88,6 +88,12 @@ impl Leadership {
         self.ttl / 3
     }
 
+    /// Until when the orchestrator may answer and write, unless a renewal
+    /// succeeds.
+    pub(crate) fn valid_until(&self) -> Instant {
+        self.valid_until
+    }
+
     /// Whether the orchestrator may still answer at `now`.
     pub(crate) fn is_valid(&self, now: Instant) -> bool {
         !self.lost && now < self.valid_until

@@ -39,10 +39,21 @@ impl Outbox {
         self.tx.send(transmit).await.map_err(|_| Closed)
     }
 
-    /// Publishes every reply already queued, then returns.
-    pub(super) async fn finish(self) {
-        drop(self.tx);
-        let _ = self.publisher.await;
+    /// Publishes every reply already queued, then returns; gives up after
+    /// `limit` (the broker does not take them), stops publishing and logs how
+    /// many replies were not sent.
+    pub(super) async fn finish(self, limit: std::time::Duration) {
+        let Self { tx, mut publisher } = self;
+        // Replies the publisher has not taken yet (it may be stuck on a batch, too).
+        let waiting = tx.max_capacity() - tx.capacity();
+        drop(tx);
+        if tokio::time::timeout(limit, &mut publisher).await.is_err() {
+            publisher.abort();
+            tracing::warn!(
+                waiting,
+                "could not publish the last replies within {limit:?}; their requesters ask again"
+            );
+        }
     }
 }
 
@@ -57,7 +68,9 @@ async fn publish_loop(bus: Arc<dyn Bus>, mut rx: mpsc::Receiver<Transmit>) {
         for (tx, result) in batch.iter().zip(results) {
             if let Err(e) = result {
                 // The requester waits with a deadline and asks again; nothing else to do.
-                tracing::warn!(channel = %tx.channel, error = %e, "could not publish a reply");
+                // The channel names the requester: text from outside.
+                let channel = crate::service::log::Escaped(&tx.channel);
+                tracing::warn!(%channel, error = %e, "could not publish a reply");
             }
         }
         batch.clear();

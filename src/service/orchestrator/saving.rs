@@ -1,94 +1,160 @@
 //! Keeping the pool's state in a [`StateStore`]: loading it when a term
-//! begins, and saving it after changes (debounced by the save interval, once
-//! more on the way out) from a task of its own.
+//! begins (refusing records it cannot read, after copying them aside), and
+//! saving the records that changed (debounced by the save interval, once more
+//! on the way out, fenced by the lease when there is one) from a task of its own.
 
-use super::super::StateStore;
+use super::super::{Saved, StateStore, StateWrite};
 use super::OrchestratorError;
 use crate::engine::Engine;
-use crate::pool::PoolSnapshot;
+use crate::pool::{PoolSnapshot, STATE_FORMAT_VERSION, decode_records};
 use crate::rng::SplitMix64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// The engine's pool as the JSON a store keeps.
-pub(crate) fn snapshot_json(engine: &Engine<SplitMix64>) -> Vec<u8> {
-    // A snapshot is strings and numbers: serializing it cannot fail.
-    serde_json::to_vec(&engine.pool().snapshot()).unwrap_or_default()
+/// The wall clock in milliseconds, for the names of copies set aside.
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
-/// Loads the saved state from `store` into `engine`. A store that cannot be
-/// read stops the orchestrator (starting empty would overwrite the state); a
-/// state that cannot be decoded is logged and the engine starts empty.
+/// What loading found, for the saving that follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Loaded {
+    /// The first save must write everything and replace what is stored (the
+    /// records were of an older format, or unreadable and discarded).
+    pub(super) replace: bool,
+}
+
+/// Loads the saved state from `store` into `engine` (`fence`: the lease
+/// holder, for a fenced store). A store that cannot be read stops the
+/// orchestrator (starting empty would overwrite the state). Records that
+/// cannot be decoded, or of a newer format, are copied aside first; then the
+/// orchestrator refuses to start ([`OrchestratorError::UnreadableState`])
+/// unless `discard`, when it starts empty.
 pub(super) async fn load_state(
     engine: &mut Engine<SplitMix64>,
     store: &dyn StateStore,
-) -> Result<(), OrchestratorError> {
-    let loaded = store
-        .load()
-        .await
-        .map_err(|error| OrchestratorError::LoadState {
-            store: store.describe(),
-            error,
-        })?;
-    match loaded {
-        None => tracing::info!(store = %store.describe(), "no saved state; starting empty"),
-        Some(bytes) => match serde_json::from_slice::<PoolSnapshot>(&bytes) {
-            Ok(snapshot) => {
-                engine.restore(&snapshot);
-                let keys: usize = snapshot
-                    .platforms
-                    .iter()
-                    .map(|p| p.fresh.len() + p.expired.len() + p.invalid.len())
-                    .sum();
-                tracing::info!(
-                    store = %store.describe(),
-                    platforms = snapshot.platforms.len(),
-                    keys,
-                    "state restored"
-                );
-            }
-            Err(e) => tracing::error!(
+    fence: Option<&str>,
+    discard: bool,
+) -> Result<Loaded, OrchestratorError> {
+    let load_error = |error| OrchestratorError::LoadState {
+        store: store.describe(),
+        error,
+    };
+    let Some(records) = store.load(fence).await.map_err(load_error)? else {
+        tracing::info!(store = %store.describe(), "no saved state; starting empty");
+        engine.restore(&PoolSnapshot::default());
+        return Ok(Loaded { replace: false });
+    };
+    match decode_records(&records) {
+        Ok(decoded) => {
+            engine.restore(&decoded.snapshot);
+            let keys: usize = decoded
+                .snapshot
+                .platforms
+                .iter()
+                .map(|p| p.fresh.len() + p.expired.len() + p.invalid.len())
+                .sum();
+            let migrate = decoded.version < STATE_FORMAT_VERSION;
+            tracing::info!(
                 store = %store.describe(),
-                error = %e,
-                "the saved state is unreadable; starting empty (it will be overwritten)"
-            ),
-        },
+                platforms = decoded.snapshot.platforms.len(),
+                keys,
+                records = records.len(),
+                format_version = decoded.version,
+                "state restored{}",
+                if migrate { "; it is saved in the current format next" } else { "" }
+            );
+            Ok(Loaded { replace: migrate })
+        }
+        Err(reason) => {
+            let copy = store
+                .set_aside(wall_clock_ms())
+                .await
+                .map_err(load_error)?
+                .unwrap_or_else(|| "(nothing left to copy)".to_owned());
+            if discard {
+                tracing::warn!(
+                    store = %store.describe(),
+                    %reason,
+                    copy = %copy,
+                    "the saved state is unreadable; discarding it as asked and starting empty (a copy is kept at {copy})"
+                );
+                engine.restore(&PoolSnapshot::default());
+                Ok(Loaded { replace: true })
+            } else {
+                Err(OrchestratorError::UnreadableState {
+                    store: store.describe(),
+                    reason: reason.to_string(),
+                    copy,
+                })
+            }
+        }
     }
-    Ok(())
 }
 
-/// The saving of one serving term: the engine's change counter as last saved,
-/// when the next save is due, and the task that writes to the store.
+/// One save on its way to the saver.
+struct SaveJob {
+    /// The pool's change generation it saves.
+    generation: u64,
+    write: StateWrite,
+    /// The lease holder, for a fenced save.
+    fence: Option<String>,
+    /// Until when the term that made it may write (a process paused past
+    /// its lease must not).
+    valid_until: Option<Instant>,
+}
+
+/// The saving of one serving term: the pool's change generation as last
+/// saved, when the next save is due, and the task that writes to the store.
 pub(super) struct Saving {
     /// The saver, when there is a store.
-    saver: Option<(mpsc::Sender<Vec<u8>>, JoinHandle<()>)>,
+    saver: Option<(mpsc::Sender<SaveJob>, JoinHandle<()>)>,
+    /// The pool's change generation of the last save that landed in the store.
+    landed: Arc<AtomicU64>,
     interval: Duration,
-    /// The engine's change counter when its state was last handed to the saver.
-    saved_changes: u64,
+    fence: Option<String>,
+    /// The pool's change generation when its records were last handed to the saver.
+    saved_generation: u64,
+    /// Whether the next save writes everything (and replaces what is stored).
+    replace: bool,
     /// When the changes made since are saved.
     save_at: Option<Instant>,
 }
 
 impl Saving {
-    /// Starts saving to `store` (if any) the changes made after `changes`
-    /// (the engine's change counter now), each within `interval`.
+    /// Starts saving to `store` (if any) the changes made to `engine`'s pool
+    /// from now on, each within `interval`; `fence` is the lease holder (with
+    /// a lease). After `loaded` asked for it, the first save (at once) writes
+    /// everything.
     pub(super) fn start(
         store: Option<Arc<dyn StateStore>>,
         interval: Duration,
-        changes: u64,
+        engine: &Engine<SplitMix64>,
+        fence: Option<String>,
+        loaded: Loaded,
     ) -> Self {
+        let generation = engine.pool().change_generation();
+        let landed = Arc::new(AtomicU64::new(generation));
         let saver = store.map(|store| {
-            let (tx, rx) = mpsc::channel::<Vec<u8>>(1);
-            (tx, tokio::spawn(save_loop(store, rx)))
+            let (tx, rx) = mpsc::channel::<SaveJob>(1);
+            (tx, tokio::spawn(save_loop(store, rx, landed.clone())))
         });
+        let replace = loaded.replace && saver.is_some();
         Self {
             saver,
+            landed,
             interval,
-            saved_changes: changes,
-            save_at: None,
+            fence,
+            saved_generation: generation,
+            replace,
+            save_at: replace.then(Instant::now),
         }
     }
 
@@ -97,64 +163,159 @@ impl Saving {
         self.save_at
     }
 
-    /// The save is due: hands the engine's state to the saver if it changed
-    /// and the saver is free (otherwise the next change schedules another).
-    pub(super) fn handle_due(&mut self, engine: &Engine<SplitMix64>) {
+    fn job(&self, engine: &Engine<SplitMix64>, valid_until: Option<Instant>) -> Option<SaveJob> {
+        let pool = engine.pool();
+        let write = if self.replace {
+            StateWrite {
+                records: pool.encode_all_records(),
+                replace: true,
+            }
+        } else {
+            let changed = pool.changed_since(self.saved_generation);
+            if changed.is_empty() {
+                return None;
+            }
+            StateWrite {
+                records: pool.encode_records(&changed),
+                replace: false,
+            }
+        };
+        Some(SaveJob {
+            generation: pool.change_generation(),
+            write,
+            fence: self.fence.clone(),
+            valid_until,
+        })
+    }
+
+    /// The save is due: hands the records that changed to the saver if it
+    /// is free (otherwise the next change schedules another). `valid_until`:
+    /// until when this term may write (with a lease).
+    pub(super) fn handle_due(&mut self, engine: &Engine<SplitMix64>, valid_until: Option<Instant>) {
         self.save_at = None;
-        let changes = engine.stats().changes;
+        let generation = engine.pool().change_generation();
         if let Some((tx, _)) = &self.saver
-            && changes != self.saved_changes
-            && tx.try_send(snapshot_json(engine)).is_ok()
+            && let Ok(permit) = tx.try_reserve()
+            && let Some(job) = self.job(engine, valid_until)
         {
-            self.saved_changes = changes;
+            permit.send(job);
+            self.saved_generation = generation;
+            self.replace = false;
         }
+    }
+
+    fn dirty(&self, engine: &Engine<SplitMix64>) -> bool {
+        self.replace || engine.pool().change_generation() != self.saved_generation
     }
 
     /// After the engine handled something: schedules a save if it changed
     /// and none is due yet.
     pub(super) fn schedule(&mut self, engine: &Engine<SplitMix64>) {
-        if self.saver.is_some()
-            && self.save_at.is_none()
-            && engine.stats().changes != self.saved_changes
-        {
+        if self.saver.is_some() && self.save_at.is_none() && self.dirty(engine) {
             self.save_at = Some(Instant::now() + self.interval);
         }
     }
 
     /// Stops saving at once: nothing more is written (a save already on its
-    /// way to the store may still land).
+    /// way to the store may still land, unless the store is fenced).
     pub(super) fn abort(self) {
         if let Some((_, saver)) = self.saver {
             saver.abort();
         }
     }
 
-    /// Saves what changed since the last save, and waits until every save is done.
-    pub(super) async fn finish(self, engine: &Engine<SplitMix64>) {
-        if let Some((tx, saver)) = self.saver {
-            if engine.stats().changes != self.saved_changes {
-                let _ = tx.send(snapshot_json(engine)).await;
+    /// Saves what changed since the last save, and waits until every save is
+    /// done, at most `limit`. If they are not done by then, the saver is
+    /// stopped (nothing more is written) and the error says how many of the
+    /// pool's changes are not in the store.
+    pub(super) async fn finish(
+        self,
+        engine: &Engine<SplitMix64>,
+        valid_until: Option<Instant>,
+        limit: Duration,
+    ) -> Result<(), Unsaved> {
+        let job = self.job(engine, valid_until);
+        let generation = engine.pool().change_generation();
+        let Some((tx, mut saver)) = self.saver else {
+            return Ok(());
+        };
+        let done = async {
+            if let Some(job) = job {
+                let _ = tx.send(job).await;
             }
             drop(tx);
-            let _ = saver.await;
+            let _ = (&mut saver).await;
+        };
+        if tokio::time::timeout(limit, done).await.is_err() {
+            saver.abort();
+        }
+        let landed = self.landed.load(Ordering::Acquire);
+        if landed >= generation {
+            Ok(())
+        } else {
+            Err(Unsaved {
+                changes: generation - landed,
+            })
         }
     }
 }
 
-/// Saves the snapshots it is sent, in order; a failed save is tried again (every
-/// second, with the newest snapshot) until one succeeds.
-async fn save_loop(store: Arc<dyn StateStore>, mut rx: mpsc::Receiver<Vec<u8>>) {
-    while let Some(mut state) = rx.recv().await {
+/// The final save did not land in time: what is not in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Unsaved {
+    /// How many changes were made since the last save that landed.
+    pub(super) changes: u64,
+}
+
+/// Saves the jobs it is sent, in order; a failed save is tried again (every
+/// second, merged with the newer jobs that came meanwhile) until one
+/// succeeds; `landed` is set to the change generation of each save that lands. A save refused by the fence, or due after the term's validity,
+/// is dropped and logged: another orchestrator serves.
+async fn save_loop(
+    store: Arc<dyn StateStore>,
+    mut rx: mpsc::Receiver<SaveJob>,
+    landed: Arc<AtomicU64>,
+) {
+    while let Some(mut job) = rx.recv().await {
         loop {
-            match store.save(&state).await {
-                Ok(()) => break,
+            if job.valid_until.is_some_and(|until| Instant::now() >= until) {
+                tracing::error!(
+                    store = %store.describe(),
+                    records = job.write.records.len(),
+                    "not saving: the lease ran out before the save (this process may have been paused); another orchestrator may serve"
+                );
+                break;
+            }
+            let started = Instant::now();
+            match store.save(&job.write, job.fence.as_deref()).await {
+                Ok(Saved::Written) => {
+                    landed.store(job.generation, Ordering::Release);
+                    tracing::debug!(
+                        store = %store.describe(),
+                        records = job.write.records.len(),
+                        bytes = job.write.records.values().map(Vec::len).sum::<usize>(),
+                        took = ?started.elapsed(),
+                        "state saved"
+                    );
+                    break;
+                }
+                Ok(Saved::Fenced) => {
+                    tracing::error!(
+                        store = %store.describe(),
+                        records = job.write.records.len(),
+                        "save refused: this orchestrator no longer holds the lease; another one serves"
+                    );
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(store = %store.describe(), error = %e, "could not save the state; trying again");
                     tokio::time::sleep(Duration::from_secs(1)).await;
-                    match rx.try_recv() {
-                        Ok(newer) => state = newer,
-                        Err(mpsc::error::TryRecvError::Empty) => {}
-                        Err(mpsc::error::TryRecvError::Disconnected) => {}
+                    while let Ok(newer) = rx.try_recv() {
+                        job.write.replace |= newer.write.replace;
+                        job.write.records.extend(newer.write.records);
+                        job.valid_until = newer.valid_until;
+                        job.generation = newer.generation;
+                        job.fence = newer.fence;
                     }
                 }
             }

@@ -5,9 +5,9 @@
 use super::super::BusEvent;
 use super::leadership::{Action, Leadership, StepDown};
 use super::publishing::Outbox;
-use super::saving::{Saving, load_state};
-use super::standby::{Renewal, renew};
-use super::{Orchestrator, OrchestratorError, Stopped};
+use super::saving::{Loaded, Saving, load_state};
+use super::standby::{Renewal, Watch, renew};
+use super::{FINAL_PUBLISH_LIMIT, FINAL_SAVE_LIMIT, Orchestrator, OrchestratorError, Stopped};
 use crate::service::log::log_event;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,33 +30,75 @@ fn now() -> std::time::Instant {
 impl Orchestrator {
     /// One serving term: loads the state, subscribes, and serves until
     /// SHUTDOWN, `stop`, or (with a lease) the lease is lost.
+    ///
+    /// With the `watch` of a standby that took over, it serves from the
+    /// watch's subscription instead, and first feeds the engine what the
+    /// watch saw and nobody answered: the state changes and the unanswered
+    /// requests, in arrival order, before anything new.
     pub(super) async fn serve(
         &mut self,
         mut stop: Pin<&mut impl Future<Output = ()>>,
         mut leadership: Option<Leadership>,
+        watch: Option<Watch>,
     ) -> Result<Term, OrchestratorError> {
-        if let Some(store) = self.store.clone() {
-            load_state(&mut self.engine, store.as_ref()).await?;
-        }
+        // With a lease, loads and saves are fenced by it.
+        let fence = leadership.as_ref().map(|_| self.holder.clone());
+        // Neither the store nor the broker may keep a stop waiting.
+        let loaded = match self.store.clone() {
+            Some(store) => tokio::select! {
+                loaded = load_state(
+                    &mut self.engine,
+                    store.as_ref(),
+                    fence.as_deref(),
+                    self.discard_unreadable,
+                ) => loaded?,
+                () = stop.as_mut() => {
+                    tracing::info!("stop requested while loading the state");
+                    return Ok(Term::Ended(Stopped::Stopped));
+                }
+            },
+            None => Loaded { replace: false },
+        };
+        let channels = self.engine.config().channels.clone();
+        let both = [channels.announce.clone(), channels.request.clone()];
+        let mut replayed = false;
+        let mut sub = match watch {
+            Some(mut watch) => {
+                tokio::select! {
+                    () = self.catch_up(&mut watch) => {}
+                    () = stop.as_mut() => {
+                        tracing::info!("stop requested while taking over");
+                        return Ok(Term::Ended(Stopped::Stopped));
+                    }
+                }
+                if leadership.as_ref().is_none_or(|lead| lead.is_valid(now())) {
+                    self.replay(&mut watch);
+                    replayed = true;
+                }
+                watch.sub
+            }
+            None => {
+                let subscribed = tokio::select! {
+                    subscribed = self.bus.subscribe(&both) => subscribed,
+                    () = stop.as_mut() => {
+                        tracing::info!("stop requested while subscribing");
+                        return Ok(Term::Ended(Stopped::Stopped));
+                    }
+                };
+                subscribed.map_err(OrchestratorError::Subscribe)?
+            }
+        };
         let mut saving = Saving::start(
             self.store.clone(),
             self.save_interval,
-            self.engine.stats().changes,
+            &self.engine,
+            fence,
+            loaded,
         );
-
-        let channels = self.engine.config().channels.clone();
-        let mut sub = match self
-            .bus
-            .subscribe(&[channels.announce.clone(), channels.request.clone()])
-            .await
-        {
-            Ok(sub) => sub,
-            Err(error) => {
-                saving.abort();
-                return Err(OrchestratorError::Subscribe(error));
-            }
-        };
         tracing::info!(announce = %channels.announce, request = %channels.request, "orchestrator ready");
+        self.meter.serving(&mut self.engine, self.clock.now());
+        // The message being handled, for the metrics.
+        let mut seen = None;
 
         let outbox = Outbox::start(self.bus.clone());
         let lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
@@ -106,8 +148,16 @@ impl Orchestrator {
                 .as_ref()
                 .map(|lead| Instant::from_std(lead.poll_timeout()));
             let save_at = saving.save_at();
+            let observe_at = self.meter.observe_at();
             tokio::select! {
+                // What the takeover fed the engine is published below first.
+                () = std::future::ready(()), if replayed => replayed = false,
                 ev = sub.next() => match ev {
+                    Some(BusEvent::Message(m))
+                        if m.channel != channels.announce && m.channel != channels.request =>
+                    {
+                        // A reply channel, watched by the standby this term took over from.
+                    }
                     Some(BusEvent::Message(_))
                         if leadership.as_ref().is_some_and(|lead| !lead.is_valid(now())) =>
                     {
@@ -117,18 +167,21 @@ impl Orchestrator {
                     }
                     Some(BusEvent::Message(m)) => {
                         let now = self.clock.now();
+                        seen = self.meter.message(&self.engine, &m.channel, &m.payload, m.reply_to.as_deref(), std::time::Instant::now());
                         self.engine.handle_with_reply(now, &m.channel, &m.payload, m.reply_to.as_deref());
                     }
                     Some(BusEvent::Disconnected { reason }) => {
                         tracing::warn!(%reason, "lost the broker; reconnecting");
+                        self.meter.broker(false);
                     }
                     Some(BusEvent::Reconnected) => {
                         tracing::info!("broker connection is back; request channels subscribed again");
+                        self.meter.broker(true);
                     }
                     None => break Err(OrchestratorError::BusClosed),
                 },
                 _ = sleep => self.engine.handle_timeout(self.clock.now()),
-                () = sleep_until_some(save_at) => saving.handle_due(&self.engine),
+                () = sleep_until_some(save_at) => saving.handle_due(&self.engine, valid_until(leadership.as_ref())),
                 (sent, outcome) = async {
                     match renewal.as_mut() {
                         Some(renewal) => renewal.await,
@@ -145,6 +198,9 @@ impl Orchestrator {
                 () = sleep_until_some(lease_wake) => {
                     // The top of the loop asks the leadership what is due.
                 }
+                () = sleep_until_some(observe_at) => {
+                    // The metrics take the key counts below.
+                }
                 () = stop.as_mut() => {
                     tracing::info!("stop requested");
                     break Ok(Term::Ended(Stopped::Stopped));
@@ -152,13 +208,23 @@ impl Orchestrator {
             }
             while let Some(ev) = self.engine.poll_event() {
                 log_event(&ev);
+                self.meter.event(&ev);
             }
             let mut closed = false;
             while let Some(tx) = self.engine.poll_transmit() {
-                if outbox.send(tx).await.is_err() {
-                    closed = true;
+                self.meter.reply(&self.engine, &tx, seen.as_mut());
+                // A full outbox (the broker does not take replies) waits, but
+                // not past a stop.
+                tokio::select! {
+                    sent = outbox.send(tx) => closed |= sent.is_err(),
+                    () = stop.as_mut() => {
+                        tracing::info!("stop requested");
+                        break 'serve Ok(Term::Ended(Stopped::Stopped));
+                    }
                 }
             }
+            self.meter
+                .handled(&mut self.engine, seen.take(), self.clock.now());
             if closed {
                 break Err(OrchestratorError::BusClosed);
             }
@@ -169,15 +235,70 @@ impl Orchestrator {
         };
         // Stop answering first: requests not yet read are left to the next holder.
         drop(sub);
-        // Replies already produced answer requests of this term: send them.
-        outbox.finish().await;
+        // Replies already produced answer requests of this term: send them
+        // (bounded: the broker may be gone).
+        outbox.finish(FINAL_PUBLISH_LIMIT).await;
         if matches!(result, Ok(Term::SteppedDown)) {
             // Someone else may hold the lease now and save: save nothing more.
             saving.abort();
-        } else {
-            saving.finish(&self.engine).await;
+        } else if let Err(unsaved) = saving
+            .finish(
+                &self.engine,
+                valid_until(leadership.as_ref()),
+                FINAL_SAVE_LIMIT,
+            )
+            .await
+        {
+            tracing::error!(
+                store = %self.store.as_ref().map(|s| s.describe()).unwrap_or_default(),
+                unsaved_changes = unsaved.changes,
+                "could not save the state within {FINAL_SAVE_LIMIT:?}; the changes made since the last successful save are lost"
+            );
         }
         result
+    }
+}
+
+/// Until when a term may still write its state (with a lease).
+fn valid_until(leadership: Option<&Leadership>) -> Option<Instant> {
+    leadership.map(|lead| Instant::from_std(lead.valid_until()))
+}
+
+impl Orchestrator {
+    /// Feeds the engine what `watch` saw while standing by and nobody
+    /// answered, in arrival order, and logs what it could not.
+    fn replay(&mut self, watch: &mut Watch) {
+        let replay = watch.window.take(now());
+        let dropped = replay.dropped;
+        if dropped.requests_too_old > 0 || dropped.changes_too_old > 0 {
+            tracing::warn!(
+                requests = dropped.requests_too_old,
+                changes = dropped.changes_too_old,
+                "taking over: messages seen while standing by were older than the window; these requests are not answered"
+            );
+        }
+        if dropped.requests_after_gap > 0 {
+            tracing::warn!(
+                requests = dropped.requests_after_gap,
+                "taking over: requests seen before a gap in the watch are not answered (their replies may have been missed)"
+            );
+        }
+        let requests = replay.requests;
+        let changes = replay.messages.len() - requests;
+        tracing::info!(
+            requests,
+            changes,
+            "taking over: answering the requests nobody answered and applying the state changes seen while standing by"
+        );
+        for message in replay.messages {
+            let now = self.clock.now();
+            self.engine.handle_with_reply(
+                now,
+                &message.channel,
+                &message.payload,
+                message.reply_to.as_deref(),
+            );
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`NatsBus`]: connecting, publishing, requests and subscribing over NATS core.
 
 use crate::NatsOptions;
+use crate::chunk;
 use crate::link::{LinkStatus, feed_subscription, watch_connection};
 use crate::url::{Credentials, parse_servers, url_credentials};
 use async_nats::ConnectErrorKind;
@@ -9,8 +10,12 @@ use async_nats::connection::State;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
-use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
-use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
+use keyman_transport::adapter::{
+    bounded, spawn_subscription, subscribe_channels, subscribe_prefixes,
+};
+use keyman_transport::{
+    Bus, BusError, BusEvent, Delivery, ErrorDetail, Subscription, SubscriptionSender,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -58,6 +63,7 @@ impl NatsBus {
         let mut connect_options = async_nats::ConnectOptions::new()
             .connection_timeout(options.operation_timeout)
             .request_timeout(None)
+            .subscription_capacity(options.client_buffer.max(1))
             .ping_interval(options.health_check_interval)
             .reconnect_delay_callback(move |attempts| {
                 backoff.delay(u32::try_from(attempts).unwrap_or(u32::MAX))
@@ -189,16 +195,117 @@ impl BusShared {
         })
     }
 
-    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
-        self.client
-            .publish(channel.to_owned(), payload.to_vec().into())
-            .await
-            .map_err(|err| match err.kind() {
-                PublishErrorKind::InvalidSubject => invalid_subject(channel, err),
-                PublishErrorKind::MaxPayloadExceeded => self.too_large(payload.len(), err),
-                PublishErrorKind::Send => self.lost("publish", err),
-            })?;
+    /// Publishes (in chunks if the payload is larger than the server takes,
+    /// see [`crate::chunk`]) and flushes.
+    async fn publish(
+        &self,
+        channel: &str,
+        reply: Option<&str>,
+        payload: &[u8],
+    ) -> Result<(), BusError> {
+        let server_max = self.client.server_info().max_payload;
+        let translate = |err: async_nats::PublishError| match err.kind() {
+            PublishErrorKind::InvalidSubject => invalid_subject(channel, err),
+            PublishErrorKind::MaxPayloadExceeded => self.too_large(payload.len(), err),
+            PublishErrorKind::Send => self.lost("publish", err),
+        };
+        if !chunk::needs_split(payload.len(), server_max) {
+            let payload = payload.to_vec().into();
+            match reply {
+                None => self.client.publish(channel.to_owned(), payload).await,
+                Some(reply) => {
+                    self.client
+                        .publish_with_reply(channel.to_owned(), reply.to_owned(), payload)
+                        .await
+                }
+            }
+            .map_err(translate)?;
+            return self.flush().await;
+        }
+        if payload.len() > self.options.max_message {
+            return Err(BusError::Broker(
+                format!(
+                    "a payload of {} bytes exceeds the {} bytes a NatsBus puts together again",
+                    payload.len(),
+                    self.options.max_message
+                )
+                .into(),
+            ));
+        }
+        let inbox = self.client.new_inbox();
+        let id = inbox.rsplit('.').next().unwrap_or("chunked");
+        let chunks = chunk::split(
+            id,
+            bytes::Bytes::copy_from_slice(payload),
+            chunk::chunk_size(server_max),
+        );
+        for (headers, part) in chunks {
+            match reply {
+                None => {
+                    self.client
+                        .publish_with_headers(channel.to_owned(), headers, part)
+                        .await
+                }
+                Some(reply) => {
+                    self.client
+                        .publish_with_reply_and_headers(
+                            channel.to_owned(),
+                            reply.to_owned(),
+                            headers,
+                            part,
+                        )
+                        .await
+                }
+            }
+            .map_err(translate)?;
+        }
         self.flush().await
+    }
+
+    /// A request whose reply may come in chunks: the reply is read on an inbox
+    /// of its own; see [`Bus::request`].
+    async fn chunked_request(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        self.ensure_connected()?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let inbox = self.client.new_inbox();
+        let mut replies = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| self.lost("subscribe", err))?;
+        let asking = async {
+            self.publish(channel, Some(&inbox), payload).await?;
+            let mut assembler = chunk::Assembler::new(self.options.max_message);
+            while let Some(message) = replies.next().await {
+                if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
+                    return Err(BusError::NoResponders(channel.to_owned()));
+                }
+                match assembler.accept(&message.subject, message.headers.as_ref(), message.payload)
+                {
+                    chunk::Assembled::Whole(reply) => return Ok(reply.to_vec()),
+                    chunk::Assembled::Pending => {}
+                    chunk::Assembled::Dropped(reason) => {
+                        tracing::warn!(%reason, "dropped part of a reply");
+                    }
+                }
+            }
+            Err(BusError::Disconnected(
+                format!(
+                    "the connection to the NATS server at {} closed",
+                    self.server
+                )
+                .into(),
+            ))
+        };
+        match tokio::time::timeout_at(deadline, asking).await {
+            Ok(answer) => answer,
+            Err(_) => Err(BusError::Timeout(timeout)),
+        }
     }
 
     /// A NATS request with optional headers; see [`Bus::request`].
@@ -290,7 +397,7 @@ impl Bus for NatsBus {
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
         self.shared.ensure_connected()?;
         let timeout = self.shared.options.operation_timeout;
-        bounded(timeout, self.shared.publish(channel, payload)).await
+        bounded(timeout, self.shared.publish(channel, None, payload)).await
     }
 
     /// Subscribes to each channel and waits for a round trip through the
@@ -300,12 +407,42 @@ impl Bus for NatsBus {
         let unique = subscribe_channels(channels)?;
         self.shared.ensure_connected()?;
         let link = self.shared.link.clone();
+        let max_message = self.shared.options.max_message;
         let timeout = self.shared.options.operation_timeout;
         let subscribers = bounded(timeout, self.shared.open_subscription(&unique)).await?;
         Ok(spawn_subscription(
             self.shared.options.queue_capacity,
-            |sender| feed_subscription(subscribers, link, sender),
+            |sender| feed_subscription(subscribers, link, sender, max_message),
         ))
+    }
+
+    /// NATS wildcards match whole tokens only, and a reply subject such as
+    /// `worker-oath-request-4711` is one token: no wildcard matches
+    /// `worker-oath-request-*`. So this subscribes the full wildcard `>` (one
+    /// subscription, hence one order of arrival) and drops here what is
+    /// neither a listed channel nor starts with a prefix. The cost: every
+    /// message of the account (JetStream and KV traffic included) reaches this
+    /// client and is dropped on arrival. After a lost connection the client
+    /// subscribes `>` again itself.
+    async fn subscribe_with_prefixes(
+        &self,
+        channels: &[String],
+        prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
+        self.shared.ensure_connected()?;
+        let link = self.shared.link.clone();
+        let capacity = self.shared.options.queue_capacity;
+        let timeout = self.shared.options.operation_timeout;
+        let everything = [">".to_owned()];
+        let subscribers = bounded(timeout, self.shared.open_subscription(&everything)).await?;
+        let max_message = self.shared.options.max_message;
+        let all = spawn_subscription(capacity, |sender| {
+            feed_subscription(subscribers, link, sender, max_message)
+        });
+        Ok(spawn_subscription(capacity, |sender| {
+            keep_matching(all, channels, prefixes, sender)
+        }))
     }
 
     /// A NATS request: fails fast with [`BusError::NoResponders`] when nobody
@@ -317,10 +454,50 @@ impl Bus for NatsBus {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        self.shared.request(channel, None, payload, timeout).await
+        self.shared.chunked_request(channel, payload, timeout).await
     }
 
     fn supports_request(&self) -> bool {
         true
+    }
+}
+
+/// Forwards the events of `all` whose message is on one of `channels` or on a
+/// subject that starts with one of `prefixes` (and every connection event) to
+/// `sender`, until either side is gone.
+async fn keep_matching(
+    mut all: Subscription,
+    channels: Vec<String>,
+    prefixes: Vec<String>,
+    sender: SubscriptionSender,
+) {
+    loop {
+        let event = tokio::select! {
+            () = sender.closed() => return,
+            event = all.next() => event,
+        };
+        let delivery = match event {
+            None => {
+                sender
+                    .send_disconnected("the NATS connection was closed")
+                    .await;
+                return;
+            }
+            Some(BusEvent::Message(message)) => {
+                let wanted = channels.contains(&message.channel)
+                    || prefixes
+                        .iter()
+                        .any(|prefix| message.channel.starts_with(prefix.as_str()));
+                if !wanted {
+                    continue;
+                }
+                sender.send_message(message).await
+            }
+            Some(BusEvent::Disconnected { reason }) => sender.send_disconnected(reason).await,
+            Some(BusEvent::Reconnected) => sender.send_reconnected().await,
+        };
+        if delivery == Delivery::Closed {
+            return;
+        }
     }
 }

@@ -116,6 +116,17 @@ impl NatsLease {
     }
 }
 
+impl NatsLease {
+    /// Who holds the lease now, by the wall clock (`None` if free or expired).
+    pub(crate) async fn holder_now(&self) -> Result<Option<String>, BusError> {
+        let entry = self.read().await?;
+        Ok(entry
+            .held
+            .filter(|(_, expires_ms)| *expires_ms > wall_clock_ms())
+            .map(|(holder, _)| holder))
+    }
+}
+
 #[async_trait]
 impl Lease for NatsLease {
     async fn try_acquire(&self, holder: &str, ttl: Duration) -> Result<bool, BusError> {

@@ -19,10 +19,19 @@
 //! [`BusError::Timeout`] because the connection broke meanwhile stays in the
 //! client's buffer and may still be delivered after the reconnection.
 //!
+//! # Large payloads
+//!
+//! A payload larger than the server takes (its `max_payload`, 1 MiB unless
+//! configured) is split into chunks marked with a `Keyman-Chunk` header;
+//! subscriptions and [`Bus::request`] of a [`NatsBus`] put them together again
+//! (up to [`NatsOptions::max_message`], within 30 s), so the layers above never
+//! see the server's limit. Other NATS clients see the chunks as they are.
+//!
 //! # Modules
 //!
 //! - `bus`: [`NatsBus`], connecting, publishing, requests and subscribing.
 //! - `link`: the connection's state as subscriptions see it, and the task feeding each one.
+//! - `chunk`: payloads larger than the server takes, split and put together again.
 //! - `options`: [`NatsOptions`].
 //! - `store`: [`NatsStore`], state in a JetStream key-value entry.
 //! - `lease`: [`NatsLease`], the serving orchestrator's lease in such an entry.
@@ -35,6 +44,7 @@ use keyman_transport::{Bus, BusError};
 
 mod base64;
 mod bus;
+mod chunk;
 mod lease;
 mod link;
 mod options;

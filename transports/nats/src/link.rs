@@ -3,6 +3,7 @@
 //! subscription and reports changes of it.
 
 use crate::bus::BusShared;
+use crate::chunk::{Assembled, Assembler};
 use async_nats::Event;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
@@ -73,9 +74,17 @@ pub(crate) async fn watch_connection(
                     tokio::time::sleep(shared.options.reconnect.delay(attempt)).await;
                 }
             }
-            Event::SlowConsumer(_) => {
-                tracing::warn!("NATS client dropped messages for a slow subscription");
+            Event::SlowConsumer(sid) => {
+                // One event per message the client dropped: count them, log a few.
                 link.send_modify(|status| status.overflows += 1);
+                let overflows = link.borrow().overflows;
+                if overflows.is_power_of_two() {
+                    tracing::warn!(
+                        subscription = sid,
+                        dropped = overflows,
+                        "the NATS client dropped messages for a slow subscription (its buffer was full)"
+                    );
+                }
             }
             Event::Closed => {
                 link.send_modify(|status| {
@@ -95,33 +104,43 @@ pub(crate) async fn feed_subscription(
     mut subscribers: SelectAll<async_nats::Subscriber>,
     mut link: watch::Receiver<LinkStatus>,
     sender: SubscriptionSender,
+    max_message: usize,
 ) {
     let mut seen = link.borrow_and_update().clone();
+    let mut assembler = Assembler::new(max_message);
     loop {
         tokio::select! {
             () = sender.closed() => return,
             message = subscribers.next() => {
                 let Some(message) = message else {
                     // The client is closed for good.
-                    sender.send_disconnected("the NATS connection was closed");
+                    sender.send_disconnected("the NATS connection was closed").await;
                     return;
+                };
+                let payload = match assembler.accept(&message.subject, message.headers.as_ref(), message.payload) {
+                    Assembled::Whole(payload) => payload,
+                    Assembled::Pending => continue,
+                    Assembled::Dropped(reason) => {
+                        tracing::warn!(%reason, "dropped a chunked message");
+                        continue;
+                    }
                 };
                 let message = Message {
                     channel: message.subject.as_str().to_owned(),
-                    payload: message.payload.to_vec(),
+                    payload: payload.to_vec(),
                     reply_to: message.reply.map(|reply| reply.as_str().to_owned()),
                 };
-                if sender.send_message(message) == Delivery::Closed {
+                if sender.send_message(message).await == Delivery::Closed {
                     return;
                 }
             }
             changed = link.changed() => {
                 if changed.is_err() {
-                    sender.send_disconnected("the NATS connection was closed");
+                    sender.send_disconnected("the NATS connection was closed").await;
                     return;
                 }
                 let now = link.borrow_and_update().clone();
-                if report_link_change(&sender, &seen, &now) == Delivery::Closed {
+                if report_link_change(&sender, &seen, &now).await == Delivery::Closed {
                     return;
                 }
                 seen = now;
@@ -131,25 +150,28 @@ pub(crate) async fn feed_subscription(
 }
 
 /// Tells a subscription what changed between two states of the connection.
-fn report_link_change(
+async fn report_link_change(
     sender: &SubscriptionSender,
     before: &LinkStatus,
     now: &LinkStatus,
 ) -> Delivery {
     let mut delivery = Delivery::Accepted;
     if now.losses > before.losses {
-        delivery = sender.send_disconnected(now.reason.clone());
+        delivery = sender.send_disconnected(now.reason.clone()).await;
     }
     if now.overflows > before.overflows {
-        delivery = sender.send_disconnected(
-            "the NATS client dropped messages because a subscription fell behind",
-        );
+        let dropped = now.overflows - before.overflows;
+        delivery = sender
+            .send_disconnected(format!(
+                "the NATS client dropped {dropped} messages because its buffer for a subscription was full"
+            ))
+            .await;
         if now.up {
-            delivery = sender.send_reconnected();
+            delivery = sender.send_reconnected().await;
         }
     }
     if now.up && (!before.up || now.losses > before.losses) {
-        delivery = sender.send_reconnected();
+        delivery = sender.send_reconnected().await;
     }
     delivery
 }

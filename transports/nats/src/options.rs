@@ -5,6 +5,9 @@ use keyman_transport::{Backoff, DEFAULT_QUEUE_CAPACITY};
 use keyman_transport::{BusError, SubscriptionSender};
 use std::time::Duration;
 
+/// The default of `NatsOptions::client_buffer`.
+const DEFAULT_CLIENT_BUFFER: usize = 1 << 21;
+
 /// Settings of a [`NatsBus`](crate::NatsBus); [`NatsOptions::default`] suits most uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsOptions {
@@ -13,10 +16,20 @@ pub struct NatsOptions {
     pub operation_timeout: Duration,
     /// The waits between reconnection attempts. Default 50 ms doubling up to 1 s.
     pub reconnect: Backoff,
-    /// How many events a subscription queues for a slow reader before it drops
-    /// messages and reports the gap (see
-    /// [`SubscriptionSender`]). Default 4096.
+    /// How many events a subscription queues for a slow reader before the task
+    /// that feeds it waits for room (see [`SubscriptionSender`]). Default 4096.
     pub queue_capacity: usize,
+    /// How many messages the NATS client buffers for each subscription while
+    /// that task waits. The client keeps reading the connection (the server
+    /// would cut a client that stops), so beyond this it drops messages and
+    /// the subscription is told of the gap. Memory is taken only as messages
+    /// wait. Default 2 097 152 (2²¹).
+    pub client_buffer: usize,
+    /// The largest message put together again from chunks. A payload larger
+    /// than the server takes (its `max_payload`, 1 MiB by default) is sent in
+    /// chunks that subscriptions and requests of a [`NatsBus`](crate::NatsBus)
+    /// put together again; beyond this size they drop it. Default 64 MiB.
+    pub max_message: usize,
     /// How often the client pings the server; after two unanswered pings it
     /// treats the connection as lost and reconnects. Default 15 s.
     pub health_check_interval: Duration,
@@ -30,6 +43,8 @@ impl Default for NatsOptions {
             operation_timeout: Duration::from_secs(3),
             reconnect: Backoff::default(),
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            client_buffer: DEFAULT_CLIENT_BUFFER,
+            max_message: 64 * 1024 * 1024,
             health_check_interval: Duration::from_secs(15),
             client_name: None,
         }

@@ -1,10 +1,12 @@
 //! [`RedisBus`]: the publishing connection, commands on it, and subscribing.
 
 use crate::RedisOptions;
-use crate::subscription::feed_subscription;
+use crate::subscription::{feed_subscription, feed_watching};
 use crate::url::open_client;
 use async_trait::async_trait;
-use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
+use keyman_transport::adapter::{
+    bounded, spawn_subscription, subscribe_channels, subscribe_prefixes,
+};
 use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
@@ -176,6 +178,20 @@ impl BusShared {
         Ok((sink, stream))
     }
 
+    /// Opens a pub/sub connection and subscribes it to `channels` and to the
+    /// glob patterns `patterns` (`PSUBSCRIBE`), on that one connection.
+    pub(crate) async fn open_watching(
+        &self,
+        channels: &[String],
+        patterns: &[String],
+    ) -> Result<(PubSubSink, PubSubStream), BusError> {
+        let (mut sink, stream) = self.open_subscription(channels).await?;
+        sink.psubscribe(patterns)
+            .await
+            .map_err(|err| self.bus_error(&err))?;
+        Ok((sink, stream))
+    }
+
     /// Translates an error of the Redis client.
     fn bus_error(&self, err: &RedisError) -> BusError {
         let server = &self.server;
@@ -229,5 +245,54 @@ impl Bus for RedisBus {
             self.shared.options.queue_capacity,
             |sender| feed_subscription(bus, unique, sink, stream, sender),
         ))
+    }
+
+    /// Subscribes the channels (`SUBSCRIBE`) and one glob pattern per prefix
+    /// (`PSUBSCRIBE`, the prefix with `*`, `?`, `[`, `]` and `\` escaped) on
+    /// one pub/sub connection, so that the server delivers both in the order
+    /// it handled the publishes; after a lost connection both are subscribed
+    /// again.
+    async fn subscribe_with_prefixes(
+        &self,
+        channels: &[String],
+        prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let (unique, prefixes) = subscribe_prefixes(channels, prefixes)?;
+        let patterns: Vec<String> = prefixes.iter().map(|p| prefix_pattern(p)).collect();
+        let timeout = self.shared.options.operation_timeout;
+        let (sink, stream) =
+            bounded(timeout, self.shared.open_watching(&unique, &patterns)).await?;
+        let bus = Arc::clone(&self.shared);
+        Ok(spawn_subscription(
+            self.shared.options.queue_capacity,
+            |sender| feed_watching(bus, unique, patterns, sink, stream, sender),
+        ))
+    }
+}
+
+/// The Redis glob pattern that matches the channels starting with `prefix`.
+fn prefix_pattern(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('*');
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_pattern;
+
+    #[test]
+    fn a_prefix_pattern_escapes_glob_characters() {
+        assert_eq!(
+            prefix_pattern("worker-oath-request-"),
+            "worker-oath-request-*"
+        );
+        assert_eq!(prefix_pattern("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\*");
     }
 }

@@ -51,6 +51,13 @@ pub struct RedisLease {
     key: String,
 }
 
+impl RedisLease {
+    /// The Redis key that holds the lease.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 impl std::fmt::Debug for RedisLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLease")

@@ -14,9 +14,8 @@ pub struct RedisOptions {
     /// The waits between reconnection attempts of a subscription. Default 50 ms
     /// doubling up to 1 s.
     pub reconnect: Backoff,
-    /// How many events a subscription queues for a slow reader before it drops
-    /// messages and reports the gap (see
-    /// [`SubscriptionSender`]). Default 4096.
+    /// How many events a subscription queues for a slow reader before the task
+    /// that feeds it waits for room (see [`SubscriptionSender`]). Default 4096.
     pub queue_capacity: usize,
     /// How often an idle subscription connection is checked with `PING`, so a
     /// connection that died silently is noticed; `None` never checks. Default 15 s.

@@ -1,5 +1,16 @@
 //! The task behind each subscription of a [`RedisBus`](crate::RedisBus): it
 //! forwards messages, checks the connection with `PING`, and reconnects.
+//!
+//! While the subscription's queue is full the task waits for room and takes
+//! nothing more from the connection. (The Redis client reads the socket in a
+//! task of its own and keeps what it has read until this task takes it.) What
+//! the client has not read yet Redis buffers for the subscriber, up to its
+//! `client-output-buffer-limit pubsub` (by default `32mb 8mb 60`: 32 MB at
+//! once, or 8 MB for 60 s); beyond it Redis closes the connection, this task
+//! reports `Disconnected`, reconnects, reports `Reconnected`, and what was
+//! published in between is lost for this subscriber. Operators who expect
+//! bursts larger than that raise the limit, for example
+//! `CONFIG SET client-output-buffer-limit "pubsub 256mb 128mb 60"`.
 
 use crate::bus::BusShared;
 use futures_util::StreamExt;
@@ -23,7 +34,7 @@ pub(crate) async fn feed_subscription(
             return;
         };
         tracing::warn!(server = %bus.server, %reason, "Redis subscription lost its connection");
-        if sender.send_disconnected(reason) == Delivery::Closed {
+        if sender.send_disconnected(reason).await == Delivery::Closed {
             return;
         }
         let mut attempt: u32 = 0;
@@ -46,7 +57,51 @@ pub(crate) async fn feed_subscription(
             }
         };
         tracing::info!(server = %bus.server, attempt, "Redis subscription reconnected");
-        if sender.send_reconnected() == Delivery::Closed {
+        if sender.send_reconnected().await == Delivery::Closed {
+            return;
+        }
+    }
+}
+
+/// Like [`feed_subscription`], for a subscription with glob patterns: after a
+/// lost connection it subscribes the channels and the patterns again.
+pub(crate) async fn feed_watching(
+    bus: Arc<BusShared>,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    mut sink: PubSubSink,
+    mut stream: PubSubStream,
+    sender: SubscriptionSender,
+) {
+    loop {
+        let Some(reason) = forward_messages(&bus, &mut sink, &mut stream, &sender).await else {
+            return;
+        };
+        tracing::warn!(server = %bus.server, %reason, "Redis subscription lost its connection");
+        if sender.send_disconnected(reason).await == Delivery::Closed {
+            return;
+        }
+        let mut attempt: u32 = 0;
+        (sink, stream) = loop {
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(bus.options.reconnect.delay(attempt)) => {}
+            }
+            match bounded(
+                bus.options.operation_timeout,
+                bus.open_watching(&channels, &patterns),
+            )
+            .await
+            {
+                Ok(connection) => break connection,
+                Err(err) => {
+                    tracing::debug!(server = %bus.server, attempt, error = %err, "Redis subscription reconnect failed");
+                }
+            }
+        };
+        tracing::info!(server = %bus.server, attempt, "Redis subscription reconnected");
+        if sender.send_reconnected().await == Delivery::Closed {
             return;
         }
     }
@@ -79,7 +134,7 @@ async fn forward_messages(
                     payload: message.get_payload_bytes().to_vec(),
                     reply_to: None,
                 };
-                if sender.send_message(message) == Delivery::Closed {
+                if sender.send_message(message).await == Delivery::Closed {
                     return None;
                 }
             }

@@ -49,6 +49,32 @@ pub fn subscribe_channels(channels: &[String]) -> Result<Vec<String>, BusError> 
     Ok(unique)
 }
 
+/// The channels and prefixes of a
+/// [`Bus::subscribe_with_prefixes`](crate::Bus::subscribe_with_prefixes) call, each
+/// once: [`BusError::Config`] if there is no channel, a prefix is empty, or a
+/// channel starts with a prefix (it would be delivered twice on some brokers).
+pub fn subscribe_prefixes(
+    channels: &[String],
+    prefixes: &[String],
+) -> Result<(Vec<String>, Vec<String>), BusError> {
+    let channels = subscribe_channels(channels)?;
+    let mut unique: Vec<String> = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        if prefix.is_empty() {
+            return Err(BusError::Config("a channel prefix may not be empty".into()));
+        }
+        if let Some(channel) = channels.iter().find(|c| c.starts_with(prefix.as_str())) {
+            return Err(BusError::Config(
+                format!("channel {channel:?} starts with the prefix {prefix:?}").into(),
+            ));
+        }
+        if !unique.contains(prefix) {
+            unique.push(prefix.clone());
+        }
+    }
+    Ok((channels, unique))
+}
+
 /// Makes a [`Subscription`] with a queue of `capacity` events and spawns
 /// `feed(sender)` to fill it; the task is aborted when the subscription is
 /// dropped. Needs a tokio runtime.

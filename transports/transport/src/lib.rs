@@ -23,7 +23,7 @@ pub use error::{BusError, ErrorDetail};
 pub use lease::{Lease, MemoryLease};
 pub use memory::MemoryBus;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
-pub use store::{FileStore, MemoryStore, StateStore};
+pub use store::{FileStore, MemoryStore, Records, Saved, StateStore, StateWrite};
 
 /// One message received from a [`Bus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +87,12 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<BusEvent> {
         self.rx.recv().await
     }
+
+    /// The next event if one is queued now, without waiting; `None` if none is
+    /// (or the bus is closed).
+    pub fn try_next(&mut self) -> Option<BusEvent> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// A pub/sub transport: publish bytes on a channel, subscribe to channels.
@@ -104,6 +110,29 @@ pub trait Bus: Send + Sync + 'static {
     /// message published afterwards on one of them is delivered. A channel listed
     /// twice is delivered once; an empty list is a [`BusError::Config`] error.
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError>;
+
+    /// Subscribes to `channels` and, in the same subscription, to every
+    /// channel whose name starts with one of `prefixes` (a standby uses it to
+    /// see the requests and the replies to them).
+    ///
+    /// Everything arrives through one connection, in the order the broker
+    /// handled it: a message published on a matched channel by someone who
+    /// had received a message of this subscription arrives after that message
+    /// (a request always before its reply). After a lost connection the
+    /// prefixes are subscribed again with the channels. A message is
+    /// delivered once; a listed channel may not start with one of the prefixes,
+    /// and a prefix may not be empty ([`BusError::Config`]).
+    ///
+    /// Transports that cannot subscribe by prefix return
+    /// [`BusError::Unsupported`] (the default).
+    async fn subscribe_with_prefixes(
+        &self,
+        channels: &[String],
+        prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let _ = (channels, prefixes);
+        Err(BusError::Unsupported("subscriptions to channel prefixes"))
+    }
 
     /// Native request/reply: publishes `payload` on `channel` with a private reply
     /// address and waits up to `timeout` for the first answer. Transports without it

@@ -1,5 +1,6 @@
 //! An in-process [`Bus`], for embedding keyman in one program and for tests.
 
+use crate::adapter::subscribe_prefixes;
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
 use crate::{Bus, BusError, BusEvent, Message, Subscription};
 use async_trait::async_trait;
@@ -15,13 +16,14 @@ const INBOX_PREFIX: &str = "_INBOX.memory.";
 /// the same bus.
 ///
 /// `publish` delivers to every live subscription of the channel, in the order of
-/// the calls, and never waits for a subscriber. Each subscription has a bounded
-/// queue ([`MemoryBus::with_queue_capacity`], default 4096 events); a subscriber
-/// that lets it fill up loses the messages that do not fit and is told so by a
-/// `Disconnected` / `Reconnected` pair (see [`SubscriptionSender`]). Dropping a
-/// [`Subscription`] unsubscribes it at once.
+/// the calls. Each subscription has a bounded queue
+/// ([`MemoryBus::with_queue_capacity`], default 4096 events); while a
+/// subscriber's queue is full, `publish` waits for it to make room, so nothing
+/// is ever lost (see [`SubscriptionSender`]). Dropping a [`Subscription`]
+/// unsubscribes it at once (and releases a `publish` waiting for it).
 ///
-/// It supports native request/reply: [`MemoryBus::request`] delivers the message
+/// It supports subscriptions to channel prefixes
+/// ([`Bus::subscribe_with_prefixes`]) and native request/reply: [`MemoryBus::request`] delivers the message
 /// with a private `reply_to` channel and waits for the first message published
 /// there.
 #[derive(Debug, Clone)]
@@ -42,6 +44,41 @@ struct BusState {
     next_subscriber: u64,
     /// The live subscriptions of each channel that has any.
     channels: HashMap<String, Vec<Subscriber>>,
+    /// The live subscriptions with channel prefixes ([`Bus::subscribe_with_prefixes`]).
+    watchers: Vec<Watcher>,
+}
+
+/// A subscription to channels and channel prefixes.
+#[derive(Debug)]
+struct Watcher {
+    id: u64,
+    channels: Vec<String>,
+    prefixes: Vec<String>,
+    sender: SubscriptionSender,
+}
+
+impl Watcher {
+    fn wants(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c == channel)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| channel.starts_with(p.as_str()))
+    }
+}
+
+/// Removes a subscription with prefixes when the [`Subscription`] is dropped.
+struct Unwatch {
+    bus: Weak<BusShared>,
+    id: u64,
+}
+
+impl Drop for Unwatch {
+    fn drop(&mut self) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.lock().watchers.retain(|watcher| watcher.id != self.id);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -92,7 +129,8 @@ impl MemoryBus {
         Self::with_queue_capacity(DEFAULT_QUEUE_CAPACITY)
     }
 
-    /// A new, empty bus whose subscriptions queue up to `capacity` events each (at least 8).
+    /// A new, empty bus whose subscriptions queue up to `capacity` events each (at least 8)
+    /// before `publish` waits for them.
     pub fn with_queue_capacity(capacity: usize) -> Self {
         Self {
             shared: Arc::new(BusShared {
@@ -120,6 +158,7 @@ impl MemoryBus {
         let mut state = self.shared.lock();
         state.closed = true;
         state.channels.clear();
+        state.watchers.clear();
     }
 
     /// Registers a new subscription on `channels` (each once) while the state is locked.
@@ -155,27 +194,51 @@ impl MemoryBus {
         })
     }
 
-    /// Delivers a message to the live subscribers of `channel`; returns how many there were.
-    fn deliver_locked(
-        state: &mut BusState,
+    /// The live subscribers of `channel`, for a delivery outside the lock:
+    /// first the subscriptions with prefixes that want it (so that a standby
+    /// has a request queued before the leader can read and answer it), then
+    /// those of the channel itself. Forgets those whose subscription was dropped.
+    fn subscribers_locked(state: &mut BusState, channel: &str) -> Vec<SubscriptionSender> {
+        state.watchers.retain(|watcher| !watcher.sender.is_closed());
+        let mut senders: Vec<SubscriptionSender> = state
+            .watchers
+            .iter()
+            .filter(|watcher| watcher.wants(channel))
+            .map(|watcher| watcher.sender.clone())
+            .collect();
+        if let Some(subscribers) = state.channels.get_mut(channel) {
+            subscribers.retain(|subscriber| !subscriber.sender.is_closed());
+            if subscribers.is_empty() {
+                state.channels.remove(channel);
+            } else {
+                senders.extend(
+                    subscribers
+                        .iter()
+                        .map(|subscriber| subscriber.sender.clone()),
+                );
+            }
+        }
+        senders
+    }
+
+    /// Delivers a message to `subscribers`, waiting for room in each queue;
+    /// returns to how many it was delivered.
+    async fn deliver(
+        subscribers: Vec<SubscriptionSender>,
         channel: &str,
         payload: &[u8],
         reply_to: Option<&str>,
     ) -> usize {
-        let Some(subscribers) = state.channels.get_mut(channel) else {
-            return 0;
-        };
-        subscribers.retain(|subscriber| {
+        let mut delivered = 0;
+        for subscriber in subscribers {
             let message = Message {
                 channel: channel.to_owned(),
                 payload: payload.to_vec(),
                 reply_to: reply_to.map(str::to_owned),
             };
-            subscriber.sender.send_message(message) == Delivery::Accepted
-        });
-        let delivered = subscribers.len();
-        if delivered == 0 {
-            state.channels.remove(channel);
+            if subscriber.send_message(message).await == Delivery::Accepted {
+                delivered += 1;
+            }
         }
         delivered
     }
@@ -184,11 +247,14 @@ impl MemoryBus {
 #[async_trait]
 impl Bus for MemoryBus {
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
-        let mut state = self.shared.lock();
-        if state.closed {
-            return Err(BusError::Closed);
-        }
-        Self::deliver_locked(&mut state, channel, payload, None);
+        let subscribers = {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(BusError::Closed);
+            }
+            Self::subscribers_locked(&mut state, channel)
+        };
+        Self::deliver(subscribers, channel, payload, None).await;
         Ok(())
     }
 
@@ -205,13 +271,38 @@ impl Bus for MemoryBus {
         Ok(self.subscribe_locked(&mut state, channels, self.shared.queue_capacity))
     }
 
+    async fn subscribe_with_prefixes(
+        &self,
+        channels: &[String],
+        prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(BusError::Closed);
+        }
+        let id = state.next_subscriber;
+        state.next_subscriber += 1;
+        let (sender, subscription) = Subscription::channel(self.shared.queue_capacity);
+        state.watchers.push(Watcher {
+            id,
+            channels,
+            prefixes,
+            sender,
+        });
+        Ok(subscription.with_guard(Unwatch {
+            bus: Arc::downgrade(&self.shared),
+            id,
+        }))
+    }
+
     async fn request(
         &self,
         channel: &str,
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let mut reply = {
+        let (mut reply, inbox, subscribers) = {
             let mut state = self.shared.lock();
             if state.closed {
                 return Err(BusError::Closed);
@@ -221,13 +312,13 @@ impl Bus for MemoryBus {
                 self.shared.next_inbox.fetch_add(1, Ordering::Relaxed)
             );
             let reply = self.subscribe_locked(&mut state, std::slice::from_ref(&inbox), 8);
-            if Self::deliver_locked(&mut state, channel, payload, Some(&inbox)) == 0 {
-                // `reply` is dropped on return and unregisters the inbox.
-                drop(state);
-                return Err(BusError::NoResponders(channel.to_owned()));
-            }
-            reply
+            let subscribers = Self::subscribers_locked(&mut state, channel);
+            (reply, inbox, subscribers)
         };
+        if Self::deliver(subscribers, channel, payload, Some(&inbox)).await == 0 {
+            // `reply` is dropped on return and unregisters the inbox.
+            return Err(BusError::NoResponders(channel.to_owned()));
+        }
         let answer = tokio::time::timeout(timeout, async {
             loop {
                 match reply.next().await {

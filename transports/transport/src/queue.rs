@@ -1,30 +1,30 @@
 //! The bounded event queue behind every [`Subscription`], and its policy for a
-//! subscriber that reads too slowly.
+//! subscriber that reads too slowly: the transport waits for room.
 
 use crate::{BusEvent, Message, Subscription};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// How many events a subscription queues by default before it starts dropping messages.
+/// How many events a subscription queues by default; a transport waits for room beyond it.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
 /// The smallest queue a subscription gets, whatever capacity is asked for.
 const MIN_QUEUE_CAPACITY: usize = 8;
 
-/// Slots kept free for the `Disconnected` / `Reconnected` pair that reports dropped messages.
-const RESERVED_SLOTS: usize = 2;
-
 /// The sending end of a [`Subscription`]: transports push [`BusEvent`]s into it.
 ///
-/// It never waits for the subscriber. The queue is bounded; when a subscriber
-/// falls so far behind that its queue is full, further messages for it are
-/// dropped and counted, and as soon as it has read half of its queue it receives
-/// `Disconnected { reason: "subscriber fell behind: N messages dropped" }`
-/// followed by `Reconnected`, exactly where the dropped messages would have been.
-/// A subscriber therefore handles a gap caused by its own slowness the same way
-/// as a gap caused by a lost connection, and never loses a message silently.
-/// If the connection itself is down when the gap is reported, the `Reconnected`
-/// comes later, when the transport reports the connection back.
+/// The queue is bounded and never drops anything: when the subscriber falls so
+/// far behind that its queue is full, every `send_*` waits until it has read
+/// enough to make room. A transport feeds a subscription from one task that
+/// reads the broker's connection, so while it waits it stops reading, and the
+/// broker buffers what comes meanwhile (up to its own limits; a broker that
+/// then cuts the connection causes a gap the transport reports with
+/// [`SubscriptionSender::send_disconnected`]).
+///
+/// Connection events are reported once and in pairs: repeated
+/// `send_disconnected` calls without a `send_reconnected` between them queue
+/// one `Disconnected`, and `send_reconnected` queues `Reconnected` only after a
+/// `Disconnected`.
 ///
 /// Cloning it gives another handle to the same queue.
 #[derive(Debug, Clone)]
@@ -35,31 +35,15 @@ pub struct SubscriptionSender {
 #[derive(Debug)]
 struct QueueShared {
     tx: mpsc::Sender<BusEvent>,
-    /// Free slots needed before a lagging subscriber is told about its gap and fed again.
-    resume_room: usize,
-    state: Mutex<QueueState>,
-}
-
-#[derive(Debug, Default)]
-struct QueueState {
-    /// Messages are being dropped because the queue was full.
-    lagging: bool,
-    /// Messages dropped since the queue became full.
-    dropped: u64,
-    /// The transport reported the connection lost and not yet back.
-    link_down: bool,
     /// The last connection event queued for the subscriber is a `Disconnected`.
-    announced_down: bool,
-    /// Why the connection was lost, while that is not yet told to the subscriber.
-    down_reason: Option<String>,
-    /// A task waits for room to report the gap.
-    recovery_pending: bool,
+    /// Held while a connection event is queued, so events keep their order.
+    announced_down: tokio::sync::Mutex<bool>,
 }
 
 /// Whether the subscriber still listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// The event was queued, or dropped and counted under the slow-subscriber policy.
+    /// The event was queued (or, for a repeated connection event, had been already).
     Accepted,
     /// The [`Subscription`] was dropped; the transport should stop feeding it.
     Closed,
@@ -71,13 +55,10 @@ impl Subscription {
     pub fn channel(capacity: usize) -> (SubscriptionSender, Subscription) {
         let capacity = capacity.max(MIN_QUEUE_CAPACITY);
         let (tx, rx) = mpsc::channel(capacity);
-        // Room for the gap report and a few messages after it.
-        let resume_room = (capacity / 2).max(RESERVED_SLOTS + 3);
         let sender = SubscriptionSender {
             shared: Arc::new(QueueShared {
                 tx,
-                resume_room,
-                state: Mutex::new(QueueState::default()),
+                announced_down: tokio::sync::Mutex::new(false),
             }),
         };
         (sender, Subscription::new(rx))
@@ -85,82 +66,69 @@ impl Subscription {
 }
 
 impl SubscriptionSender {
-    /// Queues a message for the subscriber, or drops and counts it if the queue is full.
-    pub fn send_message(&self, message: Message) -> Delivery {
-        let mut state = self.lock();
-        if self.shared.tx.is_closed() {
-            return Delivery::Closed;
-        }
-        if state.lagging {
-            self.try_recover(&mut state);
-        }
-        if state.lagging {
-            state.dropped += 1;
-            return Delivery::Accepted;
-        }
-        if self.shared.tx.capacity() > RESERVED_SLOTS
-            && self.shared.tx.try_send(BusEvent::Message(message)).is_ok()
-        {
-            return Delivery::Accepted;
-        }
-        state.lagging = true;
-        state.dropped = 1;
-        self.spawn_recovery(&mut state);
-        Delivery::Accepted
+    /// Queues a message for the subscriber, waiting for room while its queue is full.
+    pub async fn send_message(&self, message: Message) -> Delivery {
+        self.send(BusEvent::Message(message)).await
     }
 
-    /// Tells the subscriber that the connection to the broker was lost.
+    /// Queues a message if there is room now; gives it back if the queue is full.
+    ///
+    /// # Errors
+    ///
+    /// The message, when the queue is full; the caller may wait with
+    /// [`SubscriptionSender::send_message`] instead.
+    pub fn try_send_message(&self, message: Message) -> Result<Delivery, Message> {
+        match self.shared.tx.try_send(BusEvent::Message(message)) {
+            Ok(()) => Ok(Delivery::Accepted),
+            Err(mpsc::error::TrySendError::Closed(_)) => Ok(Delivery::Closed),
+            Err(mpsc::error::TrySendError::Full(event)) => match event {
+                BusEvent::Message(message) => Err(message),
+                _ => Ok(Delivery::Accepted),
+            },
+        }
+    }
+
+    /// Tells the subscriber that the connection to the broker was lost (and
+    /// messages may have been missed), waiting for room while its queue is full.
     ///
     /// Repeated calls without a [`SubscriptionSender::send_reconnected`] between them
     /// are reported once.
-    pub fn send_disconnected(&self, reason: impl Into<String>) -> Delivery {
-        let mut state = self.lock();
+    pub async fn send_disconnected(&self, reason: impl Into<String>) -> Delivery {
+        let mut announced_down = self.shared.announced_down.lock().await;
         if self.shared.tx.is_closed() {
             return Delivery::Closed;
         }
-        state.link_down = true;
-        if state.announced_down {
+        if *announced_down {
             return Delivery::Accepted;
         }
-        let reason = reason.into();
-        if state.lagging {
-            // The gap report will tell it.
-            state.down_reason = Some(reason);
-            return Delivery::Accepted;
+        let delivery = self
+            .send(BusEvent::Disconnected {
+                reason: reason.into(),
+            })
+            .await;
+        if delivery == Delivery::Accepted {
+            *announced_down = true;
         }
-        match self.shared.tx.try_send(BusEvent::Disconnected { reason }) {
-            Ok(()) => state.announced_down = true,
-            Err(err) => {
-                if let BusEvent::Disconnected { reason } = err.into_inner() {
-                    state.down_reason = Some(reason);
-                }
-                state.lagging = true;
-                self.spawn_recovery(&mut state);
-            }
-        }
-        Delivery::Accepted
+        delivery
     }
 
-    /// Tells the subscriber that the connection is back and every channel is subscribed again.
+    /// Tells the subscriber that the connection is back and every channel is
+    /// subscribed again, waiting for room while its queue is full.
     ///
     /// Does nothing unless a disconnection was reported before.
-    pub fn send_reconnected(&self) -> Delivery {
-        let mut state = self.lock();
+    pub async fn send_reconnected(&self) -> Delivery {
+        let mut announced_down = self.shared.announced_down.lock().await;
         if self.shared.tx.is_closed() {
             return Delivery::Closed;
         }
-        state.link_down = false;
-        state.down_reason = None;
-        if state.lagging || !state.announced_down {
+        if !*announced_down {
             return Delivery::Accepted;
         }
-        if self.shared.tx.try_send(BusEvent::Reconnected).is_ok() {
-            state.announced_down = false;
-        } else {
-            state.lagging = true;
-            self.spawn_recovery(&mut state);
+        let delivery = self.send(BusEvent::Reconnected).await;
+        if delivery == Delivery::Accepted {
+            *announced_down = false;
         }
-        Delivery::Accepted
+        delivery
     }
 
     /// Whether the [`Subscription`] was dropped.
@@ -173,78 +141,18 @@ impl SubscriptionSender {
         self.shared.tx.closed().await;
     }
 
-    fn lock(&self) -> MutexGuard<'_, QueueState> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Reports the gap of a lagging subscriber if its queue has room again.
-    fn try_recover(&self, state: &mut QueueState) {
-        if self.shared.tx.capacity() >= self.shared.resume_room {
-            self.report_gap(state);
+    async fn send(&self, event: BusEvent) -> Delivery {
+        match self.shared.tx.send(event).await {
+            Ok(()) => Delivery::Accepted,
+            Err(_) => Delivery::Closed,
         }
-    }
-
-    /// Queues the `Disconnected` / `Reconnected` pair that closes a gap. Needs two free slots.
-    fn report_gap(&self, state: &mut QueueState) {
-        if !state.announced_down {
-            let reason = match (state.dropped, state.down_reason.take()) {
-                (0, Some(down)) => down,
-                (dropped, None) => format!("subscriber fell behind: {dropped} messages dropped"),
-                (dropped, Some(down)) => format!(
-                    "subscriber fell behind: {dropped} messages dropped; then the connection was lost: {down}"
-                ),
-            };
-            if self
-                .shared
-                .tx
-                .try_send(BusEvent::Disconnected { reason })
-                .is_err()
-            {
-                return;
-            }
-            state.announced_down = true;
-        }
-        if !state.link_down && self.shared.tx.try_send(BusEvent::Reconnected).is_ok() {
-            state.announced_down = false;
-        }
-        state.lagging = false;
-        state.dropped = 0;
-    }
-
-    /// Starts a task that reports the gap once the subscriber has read enough,
-    /// even if nothing more is published. Without a tokio runtime the gap is
-    /// reported by the next send that finds room.
-    fn spawn_recovery(&self, state: &mut QueueState) {
-        if state.recovery_pending {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        state.recovery_pending = true;
-        let sender = self.clone();
-        runtime.spawn(async move {
-            let room = sender.shared.resume_room;
-            let permits = sender.shared.tx.reserve_many(room).await;
-            let mut state = sender.lock();
-            state.recovery_pending = false;
-            if let Ok(permits) = permits {
-                // Give the room back first, then use it in order under the lock.
-                drop(permits);
-                if state.lagging {
-                    sender.report_gap(&mut state);
-                }
-            }
-        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn message(index: u8) -> Message {
         Message {
@@ -262,14 +170,14 @@ mod tests {
         events
     }
 
-    #[test]
-    fn connection_events_are_reported_once_and_in_pairs() {
+    #[tokio::test]
+    async fn connection_events_are_reported_once_and_in_pairs() {
         let (sender, mut subscription) = Subscription::channel(8);
-        assert_eq!(sender.send_reconnected(), Delivery::Accepted);
-        sender.send_disconnected("lost");
-        sender.send_disconnected("still lost");
-        sender.send_reconnected();
-        sender.send_reconnected();
+        assert_eq!(sender.send_reconnected().await, Delivery::Accepted);
+        sender.send_disconnected("lost").await;
+        sender.send_disconnected("still lost").await;
+        sender.send_reconnected().await;
+        sender.send_reconnected().await;
         assert_eq!(
             drain(&mut subscription),
             [
@@ -281,43 +189,60 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_connection_lost_while_lagging_is_reported_with_the_gap() {
+    #[tokio::test]
+    async fn a_full_queue_makes_the_sender_wait_and_loses_nothing() {
         let (sender, mut subscription) = Subscription::channel(8);
         for index in 0..8 {
-            sender.send_message(message(index));
+            assert_eq!(
+                sender.send_message(message(index)).await,
+                Delivery::Accepted
+            );
         }
-        sender.send_disconnected("server went away");
-        let mut events = drain(&mut subscription);
-        assert_eq!(events.len(), 6);
-        // The queue has room again but the connection is still down: the gap
-        // is reported, `Reconnected` waits for the connection.
-        sender.send_message(message(100));
-        events = drain(&mut subscription);
-        assert_eq!(
-            events,
-            [
-                BusEvent::Disconnected {
-                    reason: "subscriber fell behind: 2 messages dropped; then the connection was lost: server went away".to_owned()
-                },
-                BusEvent::Message(message(100))
-            ]
-        );
-        sender.send_reconnected();
-        sender.send_message(message(101));
-        assert_eq!(
-            drain(&mut subscription),
-            [BusEvent::Reconnected, BusEvent::Message(message(101))]
-        );
+        assert_eq!(sender.try_send_message(message(8)), Err(message(8)));
+        let feeding = tokio::spawn({
+            let sender = sender.clone();
+            async move {
+                for index in 8..20 {
+                    sender.send_message(message(index)).await;
+                }
+                sender.send_disconnected("server went away").await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!feeding.is_finished(), "the sender waits for room");
+        let mut events = Vec::new();
+        while events.len() < 21 {
+            events.extend(drain(&mut subscription));
+            tokio::task::yield_now().await;
+        }
+        feeding.await.expect("feeder");
+        let mut expected: Vec<BusEvent> = (0..20).map(|i| BusEvent::Message(message(i))).collect();
+        expected.push(BusEvent::Disconnected {
+            reason: "server went away".to_owned(),
+        });
+        assert_eq!(events, expected);
     }
 
-    #[test]
-    fn a_dropped_subscription_is_reported_closed() {
+    #[tokio::test]
+    async fn a_dropped_subscription_is_reported_closed() {
         let (sender, subscription) = Subscription::channel(8);
         drop(subscription);
         assert!(sender.is_closed());
-        assert_eq!(sender.send_message(message(0)), Delivery::Closed);
-        assert_eq!(sender.send_disconnected("x"), Delivery::Closed);
-        assert_eq!(sender.send_reconnected(), Delivery::Closed);
+        assert_eq!(sender.send_message(message(0)).await, Delivery::Closed);
+        assert_eq!(sender.try_send_message(message(0)), Ok(Delivery::Closed));
+        assert_eq!(sender.send_disconnected("x").await, Delivery::Closed);
+        assert_eq!(sender.send_reconnected().await, Delivery::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_is_released_when_the_subscription_is_dropped() {
+        let (sender, subscription) = Subscription::channel(8);
+        for index in 0..8 {
+            sender.send_message(message(index)).await;
+        }
+        let waiting = tokio::spawn(async move { sender.send_message(message(9)).await });
+        tokio::task::yield_now().await;
+        drop(subscription);
+        assert_eq!(waiting.await.expect("sender"), Delivery::Closed);
     }
 }

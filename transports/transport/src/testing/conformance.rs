@@ -6,7 +6,9 @@
 //! Passing the same handle twice is allowed. Every check uses channels of its
 //! own, so the checks may share one broker and run one after another.
 
-use crate::{Bus, BusError, BusEvent, Lease, Message, Subscription};
+use crate::{
+    Bus, BusError, BusEvent, Lease, Message, Records, Saved, StateStore, StateWrite, Subscription,
+};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,6 +35,7 @@ where
     round_trip(publisher, subscriber).await;
     subscribe_is_live_on_return(publisher, subscriber).await;
     ordering_per_channel(publisher, subscriber).await;
+    slow_subscriber_loses_nothing(publisher, subscriber).await;
     many_subscribers(publisher, subscriber).await;
     channels_are_isolated(publisher, subscriber).await;
     large_payload(publisher, subscriber).await;
@@ -40,6 +43,7 @@ where
     publish_without_subscriber(publisher).await;
     subscribe_to_no_channel_is_refused(subscriber).await;
     request_reply(publisher, subscriber).await;
+    prefix_subscription(publisher, subscriber).await;
 }
 
 /// [`run_all`] with clones of one handle as publisher and subscriber: for a
@@ -136,6 +140,37 @@ pub async fn ordering_per_channel(publisher: &dyn Bus, subscriber: &dyn Bus) {
         );
         next_index[slot] += 1;
     }
+}
+
+/// A subscriber that reads nothing for a while, then everything, loses nothing:
+/// 20 000 messages (five times the default queue) published meanwhile all
+/// arrive, in order, with no gap reported. The transport waits for room (and
+/// the broker buffers); it never drops.
+pub async fn slow_subscriber_loses_nothing(publisher: &dyn Bus, subscriber: &dyn Bus) {
+    const COUNT: usize = 20_000;
+    let channel = unique_channel("slow-subscriber");
+    let mut subscription = subscribe(subscriber, std::slice::from_ref(&channel)).await;
+    let publishing = async {
+        for index in 0..COUNT {
+            publish(publisher, &channel, index.to_string().as_bytes()).await;
+        }
+    };
+    let receiving = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut received = Vec::with_capacity(COUNT);
+        for _ in 0..COUNT {
+            let message = next_message(&mut subscription, "every message of a burst").await;
+            received.push(String::from_utf8_lossy(&message.payload).into_owned());
+        }
+        received
+    };
+    let ((), received) = tokio::join!(publishing, receiving);
+    let expected: Vec<String> = (0..COUNT).map(|index| index.to_string()).collect();
+    assert!(
+        received == expected,
+        "a slow subscriber lost or reordered messages; first difference at index {:?}",
+        received.iter().zip(&expected).position(|(a, b)| a != b)
+    );
 }
 
 /// Every subscription of a channel, on either handle, receives every message, in order.
@@ -369,6 +404,88 @@ where
     assert_eq!(message.payload, b"after");
 }
 
+/// [`Bus::subscribe_with_prefixes`]: a subscription to a channel and to the
+/// channels that start with `{channel}-` receives exactly those, in the order
+/// they were published, and a request always before the reply to it (the
+/// replier answers from another subscription). Lists that could deliver a
+/// message twice, and empty prefixes, are refused.
+pub async fn prefix_subscription(publisher: &dyn Bus, subscriber: &dyn Bus) {
+    let channel = unique_channel("prefixes");
+    let prefix = format!("{channel}-");
+    let other = unique_channel("prefixes-other");
+    let channels = std::slice::from_ref(&channel);
+    let mut watch = match subscriber
+        .subscribe_with_prefixes(channels, std::slice::from_ref(&prefix))
+        .await
+    {
+        Ok(watch) => watch,
+        Err(err) => panic!("subscribe_with_prefixes failed: {err}"),
+    };
+    let sent = [
+        (channel.clone(), "request 1"),
+        (format!("{prefix}4711"), "reply 1"),
+        (format!("{channel}x"), "not matched: no dash"),
+        (other.clone(), "not matched: another channel"),
+        (format!("{other}-4711"), "not matched: another prefix"),
+        (channel.clone(), "request 2"),
+        (format!("{prefix}a.b"), "reply 2"),
+        (prefix.clone(), "reply 3: the prefix itself"),
+        (channel.clone(), "last"),
+    ];
+    for (to, payload) in &sent {
+        publish(publisher, to, payload.as_bytes()).await;
+    }
+    for (to, payload) in sent.iter().filter(|(_, p)| !p.starts_with("not matched")) {
+        let message = next_message(&mut watch, "a message of a prefix subscription").await;
+        assert_eq!(
+            (message.channel.as_str(), message.payload.as_slice()),
+            (to.as_str(), payload.as_bytes()),
+            "a prefix subscription delivers exactly the listed and matched channels, in order"
+        );
+    }
+
+    // A replier that answers each request on `{channel}-{n}` as it receives it.
+    let mut replier = subscribe(publisher, channels).await;
+    for round in 0..50 {
+        publish(subscriber, &channel, format!("ask {round}").as_bytes()).await;
+        let asked = next_message(&mut replier, "a request").await;
+        assert_eq!(asked.payload, format!("ask {round}").as_bytes());
+        publish(publisher, &format!("{prefix}{round}"), b"answer").await;
+        let first = next_message(&mut watch, "a request before its reply").await;
+        let second = next_message(&mut watch, "a reply after its request").await;
+        assert_eq!(
+            (first.channel.as_str(), second.channel),
+            (channel.as_str(), format!("{prefix}{round}")),
+            "round {round}: the request arrives before its reply"
+        );
+    }
+    drop(watch);
+
+    for (channels, prefixes, why) in [
+        (
+            vec![channel.clone()],
+            vec![String::new()],
+            "an empty prefix",
+        ),
+        (
+            vec![format!("{prefix}x")],
+            vec![prefix.clone()],
+            "a channel that starts with a prefix",
+        ),
+        (Vec::new(), vec![prefix.clone()], "no channel"),
+    ] {
+        assert!(
+            matches!(
+                subscriber
+                    .subscribe_with_prefixes(&channels, &prefixes)
+                    .await,
+                Err(BusError::Config(_))
+            ),
+            "{why} is refused"
+        );
+    }
+}
+
 /// A channel name no other check or test run uses.
 pub fn unique_channel(check: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -493,4 +610,125 @@ async fn next_message(subscription: &mut Subscription, what: &str) -> Message {
         BusEvent::Message(message) => message,
         other => panic!("expected a message ({what}), got {other:?}"),
     }
+}
+
+/// The behaviour every [`StateStore`] must show. `store` is unfenced, `fenced`
+/// the same records fenced by `lease` (free when this is called); nothing is
+/// stored under their name yet. Takes about a second: it waits for the lease
+/// to expire once.
+pub async fn state_store(store: &dyn StateStore, fenced: &dyn StateStore, lease: &dyn Lease) {
+    let records = |pairs: &[(&str, &[u8])]| -> Records {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
+            .collect()
+    };
+    let write = |pairs: &[(&str, &[u8])], replace: bool| StateWrite {
+        records: records(pairs),
+        replace,
+    };
+    let load = async |s: &dyn StateStore| s.load(None).await.expect("load");
+    let save = async |s: &dyn StateStore, w: &StateWrite, fence: Option<&str>| {
+        s.save(w, fence).await.expect("save")
+    };
+    assert_eq!(load(store).await, None, "{} is not empty", store.describe());
+    assert_eq!(store.set_aside(1).await.expect("set aside"), None);
+
+    // Saves write the records named and keep the others; a replacing save drops them.
+    let saved = save(
+        store,
+        &write(&[("meta", b"m1"), ("0a.1", b"s1")], false),
+        None,
+    )
+    .await;
+    assert_eq!(saved, Saved::Written);
+    save(
+        store,
+        &write(&[("0a.2", b"s2"), ("meta", b"m2")], false),
+        None,
+    )
+    .await;
+    assert_eq!(
+        load(store).await,
+        Some(records(&[
+            ("meta", b"m2"),
+            ("0a.1", b"s1"),
+            ("0a.2", b"s2")
+        ]))
+    );
+    assert_eq!(
+        load(fenced).await,
+        load(store).await,
+        "one store, two handles"
+    );
+    save(
+        store,
+        &write(&[("meta", b"m3"), ("0b.1", b"t1")], true),
+        None,
+    )
+    .await;
+    let now = Some(records(&[("meta", b"m3"), ("0b.1", b"t1")]));
+    assert_eq!(load(store).await, now);
+
+    // A copy set aside leaves the records as they are and is not loaded with them.
+    let copy = store
+        .set_aside(1_234)
+        .await
+        .expect("set aside")
+        .expect("a copy");
+    assert!(copy.contains("unreadable"), "{copy}");
+    assert_eq!(load(store).await, now);
+
+    // Many records, some large: all of them load.
+    let large = vec![b'x'; 200_000];
+    let mut many: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| {
+            (
+                format!("{i:016x}.{}", i % 256),
+                vec![b'a' + (i % 26) as u8; 3_000],
+            )
+        })
+        .collect();
+    many.push(("meta".to_owned(), large.clone()));
+    let big = StateWrite {
+        records: many.iter().cloned().collect(),
+        replace: true,
+    };
+    save(store, &big, None).await;
+    assert_eq!(load(store).await, Some(big.records.clone()));
+
+    // Fenced: a save lands only while its holder holds the lease.
+    let ttl = Duration::from_millis(600);
+    assert!(lease.try_acquire("one", ttl).await.expect("acquire"));
+    fenced.load(Some("one")).await.expect("the holder loads");
+    let saved = save(fenced, &write(&[("meta", b"one")], false), Some("one")).await;
+    assert_eq!(saved, Saved::Written);
+    assert_eq!(
+        save(fenced, &write(&[("meta", b"two")], false), Some("two")).await,
+        Saved::Fenced,
+        "a save of a holder that does not hold the lease lands"
+    );
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(lease.try_acquire("two", ttl).await.expect("acquire"));
+    fenced
+        .load(Some("two"))
+        .await
+        .expect("the new holder loads");
+    assert_eq!(
+        save(fenced, &write(&[("meta", b"late")], false), Some("one")).await,
+        Saved::Fenced,
+        "the old holder's save lands after another holder took the lease"
+    );
+    assert_eq!(
+        save(fenced, &write(&[("meta", b"two")], false), Some("two")).await,
+        Saved::Written
+    );
+    let stored = load(store).await.expect("records");
+    assert_eq!(stored.get("meta").map(Vec::as_slice), Some(&b"two"[..]));
+    // Unfenced saves (no holder) are not fenced.
+    assert_eq!(
+        save(fenced, &write(&[("meta", b"free")], false), None).await,
+        Saved::Written
+    );
+    lease.release("two").await.expect("release");
 }

@@ -1,5 +1,7 @@
-//! Test support for transports (feature `testing`): throwaway brokers and the
-//! conformance suite every [`Bus`](crate::Bus) must pass.
+//! Test support for transports (feature `testing`): throwaway brokers
+//! ([`TestServer`]), the conformance suite every [`Bus`](crate::Bus) must pass,
+//! and the [`suite`] of server tests every networked transport runs
+//! ([`TransportUnderTest`], [`transport_suite!`](crate::transport_suite)).
 //!
 //! ```no_run
 //! # async fn example() {
@@ -13,9 +15,14 @@
 
 pub mod conformance;
 mod servers;
+pub mod suite;
 mod support;
 
-pub use servers::{NATS_SERVER_BINARY, NatsServer, REDIS_SERVER_BINARY, RedisServer};
+pub use servers::{
+    Broker, NATS_SERVER_BINARY, NatsBroker, NatsServer, REDIS_SERVER_BINARY, RedisBroker,
+    RedisServer, TestServer,
+};
+pub use suite::{TransportUnderTest, WhileDown};
 pub use support::{
     QUICK_BACKOFF, QUICK_TIMEOUT, next_event, next_payload, signal, subscribe_to, unused_port,
 };

@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::marker::PhantomData;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,78 +35,74 @@ fn find_binary(env_var: &str, name: &str, fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_string())
 }
 
-/// A `redis-server` on a free loopback port, with no persistence, in its own
-/// temporary directory. It is killed when dropped.
-#[derive(Debug)]
-pub struct RedisServer {
-    process: ServerProcess,
+/// Which server a [`TestServer`] runs: [`RedisBroker`] or [`NatsBroker`], the
+/// only two (a third could not say how its process is run).
+pub trait Broker: std::fmt::Debug {
+    /// The binary's name, such as `redis-server`, for messages.
+    const NAME: &'static str;
+    /// The URL scheme of its plain connections, such as `redis`.
+    const SCHEME: &'static str;
+    /// How its process is started and probed.
+    #[doc(hidden)]
+    const KIND: ServerKind;
 }
 
-impl RedisServer {
-    /// Starts a server and waits until it answers `PING`.
-    pub fn start() -> io::Result<Self> {
-        Self::start_with_args(&[])
-    }
+/// A `redis-server` on a free loopback port, with no persistence, in its own
+/// temporary directory; it is ready when it answers `PING`.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisBroker;
 
-    /// Starts a server with extra command-line arguments, for example
-    /// `["--requirepass", "secret"]`, and waits until it answers.
-    pub fn start_with_args(extra: &[&str]) -> io::Result<Self> {
-        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
-        let process = ServerProcess::start(ServerKind::Redis, extra)?;
-        Ok(Self { process })
-    }
-
-    /// The loopback port it listens on; it stays the same across restarts.
-    pub fn port(&self) -> u16 {
-        self.process.port
-    }
-
-    /// `redis://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.process.port)
-    }
-
-    /// The server's temporary directory, which also holds its log, `server.log`.
-    pub fn dir(&self) -> &Path {
-        self.process.dir.path()
-    }
-
-    /// The process id of the running server; `None` while it is stopped.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.child.as_ref().map(Child::id)
-    }
-
-    /// Kills the server and waits for it to exit. Does nothing if it is stopped.
-    pub fn stop(&mut self) -> io::Result<()> {
-        self.process.stop()
-    }
-
-    /// Stops the server if it runs, starts it again on the same port, and waits
-    /// until it answers.
-    pub fn restart(&mut self) -> io::Result<()> {
-        self.process.restart()
-    }
+impl Broker for RedisBroker {
+    const NAME: &'static str = "redis-server";
+    const SCHEME: &'static str = "redis";
+    const KIND: ServerKind = ServerKind::Redis;
 }
 
 /// A `nats-server` with JetStream on a free loopback port, storing in its own
-/// temporary directory. It is killed when dropped.
-#[derive(Debug)]
-pub struct NatsServer {
-    process: ServerProcess,
+/// temporary directory (a restart keeps the store); it is ready when it greets
+/// a client with `INFO`.
+#[derive(Debug, Clone, Copy)]
+pub struct NatsBroker;
+
+impl Broker for NatsBroker {
+    const NAME: &'static str = "nats-server";
+    const SCHEME: &'static str = "nats";
+    const KIND: ServerKind = ServerKind::Nats;
 }
 
-impl NatsServer {
-    /// Starts a server and waits until it greets a client with `INFO`.
+/// A throwaway server of kind `B` on a free loopback port, in its own
+/// temporary directory. It is killed when dropped.
+#[derive(Debug)]
+pub struct TestServer<B: Broker> {
+    process: ServerProcess,
+    broker: PhantomData<B>,
+}
+
+/// A `redis-server` on a free loopback port, with no persistence, in its own
+/// temporary directory. It is killed when dropped.
+pub type RedisServer = TestServer<RedisBroker>;
+
+/// A `nats-server` with JetStream on a free loopback port, storing in its own
+/// temporary directory. It is killed when dropped.
+pub type NatsServer = TestServer<NatsBroker>;
+
+impl<B: Broker> TestServer<B> {
+    /// Starts a server and waits until it is ready (see [`RedisBroker`] and
+    /// [`NatsBroker`]).
     pub fn start() -> io::Result<Self> {
         Self::start_with_args(&[])
     }
 
     /// Starts a server with extra command-line arguments, for example
-    /// `["--user", "alice", "--pass", "secret"]`, and waits until it greets a client.
+    /// `["--requirepass", "secret"]` for Redis or
+    /// `["--user", "alice", "--pass", "secret"]` for NATS, and waits until it is ready.
     pub fn start_with_args(extra: &[&str]) -> io::Result<Self> {
         let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
-        let process = ServerProcess::start(ServerKind::Nats, extra)?;
-        Ok(Self { process })
+        let process = ServerProcess::start(B::KIND, extra)?;
+        Ok(Self {
+            process,
+            broker: PhantomData,
+        })
     }
 
     /// The loopback port it listens on; it stays the same across restarts.
@@ -113,9 +110,9 @@ impl NatsServer {
         self.process.port
     }
 
-    /// `nats://127.0.0.1:<port>`.
+    /// `<scheme>://127.0.0.1:<port>`, such as `redis://127.0.0.1:6379`.
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.process.port)
+        format!("{}://127.0.0.1:{}", B::SCHEME, self.process.port)
     }
 
     /// The server's temporary directory, which also holds its log, `server.log`.
@@ -133,15 +130,16 @@ impl NatsServer {
         self.process.stop()
     }
 
-    /// Stops the server if it runs, starts it again on the same port (JetStream
-    /// keeps its store), and waits until it greets a client.
+    /// Stops the server if it runs, starts it again on the same port (NATS's
+    /// JetStream keeps its store), and waits until it is ready.
     pub fn restart(&mut self) -> io::Result<()> {
         self.process.restart()
     }
 }
 
+/// How a server process is run and probed.
 #[derive(Debug, Clone, Copy)]
-enum ServerKind {
+pub enum ServerKind {
     Redis,
     Nats,
 }

@@ -12,21 +12,21 @@
 //! How to run them against a new kind of source, in a file of `tests/`:
 //!
 //! ```ignore
-//! mod common;
+//! mod support;
 //!
 //! async fn setup() -> (Arc<dyn KeySource>, Arc<dyn KeyAdmin>) {
 //!     // connect a client and a publisher to a running orchestrator (or make a pool)
 //! }
 //!
 //! // one #[tokio::test] per behaviour, each with its own prefix:
-//! common::behaviour::behaviour_tests!(setup);
+//! support::behaviour::behaviour_tests!(setup);
 //!
 //! // or one by one:
 //! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 //! async fn publish_then_request() {
 //!     let (source, admin) = setup().await;
-//!     let prefix = common::behaviour::unique_prefix("publish");
-//!     common::behaviour::publish_then_request_gets_that_key(source, admin, &prefix).await;
+//!     let prefix = support::behaviour::unique_prefix("publish");
+//!     support::behaviour::publish_then_request_gets_that_key(source, admin, &prefix).await;
 //! }
 //! ```
 //!
@@ -34,6 +34,9 @@
 //! about 2 s for a key). [`waiting_request_is_woken_by_a_publish`] needs a source
 //! that wakes waiting requests on a publish (the embedded pool does); a client
 //! that only asks again after the orchestrator's `{"wait": n}` hint cannot pass it.
+
+// Each file that declares `mod support;` uses only part of this module.
+#![allow(unused_macros, unused_imports)]
 
 use keyman::KeyError;
 use keyman::service::{KeyAdmin, KeySource, wall_clock};
@@ -404,11 +407,125 @@ pub async fn empty_names_are_invalid_arguments(source: Source, admin: Admin, pre
     invalid(admin.unpublish(&p, "").await, "unpublish an empty key");
 }
 
+/// After a response, `observe` keeps the key on a 403 with calls left, expires
+/// it until the reset on a 200 with none left (and hands out another), and
+/// invalidates it on a 401; refused arguments change nothing.
+pub async fn observe_keeps_expires_or_invalidates_the_key(
+    source: Source,
+    admin: Admin,
+    prefix: &str,
+) {
+    use keyman::ratelimit::RateLimit;
+    use keyman::service::Next;
+    let p = platform(prefix, "rest");
+    let (a, b, c) = (key(prefix, "a"), key(prefix, "b"), key(prefix, "c"));
+    publish_all(&admin, &p, &[&a, &b, &c]).await;
+    let reset = wall_clock().as_secs() + 3600;
+    let headers = |remaining: u64| {
+        let h = [
+            ("x-ratelimit-limit", "5000".to_string()),
+            ("x-ratelimit-remaining", remaining.to_string()),
+            ("x-ratelimit-reset", reset.to_string()),
+        ];
+        RateLimit::from_headers(h.iter().map(|(n, v)| (*n, v.as_bytes())))
+    };
+    let invalid = |r: Result<Next, KeyError>, what: &str| {
+        assert!(
+            matches!(r, Err(KeyError::InvalidArgument(_))),
+            "{what}: {r:?}"
+        );
+    };
+    invalid(
+        source.observe(&p, "", 200, &headers(0)).await,
+        "observe with an empty key",
+    );
+    invalid(
+        source.observe("", &a, 401, &headers(0)).await,
+        "observe on an empty platform",
+    );
+
+    let first = source.request(&p).await.expect("a key");
+    assert_eq!(
+        source.observe(&p, &first, 403, &headers(17)).await,
+        Ok(Next::Keep)
+    );
+    let second = match source.observe(&p, &first, 200, &headers(0)).await {
+        Ok(Next::Expired {
+            key,
+            refresh_at,
+            secondary: false,
+        }) => {
+            assert_eq!(refresh_at, keyman::Timestamp::from_secs(reset));
+            key
+        }
+        other => panic!("a spent key was not expired: {other:?}"),
+    };
+    assert_ne!(second, first);
+    let third = match source
+        .observe(&p, &second, 401, &RateLimit::default())
+        .await
+    {
+        Ok(Next::Invalidated { key }) => key,
+        other => panic!("a rejected key was not invalidated: {other:?}"),
+    };
+    assert!(third != first && third != second, "got a reported key back");
+    for _ in 0..20 {
+        assert_eq!(source.request(&p).await.as_ref(), Ok(&third));
+    }
+    assert_eq!(admin.invalid_keys(&p).await, Ok(vec![second.clone()]));
+    let status = admin.status().await.expect("status");
+    let ours = status
+        .iter()
+        .find(|s| s.platform == p)
+        .unwrap_or_else(|| panic!("{p} missing from the status"));
+    assert_eq!(
+        (ours.fresh, ours.expired, ours.invalid, ours.next_refresh),
+        (1, 1, 1, Some(reset)),
+        "{ours:?}"
+    );
+}
+
+/// `expire_within` and `invalidate_within` end at their own deadline when no
+/// other key comes, however long the source's default deadline is.
+pub async fn expire_and_invalidate_within_keep_their_deadline(
+    source: Source,
+    admin: Admin,
+    prefix: &str,
+) {
+    let p = platform(prefix, "rest");
+    let (a, b) = (key(prefix, "a"), key(prefix, "b"));
+    publish_all(&admin, &p, &[&a, &b]).await;
+    let deadline = Duration::from_millis(500);
+    let reset = wall_clock().saturating_add(Duration::from_secs(60));
+    let started = Instant::now();
+    let other = source
+        .expire_within(&p, &a, reset, deadline)
+        .await
+        .expect("the other key");
+    assert_eq!(other, b);
+    let started_last = Instant::now();
+    assert_eq!(
+        source.expire_within(&p, &b, reset, deadline).await,
+        Err(KeyError::Timeout(deadline))
+    );
+    let took = started_last.elapsed();
+    assert!(
+        took >= deadline - Duration::from_millis(50),
+        "gave up early: {took:?}"
+    );
+    assert!(took <= deadline + SLACK, "gave up late: {took:?}");
+    assert_eq!(
+        source.invalidate_within(&p, &b, deadline).await,
+        Err(KeyError::Timeout(deadline))
+    );
+    assert!(started.elapsed() <= 3 * deadline + SLACK + SLACK);
+}
+
 /// Generates one `#[tokio::test]` per behaviour of this module, each with its own
 /// prefix, calling `$setup().await` for a `(Source, Admin)` pair.
 macro_rules! behaviour_tests {
     ($setup:path) => {
-        $crate::common::behaviour::behaviour_tests!(
+        $crate::support::behaviour::behaviour_tests!(
             @tests $setup;
             publish_then_request_gets_that_key,
             request_on_unknown_platform_is_unknown_platform,
@@ -425,6 +542,8 @@ macro_rules! behaviour_tests {
             concurrent_requests_from_many_tasks_all_succeed,
             waiting_request_is_woken_by_a_publish,
             empty_names_are_invalid_arguments,
+            observe_keeps_expires_or_invalidates_the_key,
+            expire_and_invalidate_within_keep_their_deadline,
         );
     };
     (@tests $setup:path; $($name:ident),* $(,)?) => {
@@ -432,8 +551,8 @@ macro_rules! behaviour_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let (source, admin) = $setup().await;
-                let prefix = $crate::common::behaviour::unique_prefix(stringify!($name));
-                $crate::common::behaviour::$name(source, admin, &prefix).await;
+                let prefix = $crate::support::behaviour::unique_prefix(stringify!($name));
+                $crate::support::behaviour::$name(source, admin, &prefix).await;
             }
         )*
     };

@@ -1,0 +1,309 @@
+//! A worker that calls a rate-limited HTTP API and lets keyman read the
+//! response headers: after every call it hands the status and an
+//! `http::HeaderMap` to `KeySource::observe`, which keeps the key, or expires
+//! or invalidates it and returns another.
+//!
+//! The API is a small fake of GitHub's REST API on a loopback port, started by
+//! this example: each key has 5 calls per window of one to two seconds
+//! (`x-ratelimit-limit`, `-remaining`, `-used`, `-reset`, `-resource`), a spent
+//! key gets 403, a revoked key gets 401, the 9th call hits a secondary limit
+//! (403 with `Retry-After: 1`), and the platform's clock runs 30 s behind ours
+//! (its `Date` and `x-ratelimit-reset` are 30 s "early"), as in Augur #3598.
+//!
+//! The worker never gets a 403 for a spent quota: it retires each key on the
+//! 200 that says no call remains, until the reset converted to its own clock.
+//!
+//! ```text
+//! cargo run --example worker --features http
+//! ```
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use keyman::Masked;
+use keyman::ratelimit::RateLimit;
+use keyman::service::embedded::EmbeddedPool;
+use keyman::service::{KeyAdmin, KeySource, Next, wall_clock};
+use std::collections::HashMap;
+use std::error::Error;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+const PLATFORM: &str = "github_rest";
+const KEYS: [&str; 4] = [
+    "ghp_alpha000000000000000000000000000000",
+    "ghp_bravo000000000000000000000000000000",
+    "ghp_charlie00000000000000000000000000000",
+    "ghp_revoked00000000000000000000000000000",
+];
+/// Calls per key per window.
+const LIMIT: u64 = 5;
+/// How far the platform's clock is behind ours.
+const PLATFORM_LAG: Duration = Duration::from_secs(30);
+const CALLS: usize = 30;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+    let api = start_fake_github()?;
+    println!("fake GitHub API on http://{api} (its clock 30 s behind ours)");
+
+    let pool = EmbeddedPool::builder()
+        .with_deadline(Duration::from_secs(10))
+        .build();
+    for key in KEYS {
+        pool.publish(PLATFORM, key).await?;
+    }
+    let source: &dyn KeySource = &pool;
+
+    let started = Instant::now();
+    let mut tally: HashMap<u16, usize> = HashMap::new();
+    let (mut expired, mut invalidated, mut spent_403) = (0, 0, 0);
+    let mut key = source.request(PLATFORM).await?;
+    for n in 1..=CALLS {
+        let (status, headers) = {
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || get(api, "/repos/chaoss/augur", &key)).await??
+        };
+        *tally.entry(status).or_default() += 1;
+        let seen = RateLimit::from_header_map(&headers);
+        if status == 403 && seen.remaining == Some(0) {
+            spent_403 += 1;
+        }
+        let remaining = seen.remaining.map_or("?".to_string(), |r| r.to_string());
+        let (before, asked) = (wall_clock(), Instant::now());
+        let next = source.observe(PLATFORM, &key, status, &seen).await?;
+        let waited = match asked.elapsed() {
+            w if w >= Duration::from_millis(50) => {
+                format!(" (waited {:.1}s for it)", w.as_secs_f32())
+            }
+            _ => String::new(),
+        };
+        let t = started.elapsed().as_secs_f32();
+        match &next {
+            Next::Expired {
+                key: new,
+                refresh_at,
+                secondary,
+            } => {
+                expired += 1;
+                let why = if *secondary {
+                    "secondary limit"
+                } else {
+                    "quota spent"
+                };
+                let rest = refresh_at.saturating_since(before).as_secs_f32();
+                println!(
+                    "{t:5.2}s call {n:2}: {status} remaining {remaining:>2} with {} -> {why}, it rests {rest:.1}s; next key {}{waited}",
+                    name(&key),
+                    name(new)
+                );
+            }
+            Next::Invalidated { key: new } => {
+                invalidated += 1;
+                println!(
+                    "{t:5.2}s call {n:2}: {status}                with {} -> revoked; next key {}{waited}",
+                    name(&key),
+                    name(new)
+                );
+            }
+            _ => println!(
+                "{t:5.2}s call {n:2}: {status} remaining {remaining:>2} with {}",
+                name(&key)
+            ),
+        }
+        key = next.into_key(key);
+    }
+
+    let count = |s: u16| tally.get(&s).copied().unwrap_or(0);
+    println!(
+        "\n{CALLS} calls in {:.1}s: {} x 200, {} x 403, {} x 401",
+        started.elapsed().as_secs_f32(),
+        count(200),
+        count(403),
+        count(401)
+    );
+    println!(
+        "keys switched: {} ({expired} expired, {invalidated} invalidated); 403 for a spent quota: {spent_403}",
+        expired + invalidated
+    );
+    if spent_403 > 0 {
+        return Err("the worker was refused for a quota it should have known was spent".into());
+    }
+    Ok(())
+}
+
+/// A name to print for one of the example's keys: keys are secrets, never
+/// printed whole (a key that is not ours is shown masked).
+fn name(key: &str) -> String {
+    const NAMES: [&str; 4] = ["alpha", "bravo", "charlie", "revoked"];
+    match KEYS.iter().position(|k| *k == key) {
+        Some(i) => NAMES[i].to_string(),
+        None => Masked(key).to_string(),
+    }
+}
+
+/// One `GET path` with `key` as a GitHub token: the status and the headers of
+/// the response. A minimal HTTP/1.1 client: enough for the fake API below.
+fn get(
+    api: SocketAddr,
+    path: &str,
+    key: &str,
+) -> Result<(u16, HeaderMap), Box<dyn Error + Send + Sync>> {
+    let mut stream = TcpStream::connect(api)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: token {key}\r\nUser-Agent: keyman-worker-example\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or("");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or("the response has no status line")?;
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            headers.append(
+                HeaderName::from_bytes(name.trim().as_bytes())?,
+                HeaderValue::from_str(value.trim())?,
+            );
+        }
+    }
+    Ok((status, headers))
+}
+
+/// The state of one key at the fake API.
+struct Window {
+    /// When the window resets, Unix seconds by the platform's clock.
+    reset: u64,
+    used: u64,
+}
+
+/// Starts the fake API on a free loopback port, answering on a thread of its own.
+fn start_fake_github() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    std::thread::spawn(move || {
+        let mut windows: HashMap<String, Window> = HashMap::new();
+        let mut calls = 0u64;
+        for stream in listener.incoming().flatten() {
+            calls += 1;
+            // The example's own server: a broken connection is just skipped.
+            let _ = answer(stream, &mut windows, calls);
+        }
+    });
+    Ok(addr)
+}
+
+fn answer(
+    mut stream: TcpStream,
+    windows: &mut HashMap<String, Window>,
+    call: u64,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let request = String::from_utf8_lossy(&request);
+    let token = request
+        .lines()
+        .find_map(|l| l.strip_prefix("Authorization: token "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+
+    // The platform's clock, 30 s behind ours.
+    let now_ms = wall_clock()
+        .as_millis()
+        .saturating_sub(PLATFORM_LAG.as_millis() as u64);
+    let now = now_ms / 1000;
+    let date = http_date(now);
+    let mut headers = vec![("Date".to_string(), date)];
+    let (status, body) = if !KEYS[..3].contains(&token.as_str()) {
+        (401, r#"{"message": "Bad credentials"}"#)
+    } else {
+        let w = windows.entry(token).or_insert(Window { reset: 0, used: 0 });
+        if now_ms >= w.reset * 1000 {
+            // A new window, reset at the next second boundary but one.
+            *w = Window {
+                reset: now_ms.div_ceil(1000) + 1,
+                used: 0,
+            };
+        }
+        let secondary = call == 9 && w.used < LIMIT;
+        let (status, body) = if secondary {
+            headers.push(("Retry-After".into(), "1".into()));
+            (
+                403,
+                r#"{"message": "You have exceeded a secondary rate limit."}"#,
+            )
+        } else if w.used >= LIMIT {
+            (403, r#"{"message": "API rate limit exceeded."}"#)
+        } else {
+            w.used += 1;
+            (200, r#"{"full_name": "chaoss/augur"}"#)
+        };
+        for (name, value) in [
+            ("x-ratelimit-limit", LIMIT.to_string()),
+            ("x-ratelimit-remaining", (LIMIT - w.used).to_string()),
+            ("x-ratelimit-used", w.used.to_string()),
+            ("x-ratelimit-reset", w.reset.to_string()),
+            ("x-ratelimit-resource", "core".to_string()),
+        ] {
+            headers.push((name.into(), value));
+        }
+        (status, body)
+    };
+    let reason = match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        _ => "Forbidden",
+    };
+    let mut response = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in headers {
+        response.push_str(&format!("{name}: {value}\r\n"));
+    }
+    response.push_str(&format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    stream.write_all(response.as_bytes())
+}
+
+/// `secs` (Unix) as an HTTP date (`Wed, 31 Dec 2025 23:50:00 GMT`).
+fn http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}

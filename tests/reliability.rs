@@ -1,0 +1,23 @@
+//! Reliability end to end (issue 9, "nothing lost, nothing hangs"): bursts,
+//! takeovers, split brain, unreadable state, brokers that are down, large
+//! pools and floods, against real `redis-server` / `nats-server` processes and
+//! real `keyman serve` processes that these tests start themselves. Every
+//! body takes a [`Broker`](support::Broker) and runs once per broker where the
+//! issue asks for both. Each test prints what it measured.
+
+#![cfg(all(feature = "redis", feature = "nats", feature = "cli"))]
+
+mod support;
+
+#[path = "reliability/bounds.rs"]
+mod bounds;
+#[path = "reliability/bursts.rs"]
+mod bursts;
+#[path = "reliability/lifecycle.rs"]
+mod lifecycle;
+#[path = "reliability/split_brain.rs"]
+mod split_brain;
+#[path = "reliability/state.rs"]
+mod state;
+#[path = "reliability/takeover.rs"]
+mod takeover;

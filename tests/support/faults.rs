@@ -1,0 +1,829 @@
+//! Fault-injection support for the reliability tests: raw broker clients that
+//! pipeline thousands of messages without waiting for each (as Augur's Python
+//! clients do, one PUBLISH per message), raw subscribers that read replies of
+//! any size with no queue of their own to overflow, raw access to the saved
+//! state, and signals for `keyman serve` processes.
+//!
+//! Everything here speaks the broker's wire protocol itself (RESP for Redis,
+//! the NATS text protocol) over loopback `std::net` sockets, so that what a
+//! test measures is `keyman serve`, not the library's own Bus.
+
+use super::{Broker, Serve};
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The admin channel id (Augur's).
+pub const ANN: &str = "augur-oauth-announce";
+/// The worker channel id (Augur's).
+pub const REQ: &str = "worker-oath-request";
+/// What a standby logs when it takes the lease.
+pub const SERVING: &str = "took the lease; serving";
+/// The Redis key of the saved state under the default name.
+pub const REDIS_STATE_KEY: &str = "keyman:state:augur-oauth-announce";
+/// The NATS JetStream key-value bucket of the saved state.
+pub const NATS_BUCKET: &str = "keyman";
+/// The NATS key-value entry of the saved state under the default name.
+pub const NATS_STATE_ENTRY: &str = "state.augur-oauth-announce";
+/// How long one raw broker operation may take.
+const IO_LIMIT: Duration = Duration::from_secs(60);
+
+/// Augur's exact bytes for a NEW (`json.dumps` of the worker's dict).
+pub fn new_bytes(platform: &str, requester: &str) -> Vec<u8> {
+    format!(r#"{{"type": "NEW", "key_platform": "{platform}", "requester_id": {requester}}}"#)
+        .into_bytes()
+}
+
+/// Augur's exact bytes for a PUBLISH.
+pub fn publish_bytes(platform: &str, key: &str) -> Vec<u8> {
+    format!(r#"{{"type": "PUBLISH", "key_str": "{key}", "key_platform": "{platform}"}}"#)
+        .into_bytes()
+}
+
+/// The port of `broker`'s URL.
+fn port(broker: &Broker) -> u16 {
+    match broker {
+        Broker::Redis(s) => s.port(),
+        Broker::Nats(s) => s.port(),
+    }
+}
+
+fn connect_stream(port: u16) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_LIMIT))?;
+    stream.set_write_timeout(Some(IO_LIMIT))?;
+    Ok(stream)
+}
+
+// ---------------------------------------------------------------- RESP
+
+/// A RESP2 value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resp {
+    /// `+...`
+    Simple(String),
+    /// `-...`
+    Error(String),
+    /// `:n`
+    Int(i64),
+    /// `$n` (None: the null bulk string)
+    Bulk(Option<Vec<u8>>),
+    /// `*n` (None: the null array)
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// The bytes of a bulk or simple string.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Resp::Bulk(Some(b)) => Some(b),
+            Resp::Simple(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+}
+
+fn read_line(r: &mut impl BufRead) -> io::Result<String> {
+    let mut line = Vec::new();
+    let n = r.read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+    }
+    while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+fn bad(what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+fn read_resp(r: &mut impl BufRead) -> io::Result<Resp> {
+    let line = read_line(r)?;
+    let (kind, rest) = line.split_at(line.len().min(1));
+    let num = || {
+        rest.parse::<i64>()
+            .map_err(|e| bad(format!("{line:?}: {e}")))
+    };
+    Ok(match kind {
+        "+" => Resp::Simple(rest.to_owned()),
+        "-" => Resp::Error(rest.to_owned()),
+        ":" => Resp::Int(num()?),
+        "$" => {
+            let n = num()?;
+            if n < 0 {
+                Resp::Bulk(None)
+            } else {
+                let mut b = vec![0u8; usize::try_from(n).map_err(bad)? + 2];
+                r.read_exact(&mut b)?;
+                b.truncate(b.len() - 2);
+                Resp::Bulk(Some(b))
+            }
+        }
+        "*" => {
+            let n = num()?;
+            if n < 0 {
+                Resp::Array(None)
+            } else {
+                let mut items = Vec::new();
+                for _ in 0..n {
+                    items.push(read_resp(r)?);
+                }
+                Resp::Array(Some(items))
+            }
+        }
+        _ => return Err(bad(format!("not RESP: {line:?}"))),
+    })
+}
+
+fn write_command(w: &mut impl Write, args: &[&[u8]]) -> io::Result<()> {
+    write!(w, "*{}\r\n", args.len())?;
+    for a in args {
+        write!(w, "${}\r\n", a.len())?;
+        w.write_all(a)?;
+        w.write_all(b"\r\n")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- NATS
+
+/// One thing a NATS server sends.
+enum NatsIn {
+    Msg {
+        subject: String,
+        payload: Vec<u8>,
+        /// `Keyman-Chunk` of a message that keyman's NATS transport split:
+        /// chunk id, index and count.
+        chunk: Option<(String, usize, usize)>,
+    },
+    Ping,
+    Pong,
+    Err(String),
+    Other,
+}
+
+fn read_nats(r: &mut impl BufRead) -> io::Result<NatsIn> {
+    let line = read_line(r)?;
+    let mut parts = line.split_whitespace();
+    let op = parts.next().unwrap_or("").to_ascii_uppercase();
+    let args: Vec<&str> = parts.collect();
+    let size = |s: Option<&&str>| -> io::Result<usize> {
+        s.ok_or_else(|| bad(format!("short: {line:?}")))?
+            .parse::<usize>()
+            .map_err(|e| bad(format!("{line:?}: {e}")))
+    };
+    Ok(match op.as_str() {
+        // MSG <subject> <sid> [reply-to] <#bytes>
+        "MSG" => {
+            let n = size(args.last())?;
+            let mut b = vec![0u8; n + 2];
+            r.read_exact(&mut b)?;
+            b.truncate(n);
+            NatsIn::Msg {
+                subject: args.first().copied().unwrap_or("").to_owned(),
+                payload: b,
+                chunk: None,
+            }
+        }
+        // HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
+        "HMSG" => {
+            let total = size(args.last())?;
+            let header = size(args.get(args.len().saturating_sub(2)))?;
+            let mut b = vec![0u8; total + 2];
+            r.read_exact(&mut b)?;
+            b.truncate(total);
+            let payload = b.split_off(header.min(total));
+            NatsIn::Msg {
+                subject: args.first().copied().unwrap_or("").to_owned(),
+                payload,
+                chunk: chunk_header(&b),
+            }
+        }
+        "PING" => NatsIn::Ping,
+        "PONG" => NatsIn::Pong,
+        "-ERR" => NatsIn::Err(line.clone()),
+        _ => NatsIn::Other,
+    })
+}
+
+/// The `Keyman-Chunk: <id> <index> <count> <total>` header of a NATS header block.
+fn chunk_header(block: &[u8]) -> Option<(String, usize, usize)> {
+    let text = String::from_utf8_lossy(block);
+    let value = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Keyman-Chunk:"))?;
+    let mut parts = value.split_whitespace();
+    let id = parts.next()?.to_owned();
+    let index = parts.next()?.parse().ok()?;
+    let count = parts.next()?.parse().ok()?;
+    Some((id, index, count))
+}
+
+/// Opens a NATS connection: reads INFO, sends CONNECT.
+fn nats_connect(port: u16) -> io::Result<(BufReader<TcpStream>, BufWriter<TcpStream>)> {
+    let stream = connect_stream(port)?;
+    let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone()?);
+    let mut writer = BufWriter::with_capacity(1 << 20, stream);
+    let info = read_line(&mut reader)?;
+    if !info.starts_with("INFO") {
+        return Err(bad(format!("no INFO from nats-server: {info:?}")));
+    }
+    writer.write_all(
+        br#"CONNECT {"verbose":false,"pedantic":false,"headers":true,"no_responders":true,"protocol":1,"lang":"rust","version":"0.0.0"}"#,
+    )?;
+    writer.write_all(b"\r\n")?;
+    writer.flush()?;
+    Ok((reader, writer))
+}
+
+/// Sends PING and reads until PONG, answering the server's PINGs.
+fn nats_round_trip(
+    reader: &mut BufReader<TcpStream>,
+    writer: &mut BufWriter<TcpStream>,
+) -> io::Result<()> {
+    writer.write_all(b"PING\r\n")?;
+    writer.flush()?;
+    loop {
+        match read_nats(reader)? {
+            NatsIn::Pong => return Ok(()),
+            NatsIn::Ping => {
+                writer.write_all(b"PONG\r\n")?;
+                writer.flush()?;
+            }
+            NatsIn::Err(e) => return Err(bad(e)),
+            _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------- publisher
+
+/// A raw connection that publishes, pipelined, and runs simple commands.
+pub enum Raw {
+    /// A Redis connection.
+    Redis {
+        /// Reads replies.
+        reader: BufReader<TcpStream>,
+        /// Writes commands.
+        writer: BufWriter<TcpStream>,
+    },
+    /// A NATS connection.
+    Nats {
+        /// Reads from the server.
+        reader: BufReader<TcpStream>,
+        /// Writes to the server.
+        writer: BufWriter<TcpStream>,
+    },
+}
+
+impl Raw {
+    /// Connects to `broker`.
+    pub fn connect(broker: &Broker) -> Raw {
+        let p = port(broker);
+        match broker {
+            Broker::Redis(_) => {
+                let stream = connect_stream(p).expect("connect to redis-server");
+                Raw::Redis {
+                    reader: BufReader::with_capacity(1 << 20, stream.try_clone().expect("clone")),
+                    writer: BufWriter::with_capacity(1 << 20, stream),
+                }
+            }
+            Broker::Nats(_) => {
+                let (reader, writer) = nats_connect(p).expect("connect to nats-server");
+                Raw::Nats { reader, writer }
+            }
+        }
+    }
+
+    /// Publishes every `(channel, payload)` in one go, writing them all
+    /// before reading any answer (Redis's integer replies are read by a second
+    /// thread meanwhile), then waits until the broker has taken them all.
+    pub fn publish_all(&mut self, messages: &[(String, Vec<u8>)]) {
+        match self {
+            Raw::Redis { reader, writer } => {
+                std::thread::scope(|scope| {
+                    let count = messages.len();
+                    let replies = scope.spawn(move || -> io::Result<()> {
+                        for _ in 0..count {
+                            if let Resp::Error(e) = read_resp(reader)? {
+                                return Err(bad(e));
+                            }
+                        }
+                        Ok(())
+                    });
+                    for (channel, payload) in messages {
+                        write_command(writer, &[b"PUBLISH", channel.as_bytes(), payload])
+                            .expect("write PUBLISH");
+                    }
+                    writer.flush().expect("flush PUBLISHes");
+                    replies
+                        .join()
+                        .expect("reply reader")
+                        .expect("redis-server took every PUBLISH");
+                });
+            }
+            Raw::Nats { reader, writer } => {
+                for (channel, payload) in messages {
+                    write!(writer, "PUB {channel} {}\r\n", payload.len()).expect("write PUB");
+                    writer.write_all(payload).expect("write PUB");
+                    writer.write_all(b"\r\n").expect("write PUB");
+                }
+                nats_round_trip(reader, writer).expect("nats-server took every PUB");
+            }
+        }
+    }
+
+    /// Publishes one message and waits until the broker took it (one round
+    /// trip, as `redis.publish` in Augur's Python code).
+    pub fn publish(&mut self, channel: &str, payload: &[u8]) {
+        match self {
+            Raw::Redis { .. } => {
+                if let Resp::Error(e) = self.redis(&[b"PUBLISH", channel.as_bytes(), payload]) {
+                    panic!("PUBLISH refused: {e}");
+                }
+            }
+            Raw::Nats { .. } => self.publish_all(&[(channel.to_owned(), payload.to_vec())]),
+        }
+    }
+
+    /// A Redis command (panics on a NATS connection).
+    pub fn redis(&mut self, args: &[&[u8]]) -> Resp {
+        let Raw::Redis { reader, writer } = self else {
+            panic!("a Redis command on a NATS connection");
+        };
+        write_command(writer, args).expect("write command");
+        writer.flush().expect("flush command");
+        read_resp(reader).expect("read reply")
+    }
+
+    /// A NATS request: publishes `payload` on `subject` with a fresh reply
+    /// subject and returns the first answer's payload (panics on Redis).
+    pub fn nats_request(&mut self, subject: &str, payload: &[u8]) -> Vec<u8> {
+        let Raw::Nats { reader, writer } = self else {
+            panic!("a NATS request on a Redis connection");
+        };
+        let inbox = format!("_INBOX.reliability.{}", unique());
+        write!(writer, "SUB {inbox} 1\r\nUNSUB 1 1\r\n").expect("write SUB");
+        write!(writer, "PUB {subject} {inbox} {}\r\n", payload.len()).expect("write PUB");
+        writer.write_all(payload).expect("write PUB");
+        writer.write_all(b"\r\n").expect("write PUB");
+        writer.flush().expect("flush");
+        loop {
+            match read_nats(reader).expect("read NATS answer") {
+                NatsIn::Msg {
+                    subject, payload, ..
+                } if subject == inbox => return payload,
+                NatsIn::Ping => {
+                    writer.write_all(b"PONG\r\n").expect("PONG");
+                    writer.flush().expect("flush");
+                }
+                NatsIn::Err(e) => panic!("nats-server: {e}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// A JetStream API call; its JSON answer.
+    pub fn jetstream(&mut self, api: &str, body: serde_json::Value) -> serde_json::Value {
+        let answer = self.nats_request(&format!("$JS.API.{api}"), body.to_string().as_bytes());
+        serde_json::from_slice(&answer).expect("a JSON JetStream answer")
+    }
+}
+
+/// A process-unique number.
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed) + u64::from(std::process::id()) * 1_000_000
+}
+
+// ---------------------------------------------------------------- subscriber
+
+/// A raw subscriber: a thread reads every message into an unbounded queue,
+/// so nothing it is sent is lost on the test's side.
+pub struct RawSub {
+    stream: TcpStream,
+    rx: mpsc::Receiver<(String, Vec<u8>, Instant)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawSub {
+    /// Subscribes to exactly `channels`, and returns once the broker has them
+    /// all in place.
+    pub fn channels(broker: &Broker, channels: &[String]) -> RawSub {
+        Self::open(broker, channels, None)
+    }
+
+    /// Subscribes to every channel that starts with `prefix`: a pattern
+    /// subscription on Redis (`prefix*`); on NATS, where `-` is no token
+    /// separator, the channels `prefix{id}` for every id in `ids`.
+    pub fn prefixed(broker: &Broker, prefix: &str, ids: &[String]) -> RawSub {
+        match broker {
+            Broker::Redis(_) => Self::open(broker, &[], Some(&format!("{prefix}*"))),
+            Broker::Nats(_) => {
+                let channels: Vec<String> = ids.iter().map(|id| format!("{prefix}{id}")).collect();
+                Self::open(broker, &channels, None)
+            }
+        }
+    }
+
+    fn open(broker: &Broker, channels: &[String], pattern: Option<&str>) -> RawSub {
+        let (tx, rx) = mpsc::channel();
+        let p = port(broker);
+        let (stream, thread) = match broker {
+            Broker::Redis(_) => {
+                let stream = connect_stream(p).expect("connect to redis-server");
+                stream.set_read_timeout(None).expect("no read timeout");
+                let mut reader =
+                    BufReader::with_capacity(1 << 20, stream.try_clone().expect("clone"));
+                let mut writer = BufWriter::new(stream.try_clone().expect("clone"));
+                let mut expected = 0usize;
+                for chunk in channels.chunks(1000) {
+                    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+                    args.extend(chunk.iter().map(|c| c.as_bytes()));
+                    write_command(&mut writer, &args).expect("SUBSCRIBE");
+                    expected += chunk.len();
+                }
+                if let Some(pattern) = pattern {
+                    write_command(&mut writer, &[b"PSUBSCRIBE", pattern.as_bytes()])
+                        .expect("PSUBSCRIBE");
+                    expected += 1;
+                }
+                writer.flush().expect("flush SUBSCRIBE");
+                for _ in 0..expected {
+                    match read_resp(&mut reader).expect("subscription confirmed") {
+                        Resp::Array(Some(_)) => {}
+                        other => panic!("unexpected answer to SUBSCRIBE: {other:?}"),
+                    }
+                }
+                let thread = std::thread::spawn(move || {
+                    while let Ok(Resp::Array(Some(items))) = read_resp(&mut reader) {
+                        let at = Instant::now();
+                        let (channel, payload) = match items.as_slice() {
+                            [kind, channel, payload] if kind.bytes() == Some(b"message") => {
+                                (channel, payload)
+                            }
+                            [kind, _, channel, payload] if kind.bytes() == Some(b"pmessage") => {
+                                (channel, payload)
+                            }
+                            _ => continue,
+                        };
+                        let channel = String::from_utf8_lossy(channel.bytes().unwrap_or_default())
+                            .into_owned();
+                        let payload = payload.bytes().unwrap_or_default().to_vec();
+                        if tx.send((channel, payload, at)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                (stream, thread)
+            }
+            Broker::Nats(_) => {
+                let (mut reader, mut writer) = nats_connect(p).expect("connect to nats-server");
+                reader
+                    .get_ref()
+                    .set_read_timeout(None)
+                    .expect("no read timeout");
+                for (sid, channel) in channels.iter().enumerate() {
+                    write!(writer, "SUB {channel} {}\r\n", sid + 1).expect("SUB");
+                }
+                nats_round_trip(&mut reader, &mut writer).expect("subscriptions in place");
+                let stream = writer.get_ref().try_clone().expect("clone");
+                let thread = std::thread::spawn(move || {
+                    // Messages keyman's NATS transport split, being put together.
+                    let mut parts: std::collections::HashMap<(String, String), Vec<u8>> =
+                        std::collections::HashMap::new();
+                    loop {
+                        match read_nats(&mut reader) {
+                            Ok(NatsIn::Msg {
+                                subject,
+                                payload,
+                                chunk,
+                            }) => {
+                                let payload = match chunk {
+                                    None => payload,
+                                    Some((id, index, count)) => {
+                                        let key = (subject.clone(), id);
+                                        let part = parts.entry(key.clone()).or_default();
+                                        part.extend_from_slice(&payload);
+                                        if index + 1 < count {
+                                            continue;
+                                        }
+                                        parts.remove(&key).unwrap_or_default()
+                                    }
+                                };
+                                if tx.send((subject, payload, Instant::now())).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(NatsIn::Ping) => {
+                                if writer
+                                    .write_all(b"PONG\r\n")
+                                    .and_then(|()| writer.flush())
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                });
+                (stream, thread)
+            }
+        };
+        RawSub {
+            stream,
+            rx,
+            thread: Some(thread),
+        }
+    }
+
+    /// The next message within `limit`: its channel, payload and when it was read.
+    pub fn next(&self, limit: Duration) -> Option<(String, Vec<u8>, Instant)> {
+        self.rx.recv_timeout(limit).ok()
+    }
+
+    /// The next message if one is already there.
+    pub fn try_next(&self) -> Option<(String, Vec<u8>, Instant)> {
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for RawSub {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- admin calls
+
+/// One admin request by raw PUBLISH, its reply read raw (no payload limit):
+/// `None` if there was none within `limit`.
+pub fn admin_call(broker: &Broker, body: serde_json::Value, limit: Duration) -> Option<Vec<u8>> {
+    let id = unique();
+    let sub = RawSub::channels(broker, &[format!("{ANN}-{id}")]);
+    let mut body = body;
+    body["requester_id"] = serde_json::Value::from(id);
+    Raw::connect(broker).publish(ANN, body.to_string().as_bytes());
+    sub.next(limit).map(|(_, payload, _)| payload)
+}
+
+/// Waits until `keyman serve` answers an ACK (sent again every 100 ms), at
+/// most `limit`; whether it did.
+pub fn wait_ack(broker: &Broker, limit: Duration) -> bool {
+    let id = unique();
+    let sub = RawSub::channels(broker, &[format!("{ANN}-{id}")]);
+    let mut raw = Raw::connect(broker);
+    let ack = format!(r#"{{"type": "ACK", "requester_id": {id}}}"#);
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        raw.publish(ANN, ack.as_bytes());
+        if sub.next(Duration::from_millis(100)).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The keys LIST_KEYS names for `platform` (read raw, any size); `None` if
+/// nothing answered within `limit` or the answer is not a list.
+pub fn list_keys(broker: &Broker, platform: &str, limit: Duration) -> Option<Vec<String>> {
+    list(broker, "LIST_KEYS", Some(platform), limit)
+}
+
+/// A LIST_* call: the list it answers.
+pub fn list(
+    broker: &Broker,
+    kind: &str,
+    platform: Option<&str>,
+    limit: Duration,
+) -> Option<Vec<String>> {
+    let mut body = serde_json::json!({ "type": kind });
+    if let Some(p) = platform {
+        body["key_platform"] = serde_json::Value::from(p);
+    }
+    let reply = admin_call(broker, body, limit)?;
+    serde_json::from_slice(&reply).ok()
+}
+
+// ---------------------------------------------------------------- saved state
+
+/// The raw bytes of a NATS key-value entry; `None` if it has none.
+pub fn nats_kv_get(raw: &mut Raw, entry: &str) -> Option<Vec<u8>> {
+    let answer = raw.jetstream(
+        &format!("STREAM.MSG.GET.KV_{NATS_BUCKET}"),
+        serde_json::json!({ "last_by_subj": format!("$KV.{NATS_BUCKET}.{entry}") }),
+    );
+    let data = answer.pointer("/message/data")?.as_str()?;
+    Some(decode_base64(data).expect("JetStream gives base64"))
+}
+
+/// Writes a NATS key-value entry and waits for JetStream's ack.
+pub fn nats_kv_put(raw: &mut Raw, entry: &str, value: &[u8]) {
+    let ack = raw.nats_request(&format!("$KV.{NATS_BUCKET}.{entry}"), value);
+    let ack: serde_json::Value = serde_json::from_slice(&ack).expect("a JSON ack");
+    assert!(
+        ack.get("error").is_none(),
+        "JetStream refused the write: {ack}"
+    );
+}
+
+/// The entries of the NATS bucket (the part after `$KV.keyman.`).
+pub fn nats_kv_entries(raw: &mut Raw) -> Vec<String> {
+    let info = raw.jetstream(
+        &format!("STREAM.INFO.KV_{NATS_BUCKET}"),
+        serde_json::json!({ "subjects_filter": format!("$KV.{NATS_BUCKET}.>") }),
+    );
+    let prefix = format!("$KV.{NATS_BUCKET}.");
+    info.pointer("/state/subjects")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.keys()
+                .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Redis keys matching `pattern`.
+pub fn redis_keys(raw: &mut Raw, pattern: &str) -> Vec<String> {
+    match raw.redis(&[b"KEYS", pattern.as_bytes()]) {
+        Resp::Array(Some(items)) => items
+            .iter()
+            .filter_map(|i| i.bytes().map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect(),
+        other => panic!("KEYS answered {other:?}"),
+    }
+}
+
+/// Decodes standard base64.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// Deterministic bytes that are neither UTF-8 nor JSON.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = vec![0xff, 0xfe];
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push(x.to_le_bytes()[3]);
+    }
+    out
+}
+
+// ---------------------------------------------------------------- processes
+
+/// Sends `signal` (`STOP`, `CONT`, `TERM`, `KILL`) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Waits until `serve`'s log contains `text` `times` times, at most `limit`.
+pub fn wait_log(serve: &Serve, text: &str, times: usize, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if serve.log().matches(text).count() >= times {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `text` without its terminal colour codes.
+pub fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The last `n` lines of a log, without colour codes.
+pub fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    plain(&lines[lines.len().saturating_sub(n)..].join("\n"))
+}
+
+/// Log lines that contain any of `needles` (at most 10 of them).
+pub fn grep(log: &str, needles: &[&str]) -> String {
+    log.lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .take(10)
+        .map(plain)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Median and worst of some durations.
+pub fn median_and_worst(times: &[Duration]) -> (Duration, Duration) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+    let worst = sorted.last().copied().unwrap_or_default();
+    (median, worst)
+}
+
+/// The distinct strings of a list, and how many were repeated.
+pub fn distinct(items: &[String]) -> (BTreeSet<String>, usize) {
+    let set: BTreeSet<String> = items.iter().cloned().collect();
+    let repeated = items.len() - set.len();
+    (set, repeated)
+}
+
+/// Whether any saved-state record on `broker` (Redis keys `keyman:state:*`
+/// of any type, NATS entries `state.*`) contains `needle`: a check that does
+/// not depend on the record's format.
+pub fn saved_state_contains(broker: &Broker, needle: &str) -> bool {
+    let mut raw = Raw::connect(broker);
+    let records: Vec<Vec<u8>> = match broker {
+        Broker::Redis(_) => redis_keys(&mut raw, "keyman:state:*")
+            .iter()
+            .flat_map(|k| {
+                let values = match raw.redis(&[b"TYPE", k.as_bytes()]).bytes() {
+                    Some(b"hash") => raw.redis(&[b"HGETALL", k.as_bytes()]),
+                    Some(b"string") => raw.redis(&[b"GET", k.as_bytes()]),
+                    _ => Resp::Array(None),
+                };
+                match values {
+                    Resp::Array(Some(items)) => items
+                        .iter()
+                        .filter_map(|i| i.bytes().map(<[u8]>::to_vec))
+                        .collect::<Vec<_>>(),
+                    other => other.bytes().map(<[u8]>::to_vec).into_iter().collect(),
+                }
+            })
+            .collect(),
+        Broker::Nats(_) => nats_kv_entries(&mut raw)
+            .iter()
+            .filter(|e| e.starts_with("state."))
+            .filter_map(|e| nats_kv_get(&mut raw, e))
+            .collect(),
+    };
+    records
+        .iter()
+        .any(|r| r.windows(needle.len()).any(|w| w == needle.as_bytes()))
+}
+
+/// Waits until [`saved_state_contains`] `needle`, at most `limit`.
+pub fn wait_saved(broker: &Broker, needle: &str, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if saved_state_contains(broker, needle) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
