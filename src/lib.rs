@@ -61,6 +61,7 @@ pub mod harness;
 pub mod mask;
 pub mod pool;
 pub mod protocol;
+pub mod quota;
 pub mod ratelimit;
 pub mod rng;
 pub mod simulate;
@@ -69,10 +70,11 @@ pub mod time;
 #[cfg(feature = "tokio")]
 pub mod service;
 
-pub use engine::{Engine, EngineConfig, Event, KeyEvent, Level, Stats, Transmit};
+pub use engine::{Engine, EngineConfig, Event, KeyEvent, Leased, Level, Stats, Transmit};
 pub use mask::Masked;
 pub use pool::{Assignment, Counts, KeyPool, KeyState, PlatformSnapshot, PoolSnapshot, Selection};
 pub use protocol::{Channels, DecodeError, ErrorCode, Id, Reply, ReplyTo};
+pub use quota::{Account, LeaseGrant, Observation, QuotaConfig, QuotaSnapshot, QuotaView, Quotas};
 pub use rng::SplitMix64;
 #[cfg(feature = "tokio")]
 pub use service::KeyError;

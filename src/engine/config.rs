@@ -2,6 +2,7 @@
 
 use crate::pool::Selection;
 use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
+use crate::quota::QuotaConfig;
 use std::time::Duration;
 
 /// The default of [`EngineConfig::max_platforms`].
@@ -27,6 +28,9 @@ pub struct EngineConfig {
     /// wrong header, a bad client) is cut to `now + max_expiry`, so that no key
     /// is lost for years. One day and an hour by default (daily quotas).
     pub max_expiry: Duration,
+    /// Quota awareness (issue 10): floors per platform and account, the choice
+    /// strategy per platform, the lease cap per account and lease duration.
+    pub quota: QuotaConfig,
     /// The most platforms: a PUBLISH that would add one more is refused
     /// (logged and dropped). 1 000 by default.
     pub max_platforms: usize,
@@ -44,6 +48,7 @@ impl Default for EngineConfig {
             max_hold: Duration::from_secs(60),
             max_held: 10_000,
             max_expiry: Duration::from_secs(25 * 3600),
+            quota: QuotaConfig::default(),
             max_platforms: DEFAULT_MAX_PLATFORMS,
             max_keys_per_platform: DEFAULT_MAX_KEYS_PER_PLATFORM,
         }

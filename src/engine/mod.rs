@@ -26,7 +26,8 @@
 use crate::mask::Masked;
 use crate::pool::Counts;
 use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published};
-use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus};
+use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus, Reply};
+use crate::quota::Quotas;
 use crate::time::Timestamp;
 use rand_core::Rng;
 use std::collections::VecDeque;
@@ -34,6 +35,7 @@ use std::collections::VecDeque;
 mod config;
 mod events;
 mod held;
+mod quota;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -41,6 +43,7 @@ mod wire;
 
 pub use config::{DEFAULT_MAX_KEYS_PER_PLATFORM, DEFAULT_MAX_PLATFORMS, EngineConfig};
 pub use events::{Event, KeyEvent, Level, Transmit};
+pub use quota::Leased;
 pub use stats::Stats;
 
 use held::{HeldRequests, HoldClock};
@@ -57,7 +60,10 @@ use held::{HeldRequests, HoldClock};
 ///   [`invalidate`](Self::invalidate), [`publish`](Self::publish),
 ///   [`unpublish`](Self::unpublish) and [`shutdown`](Self::shutdown). Every
 ///   change of the pool goes through them, with its event and its count in
-///   [`Stats::changes`].
+///   [`Stats::changes`]. Quota awareness (issue 10) adds
+///   [`lease`](Self::lease), [`report`](Self::report) and
+///   [`publish_account`](Self::publish_account); [`quotas`](Self::quotas) and
+///   [`restore_quotas`](Self::restore_quotas) inspect and restore its state.
 /// - **Outputs**: [`poll_transmit`](Self::poll_transmit),
 ///   [`poll_event`](Self::poll_event), [`poll_timeout`](Self::poll_timeout),
 ///   [`is_shutdown`](Self::is_shutdown).
@@ -80,6 +86,8 @@ pub struct Engine<R> {
     held: HeldRequests,
     /// What holds are timed by: it never goes back.
     hold_clock: HoldClock,
+    /// Quota views, accounts and leases.
+    quota: Quotas,
 }
 
 impl<R: Rng> Engine<R> {
@@ -100,6 +108,7 @@ impl<R: Rng> Engine<R> {
             stats: Stats::default(),
             held: HeldRequests::default(),
             hold_clock: HoldClock::default(),
+            quota: Quotas::new(),
         }
     }
 
@@ -142,6 +151,7 @@ impl<R: Rng> Engine<R> {
     /// Refreshes the keys whose refresh time has come. Call it at (or after) the
     /// time [`poll_timeout`](Self::poll_timeout) gave; calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.end_due_leases(now);
         self.pool.refresh_due(now);
         self.hold_clock.observe(now);
         if self.held.len() > 0 {
@@ -150,8 +160,8 @@ impl<R: Rng> Engine<R> {
     }
 
     /// When the engine next needs [`handle_timeout`](Self::handle_timeout): the
-    /// earliest refresh time of an expired key or end of a held request, or
-    /// `None` if nothing is pending. Held requests are answered only through it
+    /// earliest refresh time of an expired key, end of a held request or
+    /// deadline of a lease, or `None` if nothing is pending. Held requests are answered only through it
     /// (or the next message); refreshes of expired keys also happen lazily.
     ///
     /// The end of a hold is given on the clock of the last `now`: after a step
@@ -166,10 +176,10 @@ impl<R: Rng> Engine<R> {
             .held
             .next_deadline()
             .map(|at| self.hold_clock.wall_time_of(at));
-        match (self.pool.next_refresh(), hold_end) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.pool.next_refresh(), hold_end, self.quota.next_lease_end()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next payload to publish, in order; `None` when there is nothing more.
@@ -201,9 +211,26 @@ impl<R: Rng> Engine<R> {
         self.draw(now, platform)
     }
 
-    /// [`KeyPool::assign`], counted in [`Stats::assigned`].
+    /// [`KeyPool::assign`], counted in [`Stats::assigned`]; quota-aware
+    /// ([`KeyPool::choose`]) once anything is known of the platform's quotas or
+    /// it has a strategy of its own, so that with nothing known the choice is
+    /// exactly what it was without quotas.
     fn draw(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
-        let answer = self.pool.assign(platform, now, &mut self.rng);
+        let selection = self.config.quota.selection(platform, self.config.selection);
+        let answer = if self.quota.knows(platform) || selection != self.config.selection {
+            let fallback = self.quota.next_lease_end_of(platform);
+            let (quota, config) = (&self.quota, &self.config.quota);
+            self.pool
+                .choose(platform, now, &mut self.rng, selection, fallback, |key| {
+                    let floor = config.floor(platform, &quota.account_of(platform, key));
+                    match quota.available(now, platform, key, floor) {
+                        Some(n) => crate::pool::Weight::Calls(n),
+                        None => crate::pool::Weight::Unknown,
+                    }
+                })
+        } else {
+            self.pool.assign(platform, now, &mut self.rng)
+        };
         if let Assignment::Key(_) = answer {
             self.stats.assigned += 1;
         }
@@ -228,6 +255,7 @@ impl<R: Rng> Engine<R> {
         if outcome != Expired::Unchanged {
             self.key_event(platform, key, KeyEvent::Expired { refresh_at });
         }
+        self.expire_account_siblings(now, platform, key, refresh_at);
         outcome
     }
 
@@ -309,6 +337,7 @@ impl<R: Rng> Engine<R> {
     /// there. The platform stays known.
     pub fn unpublish(&mut self, now: Timestamp, platform: &str, key: &str) -> bool {
         let removed = self.pool.unpublish(platform, key);
+        self.quota.forget_key(platform, key);
         if removed {
             self.key_event(platform, key, KeyEvent::Unpublished);
             self.serve_held_after_change(now);
@@ -349,7 +378,9 @@ impl<R: Rng> Engine<R> {
 
     /// Key counts and the next refresh time of every platform at `now`.
     pub fn status(&mut self, now: Timestamp) -> Vec<PlatformStatus> {
-        self.pool.status(now)
+        let mut status = self.pool.status(now);
+        self.add_forecasts(now, &mut status);
+        status
     }
 
     /// How many keys of `platform` are in each state at `now`; `None` for an

@@ -442,7 +442,8 @@ fn status_reports_counts_per_platform() {
             fresh: 1,
             expired: 1,
             invalid: 0,
-            next_refresh: Some(50)
+            next_refresh: Some(50),
+            ..Default::default()
         }])
     );
 }

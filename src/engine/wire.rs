@@ -84,7 +84,12 @@ impl<R: Rng> Engine<R> {
         });
     }
 
-    fn destination(&self, reply: &ReplyTo, reply_subject: Option<&str>, announce: bool) -> String {
+    pub(super) fn destination(
+        &self,
+        reply: &ReplyTo,
+        reply_subject: Option<&str>,
+        announce: bool,
+    ) -> String {
         match reply_subject {
             Some(s) => s.to_string(),
             None if announce => self.config.channels.announce_reply(&reply.requester_id),
@@ -99,7 +104,13 @@ impl<R: Rng> Engine<R> {
         });
     }
 
-    fn send_error(&mut self, channel: String, reply: &ReplyTo, code: ErrorCode, message: String) {
+    pub(super) fn send_error(
+        &mut self,
+        channel: String,
+        reply: &ReplyTo,
+        code: ErrorCode,
+        message: String,
+    ) {
         self.stats.errors += 1;
         self.send(
             channel,
@@ -151,6 +162,8 @@ impl<R: Rng> Engine<R> {
             Request::Invalidate { key, platform, .. } => {
                 self.invalidate(now, &platform, &key);
             }
+            // Quota extension (issue 10): NEW with `lease`, REPORT.
+            other => self.on_quota_request(now, other, reply_subject),
         }
     }
 
@@ -170,6 +183,16 @@ impl<R: Rng> Engine<R> {
             }
             Announce::Shutdown => {
                 self.shutdown(now);
+                return;
+            }
+            // Quota extension (issue 10): PUBLISH with `account` or `limit`.
+            Announce::PublishWithQuota {
+                key,
+                platform,
+                account,
+                limit,
+            } => {
+                self.publish_account(now, &platform, &key, account.as_deref(), limit);
                 return;
             }
             Announce::Ack { reply } => (Reply::Ack, reply),

@@ -42,6 +42,26 @@ pub enum Selection {
     Uniform,
     /// Each fresh key in turn. `O(1)`. The order changes when keys leave the fresh set.
     RoundRobin,
+    // -- quota-aware strategies (issue 10) --
+    /// The key whose account has the most calls left above its floor; keys with
+    /// nothing known come first (to learn them), ties are broken uniformly at
+    /// random. Without quota information ([`KeyPool::assign`]) it is
+    /// [`Uniform`](Self::Uniform). `O(n)`.
+    MostRemaining,
+    /// At random, each key weighted by its calls left above the floor (a key
+    /// with nothing known weighs as the mean of the known ones): spreads the
+    /// load without a herd on one key. Uniform when nothing is known. `O(n)`.
+    WeightedRemaining,
+}
+
+/// What a quota-aware choice ([`KeyPool::choose`]) knows of a fresh key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weight {
+    /// Nothing is known of its quota: it may be chosen.
+    Unknown,
+    /// This many calls are left above its floor (after the calls lent); 0
+    /// means it may not be chosen now.
+    Calls(u64),
 }
 
 /// The state of one key in one platform.
@@ -313,12 +333,119 @@ impl KeyPool {
             };
         }
         let idx = match selection {
-            Selection::Uniform => uniform_index(rng.next_u64(), len),
+            Selection::Uniform | Selection::MostRemaining | Selection::WeightedRemaining => {
+                uniform_index(rng.next_u64(), len)
+            }
             Selection::RoundRobin => {
                 let i = pool.cursor % len;
                 pool.cursor = i + 1;
                 i
             }
+        };
+        Assignment::Key(&pool.fresh[idx])
+    }
+
+    /// Like [`assign`](Self::assign), with `selection` and what `weight` says of
+    /// each fresh key's quota: keys of weight `Calls(0)` are passed over. When
+    /// every fresh key may be chosen, [`Selection::Uniform`] draws exactly as
+    /// `assign` does (the same key for the same generator). When fresh keys
+    /// exist but none may be chosen, the answer is `Wait` until the earlier of
+    /// the platform's next refresh and `fallback` (`NoKeys` if neither is known).
+    /// `O(n)`.
+    pub fn choose<R: Rng + ?Sized>(
+        &mut self,
+        platform: &str,
+        now: Timestamp,
+        rng: &mut R,
+        selection: Selection,
+        fallback: Option<Timestamp>,
+        mut weight: impl FnMut(&str) -> Weight,
+    ) -> Assignment<'_> {
+        let Some(pool) = self.platform_mut(platform) else {
+            return Assignment::UnknownPlatform;
+        };
+        pool.refresh(now);
+        let len = pool.fresh.len();
+        if len == 0 {
+            return match pool.earliest_refresh() {
+                Some(refresh_at) => Assignment::Wait { refresh_at },
+                None => Assignment::NoKeys,
+            };
+        }
+        let weights: Vec<Weight> = pool.fresh.iter().map(|k| weight(k)).collect();
+        let eligible = |w: &Weight| !matches!(w, Weight::Calls(0));
+        let count = weights.iter().filter(|w| eligible(w)).count();
+        if count == 0 {
+            let at = match (pool.earliest_refresh(), fallback) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            return match at {
+                Some(refresh_at) => Assignment::Wait { refresh_at },
+                None => Assignment::NoKeys,
+            };
+        }
+        let nth_eligible = |n: usize| {
+            weights
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| eligible(w))
+                .nth(n)
+                .map_or(0, |(i, _)| i)
+        };
+        let known: Vec<u64> = weights
+            .iter()
+            .filter_map(|w| match w {
+                Weight::Calls(c) if *c > 0 => Some(*c),
+                _ => None,
+            })
+            .collect();
+        let idx = match selection {
+            Selection::RoundRobin => {
+                let start = pool.cursor % len;
+                let i = (0..len)
+                    .map(|d| (start + d) % len)
+                    .find(|&i| eligible(&weights[i]))
+                    .unwrap_or(start);
+                pool.cursor = i + 1;
+                i
+            }
+            Selection::MostRemaining if !known.is_empty() => {
+                let rank = |w: &Weight| match w {
+                    Weight::Unknown => u64::MAX,
+                    Weight::Calls(c) => *c,
+                };
+                let best = weights.iter().map(rank).max().unwrap_or(0);
+                let tied: Vec<usize> = (0..len).filter(|&i| rank(&weights[i]) == best).collect();
+                match tied.len() {
+                    1 => tied[0],
+                    n => tied[uniform_index(rng.next_u64(), n)],
+                }
+            }
+            Selection::WeightedRemaining if !known.is_empty() => {
+                // Bounded, so that the sums below cannot overflow.
+                let cap = |c: u64| u128::from(c.min(1 << 40));
+                let mean = known.iter().map(|&c| cap(c)).sum::<u128>() / known.len() as u128;
+                let w = |w: &Weight| match w {
+                    Weight::Unknown => mean.max(1),
+                    Weight::Calls(c) => cap(*c),
+                };
+                let total: u128 = weights.iter().map(w).sum();
+                let mut r = (u128::from(rng.next_u64()) * total) >> 64;
+                let mut pick = 0;
+                for (i, x) in weights.iter().enumerate() {
+                    let x = w(x);
+                    if r < x {
+                        pick = i;
+                        break;
+                    }
+                    r -= x;
+                }
+                pick
+            }
+            // Uniform, or a quota strategy with nothing known.
+            _ if count == len => uniform_index(rng.next_u64(), len),
+            _ => nth_eligible(uniform_index(rng.next_u64(), count)),
         };
         Assignment::Key(&pool.fresh[idx])
     }
@@ -471,6 +598,7 @@ impl KeyPool {
                     next_refresh: pool
                         .earliest_refresh()
                         .map(|t| t.as_millis().div_ceil(1000)),
+                    ..PlatformStatus::default()
                 }
             })
             .collect()

@@ -4,6 +4,7 @@
 use super::limits::max_len;
 use super::{Announce, Id, ReplyTo, Request};
 use crate::mask::truncate;
+use crate::quota::{LeaseReturn, Observation};
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
 
@@ -246,6 +247,101 @@ impl Fields<'_> {
     }
 }
 
+// -- quota extension (issue 10) --
+impl Fields<'_> {
+    /// An optional non-negative integer field.
+    pub(super) fn count(&self, field: &'static str) -> Result<Option<u64>, DecodeError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or(DecodeError::WrongType {
+                field,
+                expected: "a non-negative integer",
+            }),
+        }
+    }
+
+    /// An optional time in Unix epoch seconds, kept in whole seconds (rounded
+    /// down: HTTP dates and reset headers are whole seconds).
+    pub(super) fn whole_secs(&self, field: &'static str) -> Result<Option<Timestamp>, DecodeError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(secs) => Ok(Some(Timestamp::from_secs(secs))),
+                None => match n.as_f64() {
+                    Some(f) if f.is_finite() && f >= 0.0 => {
+                        Ok(Some(Timestamp::from_secs(f.floor() as u64)))
+                    }
+                    _ => Err(DecodeError::Invalid {
+                        field,
+                        reason: "must be a non-negative Unix epoch in seconds",
+                    }),
+                },
+            },
+            Some(_) => Err(DecodeError::WrongType {
+                field,
+                expected: "a number (Unix epoch seconds)",
+            }),
+        }
+    }
+
+    /// An optional non-empty string field.
+    pub(super) fn optional_text(&self, field: &'static str) -> Result<Option<String>, DecodeError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.text(field).map(Some),
+        }
+    }
+
+    /// NEW's `lease`: an integer ≥ 1, if present.
+    pub(super) fn lease(&self) -> Result<Option<u64>, DecodeError> {
+        match self.count("lease")? {
+            Some(0) => Err(DecodeError::Invalid {
+                field: "lease",
+                reason: "must be at least 1",
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// A REPORT's reply address: only when it asks for an answer (`request_id`).
+    fn report_reply(&self) -> Option<ReplyTo> {
+        self.reply_to().ok().filter(|r| r.request_id.is_some())
+    }
+
+    fn report(&self) -> Result<Request, DecodeError> {
+        let observation = Observation {
+            remaining: self.count("remaining")?,
+            limit: self.count("limit")?,
+            reset: self.whole_secs("reset")?,
+            resource: self.optional_text("resource")?,
+            server_date: self.whole_secs("server_date")?,
+        };
+        let done = match self.0.get("done") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(DecodeError::WrongType {
+                    field: "done",
+                    expected: "a boolean",
+                });
+            }
+        };
+        let used = self.count("used")?;
+        let lease = self.count("lease_id")?.map(|lease_id| LeaseReturn {
+            lease_id,
+            used,
+            done,
+        });
+        Ok(Request::Report {
+            key: self.text("key_str")?,
+            platform: self.text("key_platform")?,
+            observation,
+            lease,
+            reply: self.report_reply(),
+        })
+    }
+}
+
 /// Runs `body` and, if it fails, attaches the reply address when one is readable.
 pub(super) fn with_reply<T>(
     f: &Fields<'_>,
@@ -269,9 +365,19 @@ pub fn decode_announce(bytes: &[u8], max_payload: usize) -> Result<Announce, Rej
     let kind = f.kind()?;
     let msg = match kind {
         "PUBLISH" => with_reply(&f, false, || {
-            Ok(Announce::Publish {
-                key: f.text("key_str")?,
-                platform: f.text("key_platform")?,
+            let key = f.text("key_str")?;
+            let platform = f.text("key_platform")?;
+            let account = f.optional_text("account")?;
+            let limit = f.count("limit")?;
+            Ok(if account.is_none() && limit.is_none() {
+                Announce::Publish { key, platform }
+            } else {
+                Announce::PublishWithQuota {
+                    key,
+                    platform,
+                    account,
+                    limit,
+                }
             })
         })?,
         "UNPUBLISH" => with_reply(&f, false, || {
@@ -322,10 +428,20 @@ pub fn decode_request(bytes: &[u8], max_payload: usize) -> Result<Request, Rejec
         "NEW" => {
             let reply = f.reply_to()?;
             with_reply(&f, true, || {
-                Ok(Request::New {
-                    platform: f.text("key_platform")?,
-                    reply,
-                    hold_ms: f.0.get("hold_ms").and_then(Value::as_u64),
+                let platform = f.text("key_platform")?;
+                let hold_ms = f.0.get("hold_ms").and_then(Value::as_u64);
+                Ok(match f.lease()? {
+                    None => Request::New {
+                        platform,
+                        reply,
+                        hold_ms,
+                    },
+                    Some(lease) => Request::Lease {
+                        platform,
+                        reply,
+                        hold_ms,
+                        lease,
+                    },
                 })
             })
         }
@@ -344,6 +460,10 @@ pub fn decode_request(bytes: &[u8], max_payload: usize) -> Result<Request, Rejec
                 requester_id: f.id("requester_id").ok().flatten(),
             })
         }),
+        "REPORT" => {
+            let reply = f.report_reply().is_some();
+            with_reply(&f, reply, || f.report())
+        }
         other => Err(DecodeError::UnknownType(truncate(other, MAX_TYPE_SHOWN)).into()),
     }
 }

@@ -1,6 +1,7 @@
 //! The messages of the two request channels and their JSON encoding.
 
 use super::{Id, ReplyTo};
+use crate::quota::{LeaseReturn, Observation};
 use crate::time::Timestamp;
 use serde_json::{Map, Value};
 
@@ -53,6 +54,21 @@ pub enum Announce {
     },
     /// Handle everything received before, then stop. No reply.
     Shutdown,
+    /// (ext, quota) PUBLISH with `account` and/or `limit`: add `key` as
+    /// [`Publish`](Self::Publish) does, in the named account (its keys share one
+    /// quota; without it the key is its own account), with `limit` calls per
+    /// window as a hint until a report says otherwise. No reply. A PUBLISH
+    /// without either field decodes as [`Publish`](Self::Publish).
+    PublishWithQuota {
+        /// The key.
+        key: String,
+        /// The platform.
+        platform: String,
+        /// The account whose quota the key shares.
+        account: Option<String>,
+        /// Calls per window, a hint.
+        limit: Option<u64>,
+    },
 }
 
 /// A message on the REQUEST channel.
@@ -89,6 +105,35 @@ pub enum Request {
         platform: String,
         /// Who reported it, if said.
         requester_id: Option<Id>,
+    },
+    /// (ext, quota) NEW with `lease`: ask for a key of `platform` and up to
+    /// `lease` calls with it. The answer is [`Reply::Lease`](super::Reply::Lease)
+    /// (or a `wait` or an error, as for NEW). A NEW without `lease` decodes as
+    /// [`New`](Self::New).
+    Lease {
+        /// The platform.
+        platform: String,
+        /// Where to answer.
+        reply: ReplyTo,
+        /// As NEW's (ext); a lease request that finds no key is answered at once.
+        hold_ms: Option<u64>,
+        /// The most calls wanted (≥ 1).
+        lease: u64,
+    },
+    /// (ext, quota) REPORT: what the platform's last response said about `key`'s
+    /// quota, and the end or use of a lease. Answered `{"ok": true}` only when it
+    /// carries a `request_id` (and a `requester_id` to answer to).
+    Report {
+        /// The key.
+        key: String,
+        /// The platform.
+        platform: String,
+        /// The rate-limit headers (times in whole seconds).
+        observation: Observation,
+        /// The lease it reports on, if any.
+        lease: Option<LeaseReturn>,
+        /// Where to answer, when an answer is asked for.
+        reply: Option<ReplyTo>,
     },
 }
 
@@ -147,6 +192,25 @@ impl Announce {
             ),
             Announce::Status { reply } => object(vec![("type", s("STATUS"))], Some(reply)),
             Announce::Shutdown => object(vec![("type", s("SHUTDOWN"))], None),
+            Announce::PublishWithQuota {
+                key,
+                platform,
+                account,
+                limit,
+            } => {
+                let mut fields = vec![
+                    ("type", s("PUBLISH")),
+                    ("key_str", s(key)),
+                    ("key_platform", s(platform)),
+                ];
+                if let Some(a) = account {
+                    fields.push(("account", s(a)));
+                }
+                if let Some(l) = limit {
+                    fields.push(("limit", Value::from(*l)));
+                }
+                object(fields, None)
+            }
         };
         to_bytes(&Value::Object(m))
     }
@@ -211,6 +275,45 @@ impl Request {
                 ],
                 requester(requester_id).as_ref(),
             ),
+            Request::Lease {
+                platform,
+                reply,
+                hold_ms,
+                lease,
+            } => {
+                let mut fields = vec![("type", s("NEW")), ("key_platform", s(platform))];
+                if let Some(ms) = hold_ms {
+                    fields.push(("hold_ms", Value::from(*ms)));
+                }
+                fields.push(("lease", Value::from(*lease)));
+                object(fields, Some(reply))
+            }
+            Request::Report {
+                key,
+                platform,
+                observation: o,
+                lease,
+                reply,
+            } => {
+                let secs = |t: &Option<Timestamp>| t.map(|t| Value::from(t.as_secs()));
+                let mut fields = vec![
+                    ("type", s("REPORT")),
+                    ("key_str", s(key)),
+                    ("key_platform", s(platform)),
+                ];
+                let optional = [
+                    ("remaining", o.remaining.map(Value::from)),
+                    ("limit", o.limit.map(Value::from)),
+                    ("reset", secs(&o.reset)),
+                    ("resource", o.resource.as_deref().map(s)),
+                    ("server_date", secs(&o.server_date)),
+                    ("lease_id", lease.map(|l| Value::from(l.lease_id))),
+                    ("used", lease.and_then(|l| l.used).map(Value::from)),
+                    ("done", lease.map(|l| Value::Bool(l.done))),
+                ];
+                fields.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+                object(fields, reply.as_ref())
+            }
         };
         to_bytes(&Value::Object(m))
     }

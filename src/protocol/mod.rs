@@ -8,6 +8,58 @@
 //! and `code`, the `STATUS` message) are optional fields and types that Augur's
 //! code neither sends nor reads.
 //!
+//! ## Quota extension
+//!
+//! Optional fields and one message type that let keyman's own clients tell the
+//! orchestrator what the platform's rate-limit headers say, and borrow calls
+//! instead of whole keys (the pure side is [`crate::quota`]). Augur's code never
+//! sends them; a message without them decodes and is answered exactly as before.
+//! Times are Unix epoch seconds, whole (a fraction is dropped).
+//!
+//! - **PUBLISH** may carry `account` (a non-empty string) and `limit` (an
+//!   integer, calls per window). Keys of one account of one platform share one
+//!   quota (all the personal access tokens of one GitHub user); without
+//!   `account` a key is its own account. `limit` is a hint until a report says
+//!   otherwise. Decoded as [`Announce::PublishWithQuota`]; no reply.
+//!
+//!   `{"type": "PUBLISH", "key_str": "ghp_…", "key_platform": "github_rest", "account": "alice", "limit": 5000}`
+//! - **NEW** may carry `lease` (an integer ≥ 1: up to this many calls; 0 or
+//!   another type is refused with `bad_request`). Decoded as [`Request::Lease`].
+//!   The answer is [`Reply::Lease`]: `{"key": "ghp_…", "calls": m, "lease_id":
+//!   id, "lease_until": t}` with `1 ≤ m ≤ lease`, never more than the account's
+//!   remaining calls less its floor less the calls of its leases outstanding, at
+//!   most `max_leases` (100 by default) leases outstanding per account; or
+//!   `{"wait": n}` until a key refreshes or a lease ends; or the errors of NEW. A
+//!   client that reads only `key` (Augur's) sees a key. When nothing is known of
+//!   a key's quota, a lease is of 1 call (its REPORT teaches the rest). A lease
+//!   request is not held (`hold_ms` is ignored): it is answered at once.
+//! - **REPORT** (request channel): `key_str`, `key_platform` (required), and
+//!   what the last response said, each optional: `remaining`, `limit`,
+//!   `reset` (`x-ratelimit-reset`), `resource` (`x-ratelimit-resource`; reports
+//!   of another resource than the account's first are ignored), `server_date`
+//!   (the response's `Date`: it gives the skew between the platform's clock and
+//!   ours, smoothed and bounded to ±5 minutes, which converts `reset`); for a
+//!   lease `lease_id`, `used` (calls made; all of them if absent) and `done`
+//!   (`true`: the lease ends and its unused calls return; a lease never
+//!   reported ends at `lease_until`, counted as fully used). Decoded as
+//!   [`Request::Report`]. Answered [`Reply::Ok`], `{"ok": true}` (with the
+//!   echoed `request_id`), only when it carries `request_id` and
+//!   `requester_id`; otherwise not at all. A report older than what is known
+//!   (an earlier `Date` than one already taken, an earlier window, a window
+//!   that has ended) never raises the remaining count.
+//!
+//!   `{"type": "REPORT", "key_str": "ghp_…", "key_platform": "github_rest", "remaining": 4200, "limit": 5000, "reset": 1700003600, "resource": "core", "server_date": 1700000100, "lease_id": 7, "used": 90, "done": true}`
+//! - **Floor** (configuration, [`QuotaConfig`](crate::quota::QuotaConfig)): per
+//!   platform and per account; a key whose account has that many remaining
+//!   calls or fewer is withheld until its reset like an expired key, and no
+//!   lease takes it below. An EXPIRE of a key of a named account expires the
+//!   account's other keys too.
+//! - **STATUS** items add, when known: `remaining` (the known remaining calls
+//!   less those lent), `leased` (calls lent in leases outstanding),
+//!   `burn_per_hour` (calls spent per hour over the last ten minutes) and
+//!   `dry_at` (when the known remaining calls run out at that rate). Fields
+//!   unknown are absent; old clients ignore them.
+//!
 //! # Limits
 //!
 //! What one sender can make the orchestrator keep is bounded, by the length

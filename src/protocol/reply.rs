@@ -46,7 +46,7 @@ impl ErrorCode {
 }
 
 /// Key counts of one platform in a [`Reply::Status`] (ext).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PlatformStatus {
     /// The platform.
     pub platform: String,
@@ -58,6 +58,17 @@ pub struct PlatformStatus {
     pub invalid: u64,
     /// The earliest refresh time, in Unix epoch seconds (rounded up).
     pub next_refresh: Option<u64>,
+    // -- quota forecast (ext, issue 10); absent on the wire when unknown --
+    /// The known remaining calls of the platform's accounts, less the calls
+    /// lent in leases; `None` when nothing is known.
+    pub remaining: Option<u64>,
+    /// Calls lent in leases outstanding; `None` when none are.
+    pub leased: Option<u64>,
+    /// Calls spent per hour lately; `None` when none were seen.
+    pub burn_per_hour: Option<u64>,
+    /// When the known remaining calls run out at that rate, in Unix epoch
+    /// seconds.
+    pub dry_at: Option<u64>,
 }
 
 /// An answer of the orchestrator.
@@ -84,6 +95,21 @@ pub enum Reply {
     ListError(String),
     /// (ext) Key counts per platform.
     Status(Vec<PlatformStatus>),
+    /// (ext, quota) `{"key": "...", "calls": m, "lease_id": id, "lease_until":
+    /// t}`: a key lent for `calls` calls until `lease_until` (Unix epoch seconds).
+    /// A client that reads only `key` sees a key.
+    Lease {
+        /// The key.
+        key: String,
+        /// Calls the worker may make with it (≥ 1).
+        calls: u64,
+        /// The lease, for REPORT's `lease_id`.
+        lease_id: u64,
+        /// When the lease ends and counts as fully used (Unix epoch seconds).
+        lease_until: u64,
+    },
+    /// (ext, quota) `{"ok": true}`: a REPORT that asked for an answer was taken in.
+    Ok,
 }
 
 /// A decoded reply with the `request_id` it echoes, if any.
@@ -132,11 +158,37 @@ impl Reply {
                             "next_refresh".into(),
                             p.next_refresh.map_or(Value::Null, Value::from),
                         );
+                        let forecast = [
+                            ("remaining", p.remaining),
+                            ("leased", p.leased),
+                            ("burn_per_hour", p.burn_per_hour),
+                            ("dry_at", p.dry_at),
+                        ];
+                        for (field, v) in forecast {
+                            if let Some(v) = v {
+                                o.insert(field.into(), v.into());
+                            }
+                        }
                         Value::Object(o)
                     })
                     .collect();
                 object(vec![("platforms", Value::Array(items))], None)
             }
+            Reply::Lease {
+                key,
+                calls,
+                lease_id,
+                lease_until,
+            } => object(
+                vec![
+                    ("key", s(key)),
+                    ("calls", Value::from(*calls)),
+                    ("lease_id", Value::from(*lease_id)),
+                    ("lease_until", Value::from(*lease_until)),
+                ],
+                None,
+            ),
+            Reply::Ok => object(vec![("ok", Value::Bool(true))], None),
         };
         if let Some(rid) = request_id {
             m.insert("request_id".into(), rid.to_value());
@@ -192,7 +244,18 @@ impl Reply {
             _ => return Err(DecodeError::UnexpectedReply("neither an object nor a list")),
         };
         let request_id = map.get("request_id").and_then(Id::from_value);
-        let reply = if let Some(k) = map.get("key") {
+        let lease = || -> Option<Reply> {
+            let n = |f: &str| map.get(f).and_then(Value::as_u64);
+            Some(Reply::Lease {
+                key: map.get("key")?.as_str()?.to_string(),
+                calls: n("calls")?,
+                lease_id: n("lease_id")?,
+                lease_until: n("lease_until")?,
+            })
+        };
+        let reply = if let Some(r) = map.get("calls").and_then(|_| lease()) {
+            r
+        } else if let Some(k) = map.get("key") {
             match k {
                 Value::String(s) => Reply::Key(s.clone()),
                 Value::Null => Reply::NullKey,
@@ -218,6 +281,8 @@ impl Reply {
             }
         } else if let Some(st) = map.get("status") {
             Reply::ListError(st.as_str().map_or_else(|| st.to_string(), str::to_string))
+        } else if map.get("ok") == Some(&Value::Bool(true)) {
+            Reply::Ok
         } else if map.contains_key("ack") {
             Reply::Ack
         } else if let Some(l) = map.get("list") {
@@ -236,6 +301,10 @@ impl Reply {
                     expired: num("expired"),
                     invalid: num("invalid"),
                     next_refresh: p.get("next_refresh").and_then(Value::as_u64),
+                    remaining: p.get("remaining").and_then(Value::as_u64),
+                    leased: p.get("leased").and_then(Value::as_u64),
+                    burn_per_hour: p.get("burn_per_hour").and_then(Value::as_u64),
+                    dry_at: p.get("dry_at").and_then(Value::as_u64),
                 });
             }
             Reply::Status(out)

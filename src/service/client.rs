@@ -120,7 +120,8 @@ fn error_reply(code: ErrorCode, message: String, platform: &str) -> KeyError {
 
 fn unexpected(reply: &Reply) -> KeyError {
     let shape = match reply {
-        Reply::Key(_) | Reply::NullKey => "a key",
+        Reply::Key(_) | Reply::NullKey | Reply::Lease { .. } => "a key",
+        Reply::Ok => "an acknowledgement of a report",
         Reply::Wait(_) => "a wait",
         Reply::Error { .. } => "an error",
         Reply::Ack => "an acknowledgement",
