@@ -490,6 +490,8 @@ fn augur_responder(
                     refresh_secs: refresh_time.as_millis().div_ceil(1000),
                 },
                 Request::Invalidate { key, .. } => Seen::Invalidate { key },
+                // Augur's orchestrator knows neither; the client sends neither.
+                Request::Lease { .. } | Request::Report { .. } => continue,
             };
             if tx.send(seen).is_err() {
                 return;

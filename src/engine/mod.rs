@@ -26,7 +26,7 @@
 use crate::mask::Masked;
 use crate::pool::Counts;
 use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published};
-use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus, Reply};
+use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus};
 use crate::quota::Quotas;
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -176,10 +176,14 @@ impl<R: Rng> Engine<R> {
             .held
             .next_deadline()
             .map(|at| self.hold_clock.wall_time_of(at));
-        [self.pool.next_refresh(), hold_end, self.quota.next_lease_end()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.pool.next_refresh(),
+            hold_end,
+            self.quota.next_lease_end(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next payload to publish, in order; `None` when there is nothing more.

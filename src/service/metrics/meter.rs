@@ -194,12 +194,24 @@ fn seen(
                 };
                 ("NEW", Some(platform), Some(dest))
             }
+            Request::Lease {
+                platform, reply, ..
+            } => {
+                let dest = match reply_subject {
+                    Some(subject) => subject.to_string(),
+                    None => config.channels.request_reply(&reply.requester_id),
+                };
+                ("NEW", Some(platform), Some(dest))
+            }
             Request::Expire { platform, .. } => ("EXPIRE", Some(platform), None),
             Request::Invalidate { platform, .. } => ("INVALIDATE", Some(platform), None),
+            Request::Report { platform, .. } => ("REPORT", Some(platform), None),
         }
     } else if channel == config.channels.announce {
         match decode_announce(payload, max).ok()? {
-            Announce::Publish { platform, .. } => ("PUBLISH", Some(platform), None),
+            Announce::Publish { platform, .. } | Announce::PublishWithQuota { platform, .. } => {
+                ("PUBLISH", Some(platform), None)
+            }
             Announce::Unpublish { platform, .. } => ("UNPUBLISH", Some(platform), None),
             Announce::Ack { .. } => ("ACK", None, None),
             Announce::ListPlatforms { .. } => ("LIST_PLATFORMS", None, None),

@@ -218,8 +218,14 @@ impl Window {
             }
         } else {
             match decode_request(&message.payload, self.max_payload) {
-                Ok(Request::Expire { .. } | Request::Invalidate { .. }) => None,
-                Ok(Request::New { reply, .. }) => Some(self.address(&message, &reply, false)),
+                // A REPORT changes quota views; its optional `{"ok": true}` is
+                // not waited for, so it is replayed as a change.
+                Ok(
+                    Request::Expire { .. } | Request::Invalidate { .. } | Request::Report { .. },
+                ) => None,
+                Ok(Request::New { reply, .. } | Request::Lease { reply, .. }) => {
+                    Some(self.address(&message, &reply, false))
+                }
                 Err(_) => return,
             }
         };
