@@ -3,7 +3,8 @@
 use super::EmbeddedPool;
 use super::shared::Shared;
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::{RateLimit, Verdict};
+use crate::ratelimit::RateLimit;
+use crate::service::observe::Report;
 #[cfg(doc)]
 use crate::service::{KeyAdmin, KeySource};
 use crate::service::{KeyError, Next};
@@ -58,15 +59,13 @@ impl BlockingEmbeddedPool {
         key: &str,
         refresh_at: Timestamp,
     ) -> Result<String, KeyError> {
-        self.shared.expire(platform, key, refresh_at)?;
-        self.shared.request_blocking(platform, self.shared.deadline)
+        self.expire_within(platform, key, refresh_at, self.shared.deadline)
     }
 
     /// Marks `key` permanently invalid and returns another key. See
     /// [`KeySource::invalidate`].
     pub fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
-        self.shared.invalidate(platform, key)?;
-        self.shared.request_blocking(platform, self.shared.deadline)
+        self.invalidate_within(platform, key, self.shared.deadline)
     }
 
     /// Like [`expire`](Self::expire), blocking at most `deadline` for another
@@ -109,8 +108,7 @@ impl BlockingEmbeddedPool {
         status: u16,
         seen: &RateLimit,
     ) -> Result<Next, KeyError> {
-        self.shared
-            .observe_blocking(platform, key, status, seen, self.shared.deadline)
+        self.observe_within(platform, key, status, seen, self.shared.deadline)
     }
 
     /// Like [`observe`](Self::observe), blocking at most `deadline` for another
@@ -123,8 +121,16 @@ impl BlockingEmbeddedPool {
         seen: &RateLimit,
         deadline: Duration,
     ) -> Result<Next, KeyError> {
-        self.shared
-            .observe_blocking(platform, key, status, seen, deadline)
+        let now = self.shared.clock.now();
+        let Some(report) = Report::judge(platform, key, status, seen, now)? else {
+            return Ok(Next::Keep);
+        };
+        match report {
+            Report::Expire { refresh_at, .. } => self.shared.expire(platform, key, refresh_at)?,
+            Report::Invalidate => self.shared.invalidate(platform, key)?,
+        }
+        let new_key = self.shared.request_blocking(platform, deadline)?;
+        Ok(report.next(new_key))
     }
 
     /// Adds `key` to `platform`. See [`KeyAdmin::publish`].
@@ -165,43 +171,5 @@ impl BlockingEmbeddedPool {
     /// Wakes every waiting request. See [`EmbeddedPool::wake_waiters`].
     pub fn wake_waiters(&self) {
         self.shared.wake_all();
-    }
-}
-
-impl Shared {
-    /// [`KeySource::observe`] for a plain thread: judges the response by the
-    /// pool's clock and acts on the verdict, waiting at most `deadline` for
-    /// another key.
-    fn observe_blocking(
-        &self,
-        platform: &str,
-        key: &str,
-        status: u16,
-        seen: &RateLimit,
-        deadline: Duration,
-    ) -> Result<Next, KeyError> {
-        crate::service::require_non_empty("platform", platform)?;
-        crate::service::require_non_empty("key", key)?;
-        self.record_seen(platform, key, status, seen);
-        match seen.verdict(status, self.clock.now()) {
-            Verdict::Continue => Ok(Next::Keep),
-            Verdict::Expire {
-                refresh_at,
-                secondary,
-            } => {
-                self.expire(platform, key, refresh_at)?;
-                let key = self.request_blocking(platform, deadline)?;
-                Ok(Next::Expired {
-                    key,
-                    refresh_at,
-                    secondary,
-                })
-            }
-            Verdict::Invalidate => {
-                self.invalidate(platform, key)?;
-                let key = self.request_blocking(platform, deadline)?;
-                Ok(Next::Invalidated { key })
-            }
-        }
     }
 }

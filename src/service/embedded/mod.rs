@@ -33,11 +33,10 @@
 //! invalidate one, `O(n)` to list `n` keys). Calls from many threads serialize on
 //! that lock; there is no other contention.
 
-use super::{DEFAULT_DEADLINE, KeyAdmin, KeyError, KeySource, Next, SystemClock};
+use super::{DEFAULT_DEADLINE, KeyAdmin, KeyError, KeySource, SystemClock};
 use crate::engine::{Engine, EngineConfig};
 use crate::pool::Selection;
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::RateLimit;
 use crate::rng::SplitMix64;
 use crate::time::{Clock, Timestamp};
 use async_trait::async_trait;
@@ -221,15 +220,15 @@ impl KeySource for EmbeddedPool {
         key: &str,
         refresh_at: Timestamp,
     ) -> Result<String, KeyError> {
-        self.shared.expire(platform, key, refresh_at)?;
-        self.shared.request(platform, self.shared.deadline).await
+        self.expire_within(platform, key, refresh_at, self.shared.deadline)
+            .await
     }
 
     /// Marks `key` permanently invalid (an unknown key changes nothing), then
     /// requests another key. `O(log n)` plus a request.
     async fn invalidate(&self, platform: &str, key: &str) -> Result<String, KeyError> {
-        self.shared.invalidate(platform, key)?;
-        self.shared.request(platform, self.shared.deadline).await
+        self.invalidate_within(platform, key, self.shared.deadline)
+            .await
     }
 
     /// Like [`expire`](KeySource::expire), waiting at most `deadline` for
@@ -260,37 +259,6 @@ impl KeySource for EmbeddedPool {
     /// The pool's [`Clock`] (the system clock unless one was injected).
     fn now(&self) -> Timestamp {
         self.shared.clock.now()
-    }
-
-    /// Judges the response by the pool's clock and expires, invalidates or
-    /// keeps the key as [`KeySource::observe`] says, waiting up to the pool's
-    /// deadline for another key. Updates no quota view yet.
-    async fn observe(
-        &self,
-        platform: &str,
-        key: &str,
-        status: u16,
-        seen: &RateLimit,
-    ) -> Result<Next, KeyError> {
-        self.observe_within(platform, key, status, seen, self.shared.deadline)
-            .await
-    }
-
-    /// Like [`observe`](KeySource::observe), waiting at most `deadline` for
-    /// another key.
-    async fn observe_within(
-        &self,
-        platform: &str,
-        key: &str,
-        status: u16,
-        seen: &RateLimit,
-        deadline: Duration,
-    ) -> Result<Next, KeyError> {
-        crate::service::require_non_empty("platform", platform)?;
-        crate::service::require_non_empty("key", key)?;
-        self.shared.record_seen(platform, key, status, seen);
-        let verdict = seen.verdict(status, self.shared.clock.now());
-        super::settle(self, platform, key, verdict, Some(deadline)).await
     }
 }
 

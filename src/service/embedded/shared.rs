@@ -5,7 +5,6 @@
 use super::super::log::log_event;
 use crate::engine::Engine;
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::RateLimit;
 use crate::rng::SplitMix64;
 use crate::service::KeyError;
 use crate::time::{Clock, Timestamp};
@@ -158,12 +157,5 @@ impl Shared {
         state.log_events();
         drop(state);
         self.wake_all();
-    }
-
-    /// The seam where the quota extension will update the pool's view of
-    /// `key`'s quota from what a response said (remaining, limit, reset,
-    /// server date) and renew or return a lease. It records nothing yet: the
-    /// pool has no quota views to update.
-    pub(super) fn record_seen(&self, _platform: &str, _key: &str, _status: u16, _seen: &RateLimit) {
     }
 }

@@ -5,14 +5,13 @@
 use super::shared::{Shared, State};
 use crate::pool::Assignment;
 use crate::service::KeyError;
-use crate::time::Timestamp;
 use std::time::Duration;
 
 /// What one look at the pool gave a request.
-enum Attempt {
+enum Look {
     Key(String),
-    /// No key is fresh; the earliest refreshes at this time.
-    WaitUntil(Timestamp),
+    /// No key is fresh: sleep this long (or until woken), then look again.
+    Sleep(Duration),
 }
 
 impl Shared {
@@ -22,29 +21,38 @@ impl Shared {
         self.changed_blocking.notify_all();
     }
 
-    fn attempt(&self, state: &mut State, platform: &str) -> Result<Attempt, KeyError> {
+    /// Looks at the pool for a fresh key of `platform`. While none is fresh,
+    /// the sleep lasts until the earliest refresh time by the pool's clock, but
+    /// never past `give_up`; once that has passed, [`KeyError::Timeout`]`(deadline)`.
+    fn look(
+        &self,
+        state: &mut State,
+        platform: &str,
+        give_up: std::time::Instant,
+        deadline: Duration,
+    ) -> Result<Look, KeyError> {
         if state.engine.is_shutdown() {
             return Err(KeyError::ShutDown);
         }
         let now = self.clock.now();
-        let attempt = match state.engine.assign(now, platform) {
-            Assignment::Key(k) => Ok(Attempt::Key(k.to_string())),
-            Assignment::Wait { refresh_at } => Ok(Attempt::WaitUntil(refresh_at)),
+        let assignment = state.engine.assign(now, platform);
+        let look = match assignment {
+            Assignment::Key(k) => Ok(Look::Key(k.to_string())),
+            Assignment::Wait { refresh_at } => {
+                let left = give_up.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    Err(KeyError::Timeout(deadline))
+                } else {
+                    Ok(Look::Sleep(
+                        refresh_at.saturating_since(self.clock.now()).min(left),
+                    ))
+                }
+            }
             Assignment::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
             Assignment::NoKeys => Err(KeyError::NoKeys(platform.to_string())),
         };
         state.log_events();
-        attempt
-    }
-
-    /// How long to sleep before looking again: until the refresh time by the
-    /// pool's clock, but never past the deadline. `None` once the deadline passed.
-    fn sleep_for(&self, until: Timestamp, give_up: std::time::Instant) -> Option<Duration> {
-        let left = give_up.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        Some(until.saturating_since(self.clock.now()).min(left))
+        look
     }
 
     pub(super) fn request_blocking(
@@ -56,13 +64,10 @@ impl Shared {
         let give_up = crate::service::instant_after(deadline);
         let mut state = self.lock();
         loop {
-            let until = match self.attempt(&mut state, platform)? {
-                Attempt::Key(k) => return Ok(k),
-                Attempt::WaitUntil(until) => until,
+            let sleep = match self.look(&mut state, platform, give_up, deadline)? {
+                Look::Key(k) => return Ok(k),
+                Look::Sleep(sleep) => sleep,
             };
-            let sleep = self
-                .sleep_for(until, give_up)
-                .ok_or(KeyError::Timeout(deadline))?;
             state = self
                 .changed_blocking
                 .wait_timeout(state, sleep)
@@ -84,16 +89,11 @@ impl Shared {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let until = {
-                let mut state = self.lock();
-                match self.attempt(&mut state, platform)? {
-                    Attempt::Key(k) => return Ok(k),
-                    Attempt::WaitUntil(until) => until,
-                }
+            let look = self.look(&mut self.lock(), platform, give_up, deadline)?;
+            let sleep = match look {
+                Look::Key(k) => return Ok(k),
+                Look::Sleep(sleep) => sleep,
             };
-            let sleep = self
-                .sleep_for(until, give_up)
-                .ok_or(KeyError::Timeout(deadline))?;
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(sleep) => {}
