@@ -3,11 +3,10 @@
 
 use super::KeyError;
 use super::rpc::{Expect, Rpc, RpcConfig, unique_requester_id};
-use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, Next, require_non_empty};
+use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, require_non_empty};
 use crate::protocol::{
     Announce, Channels, ErrorCode, PlatformStatus, Reply, ReplyMessage, ReplyTo, Request,
 };
-use crate::ratelimit::RateLimit;
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -189,22 +188,6 @@ impl KeyClient {
                 other => other,
             })
     }
-
-    /// The seam where the quota extension will tell the orchestrator what a
-    /// response's headers said (a REPORT: remaining, limit, reset, resource,
-    /// server date) and renew or return a lease. It sends nothing yet: the
-    /// orchestrator has no REPORT to receive, and today's fallback (EXPIRE,
-    /// INVALIDATE, NEW; all Augur's orchestrator knows) needs none.
-    async fn report_seen(
-        &self,
-        _platform: &str,
-        _key: &str,
-        _status: u16,
-        _seen: &RateLimit,
-        _until: Instant,
-    ) -> Result<(), KeyError> {
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -308,43 +291,6 @@ impl KeySource for KeyClient {
             requester_id: Some(self.inner.requester_id.clone().into()),
         };
         self.report_and_request(msg, platform, deadline).await
-    }
-
-    /// Judges the response by the wall clock (the orchestrator reads its own)
-    /// and sends EXPIRE or INVALIDATE and NEW as [`KeySource::observe`] says,
-    /// within the client's deadline. Sends no REPORT yet.
-    async fn observe(
-        &self,
-        platform: &str,
-        key: &str,
-        status: u16,
-        seen: &RateLimit,
-    ) -> Result<Next, KeyError> {
-        self.observe_within(platform, key, status, seen, self.inner.config.deadline)
-            .await
-    }
-
-    /// Like [`observe`](KeySource::observe), within `deadline`.
-    async fn observe_within(
-        &self,
-        platform: &str,
-        key: &str,
-        status: u16,
-        seen: &RateLimit,
-        deadline: Duration,
-    ) -> Result<Next, KeyError> {
-        require_non_empty("platform", platform)?;
-        require_non_empty("key", key)?;
-        let until = super::deadline_after(deadline);
-        let verdict = seen.verdict(status, self.now());
-        self.report_seen(platform, key, status, seen, until).await?;
-        let left = until.saturating_duration_since(Instant::now());
-        super::settle(self, platform, key, verdict, Some(left))
-            .await
-            .map_err(|e| match e {
-                KeyError::Timeout(_) => KeyError::Timeout(deadline),
-                other => other,
-            })
     }
 }
 

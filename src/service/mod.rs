@@ -6,9 +6,8 @@
 //! (admins), so it does not care whether keys come from the same process, from
 //! Redis or from NATS.
 
-use crate::mask::Masked;
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::{RateLimit, Verdict};
+use crate::ratelimit::RateLimit;
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::time::Duration;
@@ -30,7 +29,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// [`invalidate`](Self::invalidate); the other calls have default bodies built
 /// on those (the `_within` ones bound the call with a timer, `observe` applies
 /// [`RateLimit::verdict`] at [`now`](Self::now)). [`KeyClient`] and
-/// [`EmbeddedPool`] override them all.
+/// [`EmbeddedPool`] override the `_within` calls (and the pool [`now`](Self::now),
+/// with its clock); `observe` is the same for every source.
 #[async_trait]
 pub trait KeySource: Send + Sync {
     /// A fresh key of `platform`, waiting (up to the source's deadline) while all
@@ -131,7 +131,7 @@ pub trait KeySource: Send + Sync {
         status: u16,
         seen: &RateLimit,
     ) -> Result<Next, KeyError> {
-        settle(self, platform, key, seen.verdict(status, self.now()), None).await
+        observe::observe(self, platform, key, status, seen, None).await
     }
 
     /// Like [`observe`](Self::observe), with `deadline` for the whole call.
@@ -143,76 +143,7 @@ pub trait KeySource: Send + Sync {
         seen: &RateLimit,
         deadline: Duration,
     ) -> Result<Next, KeyError> {
-        let verdict = seen.verdict(status, self.now());
-        settle(self, platform, key, verdict, Some(deadline)).await
-    }
-}
-
-/// What a worker does after a response, as [`KeySource::observe`] decided.
-///
-/// More cases may come with the quota extension (leases renewed or returned),
-/// so a `match` needs a wildcard arm. Its `Debug` output masks the key.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Next {
-    /// Keep using the key: the response said nothing against it.
-    Keep,
-    /// The old key was reported rate limited until `refresh_at` (on the
-    /// source's clock); use `key` from now on.
-    Expired {
-        /// The key to use instead.
-        key: String,
-        /// When the old key may be used again.
-        refresh_at: Timestamp,
-        /// Whether the old key hit a secondary limit (too many calls at once
-        /// or too fast) rather than the spent quota of its window.
-        secondary: bool,
-    },
-    /// The old key was reported invalid (HTTP 401); use `key` from now on.
-    Invalidated {
-        /// The key to use instead.
-        key: String,
-    },
-}
-
-impl Next {
-    /// The key that replaces the old one, or `None` to keep it.
-    pub fn new_key(&self) -> Option<&str> {
-        match self {
-            Next::Keep => None,
-            Next::Expired { key, .. } | Next::Invalidated { key } => Some(key),
-        }
-    }
-
-    /// The key to use for the next call: the new one, or `current` when the
-    /// old one is kept.
-    pub fn into_key(self, current: String) -> String {
-        match self {
-            Next::Keep => current,
-            Next::Expired { key, .. } | Next::Invalidated { key } => key,
-        }
-    }
-}
-
-impl std::fmt::Debug for Next {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Next::Keep => f.write_str("Keep"),
-            Next::Expired {
-                key,
-                refresh_at,
-                secondary,
-            } => f
-                .debug_struct("Expired")
-                .field("key", &Masked(key))
-                .field("refresh_at", refresh_at)
-                .field("secondary", secondary)
-                .finish(),
-            Next::Invalidated { key } => f
-                .debug_struct("Invalidated")
-                .field("key", &Masked(key))
-                .finish(),
-        }
+        observe::observe(self, platform, key, status, seen, Some(deadline)).await
     }
 }
 
@@ -225,44 +156,6 @@ async fn within<T>(
     match tokio::time::timeout_at(deadline_after(deadline), call).await {
         Ok(outcome) => outcome,
         Err(_) => Err(KeyError::Timeout(deadline)),
-    }
-}
-
-/// Acts on `verdict` for `key`: nothing, or EXPIRE / INVALIDATE and another key,
-/// within `deadline` if one is given (the source's own deadline otherwise).
-/// What [`KeySource::observe`] does once the verdict is known.
-pub(crate) async fn settle<S: KeySource + ?Sized>(
-    source: &S,
-    platform: &str,
-    key: &str,
-    verdict: Verdict,
-    deadline: Option<Duration>,
-) -> Result<Next, KeyError> {
-    require_non_empty("platform", platform)?;
-    require_non_empty("key", key)?;
-    match verdict {
-        Verdict::Continue => Ok(Next::Keep),
-        Verdict::Expire {
-            refresh_at,
-            secondary,
-        } => {
-            let key = match deadline {
-                Some(d) => source.expire_within(platform, key, refresh_at, d).await?,
-                None => source.expire(platform, key, refresh_at).await?,
-            };
-            Ok(Next::Expired {
-                key,
-                refresh_at,
-                secondary,
-            })
-        }
-        Verdict::Invalidate => {
-            let key = match deadline {
-                Some(d) => source.invalidate_within(platform, key, d).await?,
-                None => source.invalidate(platform, key).await?,
-            };
-            Ok(Next::Invalidated { key })
-        }
     }
 }
 
@@ -355,12 +248,14 @@ pub mod embedded;
 mod error;
 mod log;
 pub mod metrics;
+mod observe;
 mod orchestrator;
 mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};
 pub use embedded::{BlockingEmbeddedPool, EmbeddedPool, EmbeddedPoolBuilder};
 pub use error::{IoError, KeyError};
+pub use observe::Next;
 pub use orchestrator::{
     DEFAULT_SAVE_INTERVAL, MAX_LEASE_TTL, MIN_LEASE_TTL, Orchestrator, OrchestratorError, Stopped,
 };

@@ -1,0 +1,103 @@
+//! How a request waits for a fresh key without polling: it looks at the pool,
+//! and while no key is fresh sleeps until the earliest refresh time (never past
+//! its deadline), woken at once when the pool changes.
+
+use super::shared::{Shared, State};
+use crate::pool::Assignment;
+use crate::service::KeyError;
+use std::time::Duration;
+
+/// What one look at the pool gave a request.
+enum Look {
+    Key(String),
+    /// No key is fresh: sleep this long (or until woken), then look again.
+    Sleep(Duration),
+}
+
+impl Shared {
+    /// Wakes every waiting request, async and blocking, to look at the pool again.
+    pub(super) fn wake_all(&self) {
+        self.changed.notify_waiters();
+        self.changed_blocking.notify_all();
+    }
+
+    /// Looks at the pool for a fresh key of `platform`. While none is fresh,
+    /// the sleep lasts until the earliest refresh time by the pool's clock, but
+    /// never past `give_up`; once that has passed, [`KeyError::Timeout`]`(deadline)`.
+    fn look(
+        &self,
+        state: &mut State,
+        platform: &str,
+        give_up: std::time::Instant,
+        deadline: Duration,
+    ) -> Result<Look, KeyError> {
+        if state.engine.is_shutdown() {
+            return Err(KeyError::ShutDown);
+        }
+        let now = self.clock.now();
+        let assignment = state.engine.assign(now, platform);
+        let look = match assignment {
+            Assignment::Key(k) => Ok(Look::Key(k.to_string())),
+            Assignment::Wait { refresh_at } => {
+                let left = give_up.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    Err(KeyError::Timeout(deadline))
+                } else {
+                    Ok(Look::Sleep(
+                        refresh_at.saturating_since(self.clock.now()).min(left),
+                    ))
+                }
+            }
+            Assignment::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
+            Assignment::NoKeys => Err(KeyError::NoKeys(platform.to_string())),
+        };
+        state.log_events();
+        look
+    }
+
+    pub(super) fn request_blocking(
+        &self,
+        platform: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        crate::service::require_non_empty("platform", platform)?;
+        let give_up = crate::service::instant_after(deadline);
+        let mut state = self.lock();
+        loop {
+            let sleep = match self.look(&mut state, platform, give_up, deadline)? {
+                Look::Key(k) => return Ok(k),
+                Look::Sleep(sleep) => sleep,
+            };
+            state = self
+                .changed_blocking
+                .wait_timeout(state, sleep)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    pub(super) async fn request(
+        &self,
+        platform: &str,
+        deadline: Duration,
+    ) -> Result<String, KeyError> {
+        crate::service::require_non_empty("platform", platform)?;
+        let give_up = crate::service::instant_after(deadline);
+        loop {
+            // Register for wake-ups before looking at the pool, so that a publish
+            // between the look and the wait is not missed.
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let look = self.look(&mut self.lock(), platform, give_up, deadline)?;
+            let sleep = match look {
+                Look::Key(k) => return Ok(k),
+                Look::Sleep(sleep) => sleep,
+            };
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}
