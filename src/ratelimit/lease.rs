@@ -46,6 +46,7 @@ pub struct LeaseTerms {
 pub struct LeasedKey {
     platform: String,
     key: String,
+    wanted: u64,
     lease: Option<LeaseTerms>,
     used: u64,
     seen: Option<RateLimit>,
@@ -74,15 +75,19 @@ pub enum Step {
 }
 
 impl LeasedKey {
-    /// `key` of `platform`, lent with `lease` (`None`: a plain key).
+    /// `key` of `platform`, lent with `lease` (`None`: a plain key) to a
+    /// worker that asked for `wanted` calls (and asks for as many again when it
+    /// renews the lease).
     pub fn new(
         platform: impl Into<String>,
         key: impl Into<String>,
+        wanted: u64,
         lease: Option<LeaseTerms>,
     ) -> Self {
         Self {
             platform: platform.into(),
             key: key.into(),
+            wanted,
             lease,
             used: 0,
             seen: None,
@@ -94,9 +99,19 @@ impl LeasedKey {
         &self.key
     }
 
+    /// The key, given up by the worker's handle.
+    pub fn into_key(self) -> String {
+        self.key
+    }
+
     /// The platform it is a key of.
     pub fn platform(&self) -> &str {
         &self.platform
+    }
+
+    /// How many calls the worker asks for with each lease.
+    pub fn wanted(&self) -> u64 {
+        self.wanted
     }
 
     /// The lease, if the orchestrator lent calls with the key.
@@ -186,6 +201,7 @@ impl fmt::Debug for LeasedKey {
         f.debug_struct("LeasedKey")
             .field("platform", &self.platform)
             .field("key", &Masked(&self.key))
+            .field("wanted", &self.wanted)
             .field("lease", &self.lease)
             .field("used", &self.used)
             .finish()
@@ -217,6 +233,7 @@ mod tests {
         LeasedKey::new(
             "github_rest",
             "ghp_secret_token_1",
+            100,
             Some(LeaseTerms {
                 id: 7,
                 calls,
@@ -274,7 +291,7 @@ mod tests {
 
     #[test]
     fn a_plain_key_is_kept_until_the_platform_says_otherwise() {
-        let mut k = LeasedKey::new("github_rest", "ghp_x", None);
+        let mut k = LeasedKey::new("github_rest", "ghp_x", 100, None);
         for remaining in (1..50).rev() {
             assert_eq!(k.after_response(200, &headers(remaining), NOW), Step::Keep);
         }
@@ -306,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_plain_key_with_no_headers_has_nothing_to_report() {
-        let mut k = LeasedKey::new("github_rest", "ghp_x", None);
+        let mut k = LeasedKey::new("github_rest", "ghp_x", 100, None);
         assert!(k.report(false).is_none());
         k.after_response(200, &RateLimit::default(), NOW);
         assert!(k.report(false).is_none());

@@ -7,7 +7,7 @@
 //! Redis or from NATS.
 
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{LeasedKey, RateLimit};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::time::Duration;
@@ -145,6 +145,94 @@ pub trait KeySource: Send + Sync {
     ) -> Result<Next, KeyError> {
         observe::observe(self, platform, key, status, seen, Some(deadline)).await
     }
+
+    /// Lends a key of `platform` with up to `calls` calls (at least 1): the
+    /// worker makes at most [`LeasedKey::calls_left`] calls with it, and
+    /// [`observe_lease`](Self::observe_lease) returns the lease and takes
+    /// another when they are used up. The orchestrator never lends more than
+    /// the key's account has left above its floor, less what it lent already,
+    /// so workers with leases never overdraw a key together. Waits, like
+    /// [`request`](Self::request), up to the source's deadline while no key
+    /// can lend a call.
+    ///
+    /// Where calls are not lent (Augur's orchestrator, an orchestrator with
+    /// leases switched off, or a source that knows no quotas: the default
+    /// body), the key comes without a lease ([`LeasedKey::lease`] is `None`)
+    /// and is used until the platform refuses a call, as with
+    /// [`request`](Self::request).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), keyman::KeyError> {
+    /// use keyman::ratelimit::RateLimit;
+    /// use keyman::service::{KeyAdmin, KeySource, Next, embedded::EmbeddedPool};
+    ///
+    /// let pool = EmbeddedPool::new();
+    /// pool.publish("github_rest", "ghp_one").await?;
+    /// let mut leased = pool.lease("github_rest", 50).await?;
+    /// for _ in 0..3 {
+    ///     // call the API with leased.key(), then hand over what it answered:
+    ///     let headers = [("x-ratelimit-remaining", "4000"), ("x-ratelimit-limit", "5000")];
+    ///     let seen = RateLimit::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+    ///     let next = pool.observe_lease(&mut leased, 200, &seen).await?;
+    ///     assert!(matches!(next, Next::Keep | Next::Renewed { .. }));
+    /// }
+    /// pool.release(leased).await?; // the unused calls go back
+    /// # Ok(()) }
+    /// ```
+    async fn lease(&self, platform: &str, calls: u64) -> Result<LeasedKey, KeyError> {
+        let key = self.request(platform).await?;
+        Ok(LeasedKey::new(platform, key, calls, None))
+    }
+
+    /// Like [`lease`](Self::lease) with an explicit deadline.
+    async fn lease_within(
+        &self,
+        platform: &str,
+        calls: u64,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
+        let key = self.request_within(platform, deadline).await?;
+        Ok(LeasedKey::new(platform, key, calls, None))
+    }
+
+    /// What a worker with a [`LeasedKey`] calls after every response of the
+    /// API: the call is counted, and as [`LeasedKey::after_response`] decides
+    /// at [`now`](Self::now)
+    ///
+    /// - the worker carries on: [`Next::Keep`];
+    /// - the lease is used up or about to end: it is returned (a REPORT that
+    ///   also says what the last response's headers said), a new one is taken
+    ///   into `leased`: [`Next::Renewed`] (maybe the same key);
+    /// - the platform rate limited or rejected the key: the lease is
+    ///   returned, the key reported expired or invalid, and a new lease taken
+    ///   into `leased`: [`Next::Expired`] or [`Next::Invalidated`].
+    ///
+    /// For a key without a lease it is [`observe`](Self::observe). Within the
+    /// source's deadline. After an error the lease may have been returned
+    /// already: take a new one with [`lease`](Self::lease).
+    async fn observe_lease(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        let (platform, key) = (leased.platform().to_string(), leased.key().to_string());
+        leased.after_response(status, seen, self.now());
+        let next = self.observe(&platform, &key, status, seen).await?;
+        if let Some(new_key) = next.new_key() {
+            *leased = LeasedKey::new(platform, new_key, leased.wanted(), None);
+        }
+        Ok(next)
+    }
+
+    /// Returns the unused calls of `leased`'s lease (a REPORT with `done`,
+    /// carrying what the last response said), for a worker that stops before
+    /// they are used. Nothing to do for a key without a lease. A lease never
+    /// returned ends at its deadline, counted as fully used.
+    async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
+        let _ = leased;
+        Ok(())
+    }
 }
 
 /// Runs `call` for at most `deadline`: [`KeyError::Timeout`]`(deadline)` if it
@@ -164,6 +252,20 @@ async fn within<T>(
 pub trait KeyAdmin: Send + Sync {
     /// Adds `key` to `platform` (idempotent; revives an invalid key).
     async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError>;
+    /// Adds `key` to `platform` as a key of `account` (ext): the keys of one
+    /// account share one quota (the personal access tokens of one GitHub user
+    /// share that user's 5 000 calls an hour), and a rate limit of one is a
+    /// rate limit of all. With `None` the key stays in the account it has (its
+    /// own, unless it was published to one). `limit` is the account's calls per window, a hint until a worker's
+    /// report says otherwise. Augur's orchestrator ignores both and publishes
+    /// the key.
+    async fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError>;
     /// Removes `key` from `platform`.
     async fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError>;
     /// Waits until the orchestrator answers, having handled everything sent before.

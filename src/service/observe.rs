@@ -5,14 +5,17 @@
 
 use super::{KeyError, KeySource, require_non_empty};
 use crate::mask::Masked;
-use crate::ratelimit::{RateLimit, Verdict};
+use crate::protocol::Request;
+use crate::ratelimit::{LeasedKey, RateLimit, Step, Verdict};
 use crate::time::Timestamp;
+use async_trait::async_trait;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// What a worker does after a response, as [`KeySource::observe`] decided.
 ///
-/// More cases may come with the quota extension (leases renewed or returned),
-/// so a `match` needs a wildcard arm. Its `Debug` output masks the key.
+/// More cases may come, so a `match` needs a wildcard arm. Its `Debug` output
+/// masks the key.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Next {
@@ -34,6 +37,12 @@ pub enum Next {
         /// The key to use instead.
         key: String,
     },
+    /// The lease was used up (or about to end) and returned, and a new one
+    /// taken: use `key` from now on (it may be the same key).
+    Renewed {
+        /// The key of the new lease.
+        key: String,
+    },
 }
 
 impl Next {
@@ -41,7 +50,9 @@ impl Next {
     pub fn new_key(&self) -> Option<&str> {
         match self {
             Next::Keep => None,
-            Next::Expired { key, .. } | Next::Invalidated { key } => Some(key),
+            Next::Expired { key, .. } | Next::Invalidated { key } | Next::Renewed { key } => {
+                Some(key)
+            }
         }
     }
 
@@ -50,7 +61,7 @@ impl Next {
     pub fn into_key(self, current: String) -> String {
         match self {
             Next::Keep => current,
-            Next::Expired { key, .. } | Next::Invalidated { key } => key,
+            Next::Expired { key, .. } | Next::Invalidated { key } | Next::Renewed { key } => key,
         }
     }
 }
@@ -71,6 +82,10 @@ impl std::fmt::Debug for Next {
                 .finish(),
             Next::Invalidated { key } => f
                 .debug_struct("Invalidated")
+                .field("key", &Masked(key))
+                .finish(),
+            Next::Renewed { key } => f
+                .debug_struct("Renewed")
                 .field("key", &Masked(key))
                 .finish(),
         }
@@ -161,4 +176,109 @@ pub(crate) async fn observe<S: KeySource + ?Sized>(
         (Report::Invalidate, None) => source.invalidate(platform, key).await?,
     };
     Ok(report.next(new_key))
+}
+
+/// What a source that speaks the quota extension sends for a leased key
+/// (REPORT, EXPIRE and INVALIDATE without asking for another key), so that
+/// [`observe_lease`] is written once for the remote client and the embedded
+/// pool.
+#[async_trait]
+pub(crate) trait LeaseWire: KeySource {
+    /// Sends `report` (a REPORT, no answer awaited) before `until`; a source
+    /// whose orchestrator does not speak the extension sends nothing.
+    async fn send_report(&self, report: Request, until: Instant) -> Result<(), KeyError>;
+    /// Reports `key` rate limited until `refresh_at`, without asking for another.
+    async fn mark_expired(
+        &self,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+        until: Instant,
+    ) -> Result<(), KeyError>;
+    /// Reports `key` invalid, without asking for another.
+    async fn mark_invalid(&self, platform: &str, key: &str, until: Instant)
+    -> Result<(), KeyError>;
+}
+
+/// [`KeySource::observe_lease`] of the sources that speak the quota
+/// extension: counts the call on `leased` and acts on
+/// [`LeasedKey::after_response`] at `source.now()`: nothing; or the lease
+/// returned (REPORT with `done`), the key reported expired or invalid where the
+/// platform said so, and a new lease taken into `leased`, all within
+/// `deadline` ([`KeyError::Timeout`]`(deadline)` after it). After an error the
+/// lease may have been returned already: take a new one rather than go on.
+pub(crate) async fn observe_lease<S: LeaseWire + ?Sized>(
+    source: &S,
+    leased: &mut LeasedKey,
+    status: u16,
+    seen: &RateLimit,
+    deadline: Duration,
+) -> Result<Next, KeyError> {
+    require_non_empty("platform", leased.platform())?;
+    require_non_empty("key", leased.key())?;
+    let step = leased.after_response(status, seen, source.now());
+    if step == Step::Keep {
+        return Ok(Next::Keep);
+    }
+    let until = super::deadline_after(deadline);
+    let timeout = |e| match e {
+        KeyError::Timeout(_) => KeyError::Timeout(deadline),
+        other => other,
+    };
+    let (platform, key) = (leased.platform().to_string(), leased.key().to_string());
+    if let Some(report) = leased.report(true) {
+        source.send_report(report, until).await.map_err(timeout)?;
+    }
+    match step {
+        Step::Expire { refresh_at, .. } => source
+            .mark_expired(&platform, &key, refresh_at, until)
+            .await
+            .map_err(timeout)?,
+        Step::Invalidate => source
+            .mark_invalid(&platform, &key, until)
+            .await
+            .map_err(timeout)?,
+        Step::Keep | Step::Renew => {}
+    }
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(KeyError::Timeout(deadline));
+    }
+    let next = source
+        .lease_within(&platform, leased.wanted(), left)
+        .await
+        .map_err(timeout)?;
+    let new_key = next.key().to_string();
+    *leased = next;
+    Ok(match step {
+        Step::Expire {
+            refresh_at,
+            secondary,
+        } => Next::Expired {
+            key: new_key,
+            refresh_at,
+            secondary,
+        },
+        Step::Invalidate => Next::Invalidated { key: new_key },
+        Step::Keep | Step::Renew => Next::Renewed { key: new_key },
+    })
+}
+
+/// [`KeySource::release`] of the sources that speak the quota extension: the
+/// REPORT that returns the lease's unused calls, if it has a lease.
+pub(crate) async fn release<S: LeaseWire + ?Sized>(
+    source: &S,
+    leased: LeasedKey,
+    deadline: Duration,
+) -> Result<(), KeyError> {
+    if leased.lease().is_none() {
+        return Ok(());
+    }
+    match leased.report(true) {
+        Some(report) => {
+            let until = super::deadline_after(deadline);
+            source.send_report(report, until).await
+        }
+        None => Ok(()),
+    }
 }

@@ -2,8 +2,9 @@
 
 use super::EmbeddedPool;
 use super::shared::Shared;
+use super::waiting::Want;
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{LeasedKey, RateLimit, Step};
 use crate::service::observe::Report;
 #[cfg(doc)]
 use crate::service::{KeyAdmin, KeySource};
@@ -43,12 +44,80 @@ impl BlockingEmbeddedPool {
     /// A fresh key of `platform`, blocking up to the pool's deadline while all its
     /// keys are rate limited. See [`KeySource::request`].
     pub fn request(&self, platform: &str) -> Result<String, KeyError> {
-        self.shared.request_blocking(platform, self.shared.deadline)
+        self.request_within(platform, self.shared.deadline)
     }
 
     /// Like [`request`](Self::request) with an explicit deadline.
     pub fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
-        self.shared.request_blocking(platform, deadline)
+        let leased = self
+            .shared
+            .request_blocking(platform, Want::Key, deadline)?;
+        Ok(leased.into_key())
+    }
+
+    /// A key and up to `calls` calls lent with it, blocking up to the pool's
+    /// deadline while no key can lend a call. See [`KeySource::lease`].
+    pub fn lease(&self, platform: &str, calls: u64) -> Result<LeasedKey, KeyError> {
+        self.lease_within(platform, calls, self.shared.deadline)
+    }
+
+    /// Like [`lease`](Self::lease) with an explicit deadline.
+    pub fn lease_within(
+        &self,
+        platform: &str,
+        calls: u64,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
+        self.shared
+            .request_blocking(platform, Want::Lease(calls), deadline)
+    }
+
+    /// Counts the call made with `leased` and keeps its lease, or returns it,
+    /// reports the key where the platform refused it and takes a new lease.
+    /// See [`KeySource::observe_lease`].
+    pub fn observe_lease(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        let now = self.shared.clock.now();
+        let step = leased.after_response(status, seen, now);
+        if step == Step::Keep {
+            return Ok(Next::Keep);
+        }
+        let (platform, key) = (leased.platform().to_string(), leased.key().to_string());
+        if let Some(report) = leased.report(true) {
+            self.shared.report(report)?;
+        }
+        match step {
+            Step::Expire { refresh_at, .. } => self.shared.expire(&platform, &key, refresh_at)?,
+            Step::Invalidate => self.shared.invalidate(&platform, &key)?,
+            Step::Keep | Step::Renew => {}
+        }
+        let next = self.lease(&platform, leased.wanted())?;
+        let new_key = next.key().to_string();
+        *leased = next;
+        Ok(match step {
+            Step::Expire {
+                refresh_at,
+                secondary,
+            } => Next::Expired {
+                key: new_key,
+                refresh_at,
+                secondary,
+            },
+            Step::Invalidate => Next::Invalidated { key: new_key },
+            Step::Keep | Step::Renew => Next::Renewed { key: new_key },
+        })
+    }
+
+    /// Returns the unused calls of `leased`'s lease. See [`KeySource::release`].
+    pub fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
+        match (leased.lease(), leased.report(true)) {
+            (Some(_), Some(report)) => self.shared.report(report),
+            _ => Ok(()),
+        }
     }
 
     /// Marks `key` rate limited until `refresh_at` and returns another key. See
@@ -78,7 +147,7 @@ impl BlockingEmbeddedPool {
         deadline: Duration,
     ) -> Result<String, KeyError> {
         self.shared.expire(platform, key, refresh_at)?;
-        self.shared.request_blocking(platform, deadline)
+        self.request_within(platform, deadline)
     }
 
     /// Like [`invalidate`](Self::invalidate), blocking at most `deadline` for
@@ -90,7 +159,7 @@ impl BlockingEmbeddedPool {
         deadline: Duration,
     ) -> Result<String, KeyError> {
         self.shared.invalidate(platform, key)?;
-        self.shared.request_blocking(platform, deadline)
+        self.request_within(platform, deadline)
     }
 
     /// The time by the pool's clock. See [`KeySource::now`].
@@ -129,13 +198,24 @@ impl BlockingEmbeddedPool {
             Report::Expire { refresh_at, .. } => self.shared.expire(platform, key, refresh_at)?,
             Report::Invalidate => self.shared.invalidate(platform, key)?,
         }
-        let new_key = self.shared.request_blocking(platform, deadline)?;
+        let new_key = self.request_within(platform, deadline)?;
         Ok(report.next(new_key))
     }
 
     /// Adds `key` to `platform`. See [`KeyAdmin::publish`].
     pub fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
         self.shared.publish(platform, key)
+    }
+
+    /// Adds `key` to `platform` in `account`. See [`KeyAdmin::publish_account`].
+    pub fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError> {
+        self.shared.publish_account(platform, key, account, limit)
     }
 
     /// Removes `key` from `platform`. See [`KeyAdmin::unpublish`].

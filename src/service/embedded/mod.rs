@@ -33,10 +33,13 @@
 //! invalidate one, `O(n)` to list `n` keys). Calls from many threads serialize on
 //! that lock; there is no other contention.
 
-use super::{DEFAULT_DEADLINE, KeyAdmin, KeyError, KeySource, SystemClock};
+use super::observe::LeaseWire;
+use super::{DEFAULT_DEADLINE, KeyAdmin, KeyError, KeySource, Next, SystemClock};
 use crate::engine::{Engine, EngineConfig};
 use crate::pool::Selection;
-use crate::protocol::PlatformStatus;
+use crate::protocol::{PlatformStatus, Request};
+use crate::quota::QuotaConfig;
+use crate::ratelimit::{LeasedKey, RateLimit};
 use crate::rng::SplitMix64;
 use crate::time::{Clock, Timestamp};
 use async_trait::async_trait;
@@ -44,6 +47,8 @@ use shared::Shared;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
+use waiting::Want;
 
 mod blocking;
 mod shared;
@@ -76,6 +81,7 @@ pub struct EmbeddedPoolBuilder {
     seed: Option<u64>,
     deadline: Duration,
     selection: Selection,
+    quota: QuotaConfig,
 }
 
 impl Default for EmbeddedPoolBuilder {
@@ -85,6 +91,7 @@ impl Default for EmbeddedPoolBuilder {
             seed: None,
             deadline: DEFAULT_DEADLINE,
             selection: Selection::Uniform,
+            quota: QuotaConfig::default(),
         }
     }
 }
@@ -119,12 +126,21 @@ impl EmbeddedPoolBuilder {
         self
     }
 
+    /// Floors, choice strategies per platform, and how many calls may be lent
+    /// for how long ([`QuotaConfig`]; by default no floor, at most 100 leases
+    /// per account, of 10 minutes each).
+    pub fn with_quota(mut self, quota: QuotaConfig) -> Self {
+        self.quota = quota;
+        self
+    }
+
     /// An empty pool with these settings.
     pub fn build(self) -> EmbeddedPool {
         let seed = self.seed.unwrap_or_else(super::random_seed);
         let engine = Engine::new(
             EngineConfig {
                 selection: self.selection,
+                quota: self.quota,
                 ..EngineConfig::default()
             },
             SplitMix64::new(seed),
@@ -201,12 +217,13 @@ impl KeySource for EmbeddedPool {
     /// A fresh key of `platform`, waiting up to the pool's deadline while all its
     /// keys are rate limited. `O(1)` per look at the pool.
     async fn request(&self, platform: &str) -> Result<String, KeyError> {
-        self.shared.request(platform, self.shared.deadline).await
+        self.request_within(platform, self.shared.deadline).await
     }
 
     /// Like [`request`](KeySource::request) with an explicit deadline.
     async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
-        self.shared.request(platform, deadline).await
+        let leased = self.shared.request(platform, Want::Key, deadline).await?;
+        Ok(leased.into_key())
     }
 
     /// Marks `key` rate limited until `refresh_at` (the API's reset time), cut
@@ -241,7 +258,7 @@ impl KeySource for EmbeddedPool {
         deadline: Duration,
     ) -> Result<String, KeyError> {
         self.shared.expire(platform, key, refresh_at)?;
-        self.shared.request(platform, deadline).await
+        self.request_within(platform, deadline).await
     }
 
     /// Like [`invalidate`](KeySource::invalidate), waiting at most `deadline`
@@ -253,12 +270,77 @@ impl KeySource for EmbeddedPool {
         deadline: Duration,
     ) -> Result<String, KeyError> {
         self.shared.invalidate(platform, key)?;
-        self.shared.request(platform, deadline).await
+        self.request_within(platform, deadline).await
     }
 
     /// The pool's [`Clock`] (the system clock unless one was injected).
     fn now(&self) -> Timestamp {
         self.shared.clock.now()
+    }
+
+    /// A key and up to `calls` calls lent with it ([`Engine::lease`]),
+    /// waiting up to the pool's deadline while no key can lend a call.
+    async fn lease(&self, platform: &str, calls: u64) -> Result<LeasedKey, KeyError> {
+        self.lease_within(platform, calls, self.shared.deadline)
+            .await
+    }
+
+    /// Like [`lease`](KeySource::lease) with an explicit deadline.
+    async fn lease_within(
+        &self,
+        platform: &str,
+        calls: u64,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
+        self.shared
+            .request(platform, Want::Lease(calls), deadline)
+            .await
+    }
+
+    /// Counts the call and keeps the lease, or returns it (with what the
+    /// headers said), reports the key where the platform refused it, and
+    /// takes a new lease. See [`KeySource::observe_lease`].
+    async fn observe_lease(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        let deadline = self.shared.deadline;
+        super::observe::observe_lease(self, leased, status, seen, deadline).await
+    }
+
+    /// Returns the lease's unused calls to its account.
+    async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
+        super::observe::release(self, leased, self.shared.deadline).await
+    }
+}
+
+/// The embedded pool's side of [`observe_lease`](KeySource::observe_lease):
+/// REPORT, EXPIRE and INVALIDATE go straight to the engine.
+#[async_trait]
+impl LeaseWire for EmbeddedPool {
+    async fn send_report(&self, report: Request, _until: Instant) -> Result<(), KeyError> {
+        self.shared.report(report)
+    }
+
+    async fn mark_expired(
+        &self,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+        _until: Instant,
+    ) -> Result<(), KeyError> {
+        self.shared.expire(platform, key, refresh_at)
+    }
+
+    async fn mark_invalid(
+        &self,
+        platform: &str,
+        key: &str,
+        _until: Instant,
+    ) -> Result<(), KeyError> {
+        self.shared.invalidate(platform, key)
     }
 }
 
@@ -268,6 +350,18 @@ impl KeyAdmin for EmbeddedPool {
     /// waiting requests. `O(1)`.
     async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
         self.shared.publish(platform, key)
+    }
+
+    /// Adds `key` to `platform` in `account`, with `limit` calls per window
+    /// as a hint ([`Engine::publish_account`]).
+    async fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError> {
+        self.shared.publish_account(platform, key, account, limit)
     }
 
     /// Removes `key` from `platform`, whatever its state. `O(log n)`.

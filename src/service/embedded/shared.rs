@@ -4,7 +4,7 @@
 
 use super::super::log::log_event;
 use crate::engine::Engine;
-use crate::protocol::PlatformStatus;
+use crate::protocol::{PlatformStatus, Request};
 use crate::rng::SplitMix64;
 use crate::service::KeyError;
 use crate::time::{Clock, Timestamp};
@@ -29,6 +29,15 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Handles the engine's timers due by `now` (leases that end, held
+    /// requests), which an embedded pool has no loop for: every look at the
+    /// pool catches up first.
+    pub(super) fn catch_up(&mut self, now: Timestamp) {
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+        }
+    }
+
     /// Logs the events the engine reported.
     pub(super) fn log_events(&mut self) {
         while let Some(event) = self.engine.poll_event() {
@@ -104,6 +113,41 @@ impl Shared {
     pub(super) fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
         self.change(platform, key, |engine, now| {
             engine.publish(now, platform, key);
+        })
+    }
+
+    pub(super) fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError> {
+        if account.is_some_and(str::is_empty) {
+            return Err(KeyError::InvalidArgument(
+                "account must not be empty".to_string(),
+            ));
+        }
+        self.change(platform, key, |engine, now| {
+            engine.publish_account(now, platform, key, account, limit);
+        })
+    }
+
+    /// Takes in a REPORT (what a response said of `key`'s quota, and the
+    /// lease it returns), as the orchestrator does.
+    pub(super) fn report(&self, report: Request) -> Result<(), KeyError> {
+        let Request::Report {
+            key,
+            platform,
+            observation,
+            lease,
+            ..
+        } = report
+        else {
+            return Ok(());
+        };
+        self.change(&platform, &key, |engine, now| {
+            engine.report(now, &platform, &key, &observation, lease);
         })
     }
 

@@ -3,15 +3,48 @@
 //! its deadline), woken at once when the pool changes.
 
 use super::shared::{Shared, State};
+use crate::engine::{Engine, Leased};
 use crate::pool::Assignment;
+use crate::ratelimit::{LeaseTerms, LeasedKey};
+use crate::rng::SplitMix64;
 use crate::service::KeyError;
+use crate::time::Timestamp;
 use std::time::Duration;
 
 /// What one look at the pool gave a request.
 enum Look {
-    Key(String),
+    Key(LeasedKey),
     /// No key is fresh: sleep this long (or until woken), then look again.
     Sleep(Duration),
+}
+
+/// What a request asks the engine for: a key (NEW), or a key and up to this
+/// many calls (NEW with `lease`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Want {
+    Key,
+    Lease(u64),
+}
+
+impl Want {
+    fn ask(self, engine: &mut Engine<SplitMix64>, now: Timestamp, platform: &str) -> Leased {
+        match self {
+            Want::Key => match engine.assign(now, platform) {
+                Assignment::Key(k) => Leased::Key(k.to_string()),
+                Assignment::Wait { refresh_at } => Leased::Wait { refresh_at },
+                Assignment::UnknownPlatform => Leased::UnknownPlatform,
+                Assignment::NoKeys => Leased::NoKeys,
+            },
+            Want::Lease(calls) => engine.lease(now, platform, calls.max(1)),
+        }
+    }
+
+    fn wanted(self) -> u64 {
+        match self {
+            Want::Key => 0,
+            Want::Lease(calls) => calls,
+        }
+    }
 }
 
 impl Shared {
@@ -28,6 +61,7 @@ impl Shared {
         &self,
         state: &mut State,
         platform: &str,
+        want: Want,
         give_up: std::time::Instant,
         deadline: Duration,
     ) -> Result<Look, KeyError> {
@@ -35,10 +69,25 @@ impl Shared {
             return Err(KeyError::ShutDown);
         }
         let now = self.clock.now();
-        let assignment = state.engine.assign(now, platform);
-        let look = match assignment {
-            Assignment::Key(k) => Ok(Look::Key(k.to_string())),
-            Assignment::Wait { refresh_at } => {
+        // Leases due by now end first: their calls count, and their account
+        // may lend again.
+        state.catch_up(now);
+        let look = match want.ask(&mut state.engine, now, platform) {
+            Leased::Key(k) => Ok(Look::Key(LeasedKey::new(platform, k, want.wanted(), None))),
+            Leased::Granted { key, lease } => {
+                let terms = LeaseTerms {
+                    id: lease.id,
+                    calls: lease.calls,
+                    until: lease.until,
+                };
+                Ok(Look::Key(LeasedKey::new(
+                    platform,
+                    key,
+                    want.wanted(),
+                    Some(terms),
+                )))
+            }
+            Leased::Wait { refresh_at } => {
                 let left = give_up.saturating_duration_since(std::time::Instant::now());
                 if left.is_zero() {
                     Err(KeyError::Timeout(deadline))
@@ -48,8 +97,8 @@ impl Shared {
                     ))
                 }
             }
-            Assignment::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
-            Assignment::NoKeys => Err(KeyError::NoKeys(platform.to_string())),
+            Leased::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
+            Leased::NoKeys => Err(KeyError::NoKeys(platform.to_string())),
         };
         state.log_events();
         look
@@ -58,13 +107,14 @@ impl Shared {
     pub(super) fn request_blocking(
         &self,
         platform: &str,
+        want: Want,
         deadline: Duration,
-    ) -> Result<String, KeyError> {
+    ) -> Result<LeasedKey, KeyError> {
         crate::service::require_non_empty("platform", platform)?;
         let give_up = crate::service::instant_after(deadline);
         let mut state = self.lock();
         loop {
-            let sleep = match self.look(&mut state, platform, give_up, deadline)? {
+            let sleep = match self.look(&mut state, platform, want, give_up, deadline)? {
                 Look::Key(k) => return Ok(k),
                 Look::Sleep(sleep) => sleep,
             };
@@ -79,8 +129,9 @@ impl Shared {
     pub(super) async fn request(
         &self,
         platform: &str,
+        want: Want,
         deadline: Duration,
-    ) -> Result<String, KeyError> {
+    ) -> Result<LeasedKey, KeyError> {
         crate::service::require_non_empty("platform", platform)?;
         let give_up = crate::service::instant_after(deadline);
         loop {
@@ -89,7 +140,7 @@ impl Shared {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let look = self.look(&mut self.lock(), platform, give_up, deadline)?;
+            let look = self.look(&mut self.lock(), platform, want, give_up, deadline)?;
             let sleep = match look {
                 Look::Key(k) => return Ok(k),
                 Look::Sleep(sleep) => sleep,
