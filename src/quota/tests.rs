@@ -551,3 +551,32 @@ fn a_snapshot_restores_views_accounts_and_leases() {
     let next = r.grant(t(1), P, "k", 1, 0, 10, DEFAULT_LEASE_TTL).unwrap();
     assert!(next.id > g.id);
 }
+
+#[test]
+fn the_report_that_returns_a_lease_counts_from_a_platform_whose_clock_lags() {
+    // The platform's clock is 30 s behind ours and nothing is known of it yet:
+    // the report that returns a lease carries the response to the lease's
+    // last call, which is not older than the lease it returns.
+    let mut q = Quotas::new();
+    q.set_account(t(1000), P, "k", None, Some(10));
+    let lease = q
+        .grant(t(1000), P, "k", 4, 0, 100, Duration::from_secs(600))
+        .expect("a lease");
+    let ret = LeaseReturn {
+        lease_id: lease.id,
+        used: Some(4),
+        done: true,
+    };
+    assert_eq!(
+        q.report(t(1001), P, "k", &dated(6, 4000, 971), Some(ret)),
+        Reported::Updated
+    );
+    assert_eq!(q.remaining_now(t(1001), P, "k"), Some(6));
+    let skew = q.account(P, &Account::Key("k".into())).map(|a| a.skew);
+    assert_eq!(skew.map(|s| s.offset_ms), Some(-29_500));
+    // The next lease is bounded by what the platform said, not by a guess.
+    let next = q
+        .grant(t(1001), P, "k", 10, 0, 100, Duration::from_secs(600))
+        .expect("another lease");
+    assert_eq!(next.calls, 6);
+}

@@ -173,6 +173,15 @@ pub(crate) enum Command {
         keys: Vec<String>,
         #[command(flatten)]
         from: KeysFrom,
+        /// The account the keys belong to: keys of one account share one
+        /// quota (the tokens of one GitHub user), and a rate limit of one is
+        /// a rate limit of all. Without it each key is its own account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Calls per window of the account (a hint until a worker's report
+        /// says otherwise), e.g. 5000 for GitHub's REST API.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Remove keys from a platform.
     Unpublish {

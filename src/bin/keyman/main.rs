@@ -98,13 +98,18 @@ async fn run(command: Command) -> Result<(), Failure> {
             platform,
             keys,
             from,
-        } => admin::announce_keys(&conn, &platform, keys, &from, true).await,
+            account,
+            limit,
+        } => {
+            let how = admin::Announce::Publish { account, limit };
+            admin::announce_keys(&conn, &platform, keys, &from, how).await
+        }
         Command::Unpublish {
             conn,
             platform,
             keys,
             from,
-        } => admin::announce_keys(&conn, &platform, keys, &from, false).await,
+        } => admin::announce_keys(&conn, &platform, keys, &from, admin::Announce::Unpublish).await,
         Command::Forget { conn, keys } => admin::forget(&conn, &keys).await,
         Command::Platforms { conn } => admin::platforms(&conn).await,
         Command::Keys { conn, platform } => admin::keys(&conn, &platform).await,
