@@ -205,6 +205,12 @@ async fn forward(
                     bus.server
                 ));
             }
+            Err(err) if err.is_connection_dropped() => {
+                return Some(format!(
+                    "the Redis server at {} closed the connection ({err})",
+                    bus.server
+                ));
+            }
             Err(err) => {
                 return Some(format!(
                     "connection to the Redis server at {} lost: {err}",
