@@ -263,7 +263,9 @@ async fn a_burst_within_redis_limit_waits_in_redis_and_arrives_whole_and_in_orde
     let grown = resident().saturating_sub(before);
     println!(
         "burst of {count} messages ({burst} bytes) to a paused subscriber with a queue of {QUEUE}: \
-         keyman read at most {most_read} bytes, its memory grew by {grown} bytes; waiting: {now_waiting:?}"
+         the burst less what waits outside keyman (Redis's omem counts allocated blocks, so this \
+         is an upper bound of what keyman read) at most {most_read} bytes; keyman's memory grew \
+         by {grown} bytes; waiting: {now_waiting:?}"
     );
     assert!(
         grown < burst / 2,
