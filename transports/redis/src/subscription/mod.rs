@@ -106,7 +106,7 @@ pub(crate) async fn feed(
             attempt,
             gap_ms = gap.as_millis() as u64,
             received_before = reading.received,
-            "Redis subscription back; what was published on its channels between the last message received ({gap:?} ago) and now was not received"
+            "Redis subscription back; what was published on its channels after the last message it received ({gap:?} ago) until now was not received"
         );
         if sender.send_reconnected().await == Delivery::Closed {
             return;
