@@ -493,7 +493,14 @@ fn keys_published_to_one_account_are_rate_limited_together() {
     assert!(out.contains("published 2 key(s) on github_rest"), "{out}");
     let o = keyman(
         &url,
-        &["publish", "--platform", "github_rest", "--limit", "x", KEY_A],
+        &[
+            "publish",
+            "--platform",
+            "github_rest",
+            "--limit",
+            "x",
+            KEY_A,
+        ],
     );
     assert_eq!(o.status.code(), Some(2), "a limit that is not a number");
 
