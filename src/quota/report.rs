@@ -41,6 +41,20 @@ impl Quotas {
         obs: &Observation,
         lease: Option<LeaseReturn>,
     ) -> Reported {
+        let account = self.account_of(platform, key);
+        self.tracking(platform, &account, |q| {
+            q.report_untracked(now, platform, key, obs, lease)
+        })
+    }
+
+    fn report_untracked(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        obs: &Observation,
+        lease: Option<LeaseReturn>,
+    ) -> Reported {
         if let Some(ret) = lease
             && ret.done
             && self

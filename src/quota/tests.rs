@@ -551,3 +551,37 @@ fn a_snapshot_restores_views_accounts_and_leases() {
     let next = r.grant(t(1), P, "k", 1, 0, 10, DEFAULT_LEASE_TTL).unwrap();
     assert!(next.id > g.id);
 }
+
+#[test]
+fn a_restarted_engine_keeps_views_accounts_and_leases_from_its_records() {
+    let mut e = engine_with(floored(10));
+    e.publish_account(t(0), P, "a", None, None);
+    e.publish_account(t(0), P, "b1", Some("bob"), None);
+    e.publish_account(t(0), P, "b2", Some("bob"), None);
+    e.report(t(1), P, "a", &obs(300, 3600), None);
+    e.report(t(1), P, "b1", &obs(1000, 3600), None);
+    let lease = match e.lease(t(2), P, 10_000) {
+        Leased::Granted { lease, .. } => lease,
+        other => panic!("{other:?}"),
+    };
+    let before = e.status(t(3));
+    let records = e.encode_all_records();
+
+    let decoded = crate::pool::decode_records(&records).unwrap();
+    let mut r = engine_with(floored(10));
+    r.restore_state(&decoded);
+    assert_eq!(r.status(t(3)), before);
+    assert_eq!(r.quotas().account_of(P, "b2"), Account::Named("bob".into()));
+    // Only what was not lent before the restart can be lent after it.
+    let mut lent = 0;
+    while let Leased::Granted { lease: l, .. } = r.lease(t(4), P, 10_000) {
+        assert!(l.id > lease.id, "lease ids are not given twice");
+        lent += l.calls;
+    }
+    assert_eq!(lent + lease.calls, (300 - 10) + (1000 - 10));
+    // The lease from before the restart ends at its deadline, fully used.
+    assert_eq!(r.poll_timeout(), Some(lease.until));
+    r.handle_timeout(lease.until);
+    assert_eq!(r.quotas().lease(lease.id), None);
+    r.quotas().check_consistency().unwrap();
+}
