@@ -154,9 +154,8 @@ impl Quotas {
                 resource,
                 ..fresh_view
             };
-            if let Some(b) = before.filter(|_| order == std::cmp::Ordering::Equal) {
-                p.record_burn(now, b.saturating_sub(remaining));
-            }
+            // A new window, or the first report after a hint: what it says
+            // less what was assumed is no call spent.
             return Reported::Updated;
         }
         let outcome = if older {

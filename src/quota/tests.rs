@@ -233,6 +233,14 @@ fn forecast_gives_remaining_burn_rate_and_dry_time() {
     assert_eq!(f.burn_per_hour, Some(600));
     assert_eq!(f.dry_at, Some(t(600 + 5400)));
     assert_eq!(q.forecast(t(0), "other"), Forecast::default());
+    // A first report after PUBLISH's `limit` hint spends nothing: the hint
+    // was a guess.
+    let mut q = Quotas::new();
+    q.set_account(t(0), P, "k", None, Some(5000));
+    q.report(t(60), P, "k", &obs(1000, 36_000), None);
+    assert_eq!(q.forecast(t(60), P).burn_per_hour, None);
+    q.report(t(120), P, "k", &obs(900, 36_000), None);
+    assert_eq!(q.forecast(t(120), P).burn_per_hour, Some(6_000));
 }
 
 // -- the engine's quota paths --
