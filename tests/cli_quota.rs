@@ -1,6 +1,7 @@
 //! The quota side of the `keyman` program: `serve`'s floors, strategies and
 //! quota leases (bad values are usage errors; a floor given on the command
-//! line withholds a key at it). Against a real `redis-server`, with raw
+//! line withholds a key at it), and the forecast `status` shows (the table,
+//! `--json` and `--watch`). Against a real `redis-server`, with raw
 //! messages as keyman-aware workers send them.
 
 #![cfg(all(feature = "cli", feature = "redis"))]
@@ -8,8 +9,9 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::io::BufRead;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 use support::faults::{ANN, REQ, Raw, new_bytes, publish_bytes, unique, wait_ack, worker_call};
 use support::{Broker, Serve};
 
@@ -160,4 +162,102 @@ fn a_floor_given_on_the_command_line_withholds_a_key_reported_at_it() {
     let got = new_key(&broker);
     let wait = got["wait"].as_u64().unwrap_or_else(|| panic!("{got}"));
     assert!((3_000..=3_700).contains(&wait), "{got}");
+}
+
+/// A platform whose calls are known and spent: one key, reported at 5 000
+/// then at 4 000 calls in its window (1 000 calls within the first minute:
+/// 60 000 an hour), and a lease of 100 calls.
+fn spent_platform(broker: &Broker) {
+    Raw::connect(broker).publish(ANN, &publish_bytes(PLATFORM, KEY_A));
+    let reset = keyman::service::wall_clock().as_secs() + 3_600;
+    report(broker, KEY_A, 5_000, reset);
+    report(broker, KEY_A, 4_000, reset);
+    let lease = worker_call(
+        broker,
+        json!({ "type": "NEW", "key_platform": PLATFORM, "lease": 100 }),
+        WAIT,
+    )
+    .expect("NEW with lease answered");
+    assert_eq!(lease["calls"], 100, "{lease}");
+}
+
+#[test]
+fn status_shows_the_forecast_in_its_table_in_json_and_when_watching() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let _serve = Serve::start_with(&broker, &["--no-state"]);
+    assert!(wait_ack(&broker, WAIT), "serve does not answer");
+    spent_platform(&broker);
+
+    // The table: remaining less lent, lent, burn per hour, runs dry in
+    // 3 900 / 60 000 of an hour (3 min 54 s).
+    let table = ok(keyman(&url, &["status"]));
+    let header = table.lines().next().unwrap_or_default();
+    for column in ["remaining", "leased", "burn/h", "runs dry"] {
+        assert!(header.contains(column), "{table}");
+    }
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(PLATFORM))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            PLATFORM, "1", "0", "0", "\u{2014}", "3900", "100", "60000", "in", "3m"
+        ],
+        "{table}"
+    );
+
+    // --json: the same, with the dry time in Unix seconds.
+    let status: Value =
+        serde_json::from_str(&ok(keyman(&url, &["status", "--json"]))).expect("--json prints JSON");
+    let p = &status[0];
+    assert_eq!(
+        (&p["remaining"], &p["leased"], &p["burn_per_hour"]),
+        (&json!(3_900), &json!(100), &json!(60_000)),
+        "{status}"
+    );
+    let dry_in = p["dry_at"].as_u64().unwrap_or_default() as i64
+        - keyman::service::wall_clock().as_secs() as i64;
+    assert!((225..=234).contains(&dry_in), "{status}");
+
+    // --watch, as JSON lines and as the table.
+    for (args, wanted) in [
+        (
+            &["status", "--watch", "--json"][..],
+            "\"burn_per_hour\":60000",
+        ),
+        (&["status", "--watch"], "in 3m"),
+    ] {
+        let mut child = keyman_cmd(&url, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start keyman status --watch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let until = Instant::now() + WAIT;
+        let seen = loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(PLATFORM) && line.contains(wanted) => break Some(line),
+                Ok(_) => {}
+                Err(_) => break None,
+            }
+        };
+        keyman_transport::testing::signal(child.id(), "INT");
+        let _ = child.wait();
+        assert!(seen.is_some(), "{args:?} never showed {wanted:?}");
+    }
 }
