@@ -5,7 +5,6 @@
 use clap::Args;
 use keyman::quota::{DEFAULT_LEASE_TTL, DEFAULT_MAX_LEASES, QuotaConfig};
 use keyman::{KeyError, Selection};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The names `--selection` knows, for its help and its errors.
@@ -140,7 +139,7 @@ impl QuotaOptions {
                 Some(account) => config
                     .account_floors
                     .entry(floor.platform.clone())
-                    .or_insert_with(BTreeMap::new)
+                    .or_default()
                     .insert(account.clone(), floor.calls)
                     .is_some(),
             };
