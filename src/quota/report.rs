@@ -41,6 +41,20 @@ impl Quotas {
         obs: &Observation,
         lease: Option<LeaseReturn>,
     ) -> Reported {
+        let account = self.account_of(platform, key);
+        self.tracking(platform, &account, |q| {
+            q.report_untracked(now, platform, key, obs, lease)
+        })
+    }
+
+    fn report_untracked(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        obs: &Observation,
+        lease: Option<LeaseReturn>,
+    ) -> Reported {
         // Older than what is known: an earlier `Date` than a report already
         // taken, or than calls counted since (a response that waited to be
         // reported while another lease ended). Judged before the lease this
@@ -134,9 +148,8 @@ impl Quotas {
                 resource,
                 ..fresh_view
             };
-            if let Some(b) = before.filter(|_| order == std::cmp::Ordering::Equal) {
-                p.record_burn(now, b.saturating_sub(remaining));
-            }
+            // A new window, or the first report after a hint: what it says
+            // less what was assumed is no call spent.
             return Reported::Updated;
         }
         let outcome = if older {

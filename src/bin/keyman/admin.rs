@@ -148,16 +148,7 @@ pub(crate) async fn status(conn: &Connection, watch: bool) -> Result<(), KeyErro
     }
     let status = publisher.status().await?;
     if conn.json {
-        let items: Vec<serde_json::Value> = status
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "platform": p.platform, "fresh": p.fresh, "expired": p.expired,
-                    "invalid": p.invalid, "next_refresh": p.next_refresh,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::from(items));
+        println!("{}", watch::json_status(&status));
     } else {
         print!("{}", watch::table(&status));
     }
