@@ -1,6 +1,7 @@
 //! How an [`Engine`](super::Engine) is set up.
 
 use crate::pool::Selection;
+use crate::probe::ProbeConfig;
 use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
 use crate::quota::QuotaConfig;
 use std::time::Duration;
@@ -37,6 +38,10 @@ pub struct EngineConfig {
     /// The most keys of one platform, in any state: a PUBLISH of one more is
     /// refused (logged and dropped). 1 000 000 by default.
     pub max_keys_per_platform: usize,
+    /// Probes of the platform's own view of each key (its quota, account,
+    /// validity, expiry; see [`crate::probe`]); `None`, the default, probes
+    /// nothing and changes nothing.
+    pub probe: Option<ProbeConfig>,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +56,7 @@ impl Default for EngineConfig {
             quota: QuotaConfig::default(),
             max_platforms: DEFAULT_MAX_PLATFORMS,
             max_keys_per_platform: DEFAULT_MAX_KEYS_PER_PLATFORM,
+            probe: None,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! What an [`Engine`](super::Engine) gives out besides its state: payloads to
 //! publish and events to log.
 
+use crate::probe::Provider;
 use crate::protocol::DecodeError;
 use crate::time::Timestamp;
+use std::time::Duration;
 
 /// A payload to publish on a channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,61 @@ pub enum Event {
     },
     /// SHUTDOWN was received; the engine handles nothing more.
     Shutdown,
+    /// What a probe of a key found (or that it found nothing); `key` is masked.
+    Probe {
+        /// Who was asked.
+        provider: Provider,
+        /// The masked key.
+        key: String,
+        /// What came of it.
+        what: ProbeEvent,
+    },
+}
+
+/// What came of a probe, in an [`Event::Probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeEvent {
+    /// A key a worker said is invalid is valid, the platform says: it is
+    /// handed out again.
+    Confirmed,
+    /// The platform answered 401: the key is invalid on every platform it is
+    /// probed for.
+    Revoked,
+    /// The token expires at `expires_at`, within the warning time.
+    Expiring {
+        /// When, on the platform's clock.
+        expires_at: Timestamp,
+    },
+    /// The platform throttled the probe (403/429); the key and its provider
+    /// are asked again later.
+    Throttled {
+        /// The platform's `Retry-After`, if any.
+        retry_after: Option<Duration>,
+    },
+    /// The probe got no useful answer (network error, timeout, 5xx); it is
+    /// tried again after a backoff.
+    Failed,
+    /// A withheld key's probe did not answer within the longest withholding:
+    /// a new key is handed out unconfirmed (`invalidated` false), a key a
+    /// worker said is invalid is invalid (`invalidated` true).
+    Unconfirmed {
+        /// Whether the key was made invalid.
+        invalidated: bool,
+    },
+}
+
+impl ProbeEvent {
+    /// The level at which an [`Event::Probe`] of this kind is logged.
+    pub fn level(&self) -> Level {
+        match self {
+            ProbeEvent::Failed => Level::Debug,
+            ProbeEvent::Confirmed => Level::Info,
+            ProbeEvent::Revoked
+            | ProbeEvent::Expiring { .. }
+            | ProbeEvent::Throttled { .. }
+            | ProbeEvent::Unconfirmed { .. } => Level::Warn,
+        }
+    }
 }
 
 /// What happened to a key, in an [`Event::Key`].
@@ -63,6 +120,13 @@ pub enum KeyEvent {
     },
     /// Permanently invalid.
     Invalidated,
+    /// Withheld (not handed out) until `until` while a probe of it is
+    /// pending: a new key until the platform says it is valid, a key a worker
+    /// said is invalid until the platform confirms it.
+    Withheld {
+        /// Until when at first; moved on while the probe is pending.
+        until: Timestamp,
+    },
 }
 
 /// How much an [`Event`] matters to an operator: the level at which the service
@@ -86,6 +150,7 @@ impl Event {
             | Event::UnknownPlatform { .. } => Level::Warn,
             Event::Key { what, .. } => what.level(),
             Event::Shutdown => Level::Info,
+            Event::Probe { what, .. } => what.level(),
         }
     }
 }
@@ -95,7 +160,7 @@ impl KeyEvent {
     pub fn level(&self) -> Level {
         match self {
             KeyEvent::Published | KeyEvent::Revived | KeyEvent::Unpublished => Level::Info,
-            KeyEvent::Expired { .. } => Level::Debug,
+            KeyEvent::Expired { .. } | KeyEvent::Withheld { .. } => Level::Debug,
             KeyEvent::Invalidated => Level::Warn,
         }
     }

@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 mod config;
 mod events;
 mod held;
+mod probe;
 mod quota;
 mod state;
 mod stats;
@@ -43,7 +44,8 @@ mod tests;
 mod wire;
 
 pub use config::{DEFAULT_MAX_KEYS_PER_PLATFORM, DEFAULT_MAX_PLATFORMS, EngineConfig};
-pub use events::{Event, KeyEvent, Level, Transmit};
+pub use events::{Event, KeyEvent, Level, ProbeEvent, Transmit};
+pub use probe::Suspected;
 pub use quota::Leased;
 pub use state::StateGeneration;
 pub use stats::Stats;
@@ -95,6 +97,8 @@ pub struct Engine<R> {
     hold_clock: HoldClock,
     /// Quota views, accounts and leases.
     quota: Quotas,
+    /// Probes of the platforms (`None`: probing is off).
+    probe: Option<Box<probe::ProbeState>>,
 }
 
 impl<R: Rng> Engine<R> {
@@ -105,7 +109,11 @@ impl<R: Rng> Engine<R> {
 
     /// An engine over an existing pool (for example one restored from storage).
     pub fn with_pool(pool: KeyPool, config: EngineConfig, rng: R) -> Self {
-        Self {
+        let probe = config
+            .probe
+            .as_ref()
+            .map(|c| Box::new(probe::ProbeState::new(c)));
+        let mut engine = Self {
             pool,
             config,
             rng,
@@ -116,7 +124,10 @@ impl<R: Rng> Engine<R> {
             held: HeldRequests::default(),
             hold_clock: HoldClock::default(),
             quota: Quotas::new(),
-        }
+            probe,
+        };
+        engine.probe_restored();
+        engine
     }
 
     /// How many NEW requests are held waiting for a key now;
@@ -137,6 +148,12 @@ impl<R: Rng> Engine<R> {
     /// republishing, is in the [protocol docs](crate::protocol#restarts-with-the-state-kept).
     pub fn restore(&mut self, snapshot: &crate::pool::PoolSnapshot) {
         self.pool = KeyPool::from_snapshot(snapshot, self.config.selection);
+        self.probe = self
+            .config
+            .probe
+            .as_ref()
+            .map(|c| Box::new(probe::ProbeState::new(c)));
+        self.probe_restored();
     }
 
     /// The configuration.
@@ -158,12 +175,14 @@ impl<R: Rng> Engine<R> {
     /// Refreshes the keys whose refresh time has come. Call it at (or after) the
     /// time [`poll_timeout`](Self::poll_timeout) gave; calling it early is harmless.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.settle_withheld(now);
         self.end_due_leases(now);
         self.pool.refresh_due(now);
         self.hold_clock.observe(now);
         if self.held.len() > 0 {
             self.serve_held(now, true);
         }
+        self.after_probe_input(now);
     }
 
     /// When the engine next needs [`handle_timeout`](Self::handle_timeout): the
@@ -187,6 +206,7 @@ impl<R: Rng> Engine<R> {
             self.pool.next_refresh(),
             hold_end,
             self.quota.next_lease_end(),
+            self.probe_wake(),
         ]
         .into_iter()
         .flatten()
@@ -227,6 +247,7 @@ impl<R: Rng> Engine<R> {
     /// it has a strategy of its own, so that with nothing known the choice is
     /// exactly what it was without quotas.
     fn draw(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
+        self.settle_withheld(now);
         let selection = self.config.quota.selection(platform, self.config.selection);
         let answer = if self.quota.knows(platform) || selection != self.config.selection {
             let fallback = self.quota.next_lease_end_of(platform);
@@ -245,6 +266,7 @@ impl<R: Rng> Engine<R> {
         if let Assignment::Key(_) = answer {
             self.stats.assigned += 1;
         }
+        probe::mark_assigned(self.probe.as_deref_mut(), now, platform, &answer);
         answer
     }
 
@@ -265,6 +287,7 @@ impl<R: Rng> Engine<R> {
         let outcome = self.pool.expire(platform, key, refresh_at, now);
         if outcome != Expired::Unchanged {
             self.key_event(platform, key, KeyEvent::Expired { refresh_at });
+            self.probe_expired(now, platform, key, refresh_at);
         }
         self.expire_account_siblings(now, platform, key, refresh_at);
         outcome
@@ -301,6 +324,8 @@ impl<R: Rng> Engine<R> {
             return Published::Refused;
         }
         let outcome = self.pool.publish(platform, key);
+        // A new key is withheld before anyone can be handed it.
+        self.probe_published(now, platform, key, outcome);
         let what = match outcome {
             Published::Added => KeyEvent::Published,
             Published::Revived => KeyEvent::Revived,
@@ -349,6 +374,7 @@ impl<R: Rng> Engine<R> {
     pub fn unpublish(&mut self, now: Timestamp, platform: &str, key: &str) -> bool {
         let removed = self.pool.unpublish(platform, key);
         self.quota.forget_key(platform, key);
+        self.probe_unpublished(platform, key);
         if removed {
             self.key_event(platform, key, KeyEvent::Unpublished);
             self.serve_held_after_change(now);
@@ -391,6 +417,7 @@ impl<R: Rng> Engine<R> {
     pub fn status(&mut self, now: Timestamp) -> Vec<PlatformStatus> {
         let mut status = self.pool.status(now);
         self.add_forecasts(now, &mut status);
+        self.add_probe_status(now, &mut status);
         status
     }
 

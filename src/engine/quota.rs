@@ -60,6 +60,7 @@ impl<R: Rng> Engine<R> {
                 platform: platform.to_string(),
             });
         }
+        self.settle_withheld(now);
         let cfg = &self.config.quota;
         if cfg.max_leases == 0 {
             return match self.draw(now, platform) {
@@ -91,6 +92,9 @@ impl<R: Rng> Engine<R> {
         match self.quota.grant(now, platform, &key, want, floor, max, ttl) {
             Some(lease) => {
                 self.stats.assigned += 1;
+                if let Some(p) = self.probe.as_deref_mut() {
+                    p.mark_used(now, platform, &key);
+                }
                 Leased::Granted { key, lease }
             }
             // The key was chosen because it can lend: not reached.

@@ -32,6 +32,7 @@ impl<R: Rng> Engine<R> {
             return;
         }
         self.hold_clock.observe(now);
+        self.settle_withheld(now);
         let max = self.config.max_payload;
         if channel == self.config.channels.request {
             match decode_request(payload, max) {
@@ -58,6 +59,7 @@ impl<R: Rng> Engine<R> {
         if self.held.len() > 0 {
             self.serve_held(now, false);
         }
+        self.after_probe_input(now);
     }
 
     fn reject(
@@ -160,7 +162,7 @@ impl<R: Rng> Engine<R> {
                 self.expire(now, &platform, &key, refresh_time);
             }
             Request::Invalidate { key, platform, .. } => {
-                self.invalidate(now, &platform, &key);
+                self.invalidate_or_confirm(now, &platform, &key);
             }
             // Quota extension (issue 10): NEW with `lease`, REPORT.
             other => self.on_quota_request(now, other, reply_subject),

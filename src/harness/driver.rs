@@ -9,6 +9,7 @@ use super::START_MILLIS;
 use super::invariants::{Checker, Violation};
 use super::operation::{Clock, Operation};
 use crate::engine::{Engine, EngineConfig, Event, Transmit};
+use crate::probe::{ProbeAnswer, ProbeRequest};
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -21,6 +22,8 @@ pub struct Outputs {
     pub transmits: Vec<Transmit>,
     /// Every [`Engine::poll_event`], in order.
     pub events: Vec<Event>,
+    /// Every [`Engine::poll_probe`], in order (only [`drain`] takes them).
+    pub probes: Vec<ProbeRequest>,
 }
 
 /// Drains `engine` in the documented order: every transmit to `on_transmit`,
@@ -38,14 +41,19 @@ pub fn drain_each<R: Rng>(
     }
 }
 
-/// Drains `engine` in the documented order, keeping what it gave out.
+/// Drains `engine` in the documented order, keeping what it gave out: the
+/// transmits, the probes, then the events.
 pub fn drain<R: Rng>(engine: &mut Engine<R>) -> Outputs {
     let mut out = Outputs::default();
-    drain_each(
-        engine,
-        |tx| out.transmits.push(tx),
-        |ev| out.events.push(ev),
-    );
+    while let Some(tx) = engine.poll_transmit() {
+        out.transmits.push(tx);
+    }
+    while let Some(probe) = engine.poll_probe() {
+        out.probes.push(probe);
+    }
+    while let Some(ev) = engine.poll_event() {
+        out.events.push(ev);
+    }
     out
 }
 
@@ -149,6 +157,23 @@ impl<R: Rng> Driver<R> {
             .as_mut()
             .map(|c| c.before(&self.engine, now, None));
         self.engine.handle_timeout(now);
+        let out = drain(&mut self.engine);
+        if let (Some(checker), Some(before)) = (self.checker.as_mut(), before) {
+            checker.after_timeout(&self.engine, before, now, &out)?;
+        }
+        self.record(&out);
+        Ok(out)
+    }
+
+    /// Feeds the answer to a probe at the current time and drains; checked
+    /// like a timer tick (it may answer held requests, nothing else).
+    pub fn answer_probe(&mut self, answer: ProbeAnswer) -> Result<Outputs, Violation> {
+        let now = self.now;
+        let before = self
+            .checker
+            .as_mut()
+            .map(|c| c.before(&self.engine, now, None));
+        self.engine.handle_probe(now, answer);
         let out = drain(&mut self.engine);
         if let (Some(checker), Some(before)) = (self.checker.as_mut(), before) {
             checker.after_timeout(&self.engine, before, now, &out)?;

@@ -493,6 +493,25 @@ impl KeyPool {
         expired
     }
 
+    /// Makes an expired `key` of `platform` fresh before its refresh time (the
+    /// platform itself said it may be used again). Returns whether it did; a
+    /// fresh, invalid or unknown key is left alone. `O(log n)`.
+    pub fn release(&mut self, platform: &str, key: &str, now: Timestamp) -> bool {
+        let Some(pool) = self.platform_mut(platform) else {
+            return false;
+        };
+        pool.refresh(now);
+        let Some(Slot::Expired(until)) = pool.slots.get(key).copied() else {
+            return false;
+        };
+        let Some((_, k)) = pool.expired.take(&(until, Arc::from(key))) else {
+            return false;
+        };
+        pool.push_fresh(k);
+        self.touched(platform, key);
+        true
+    }
+
     /// Marks `key` of `platform` permanently invalid: it is never handed out or
     /// refreshed again, until an admin publishes it. `O(log n)`.
     pub fn invalidate(&mut self, platform: &str, key: &str, now: Timestamp) -> Invalidated {

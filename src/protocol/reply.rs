@@ -69,6 +69,13 @@ pub struct PlatformStatus {
     /// When the known remaining calls run out at that rate, in Unix epoch
     /// seconds.
     pub dry_at: Option<u64>,
+    // -- probes (ext); absent on the wire when unknown --
+    /// How many of the platform's keys are tokens that expire within the
+    /// warning time, as the platform told a probe; `None` when none.
+    pub tokens_expiring: Option<u64>,
+    /// The earliest expiry of a token of the platform that a probe learnt, in
+    /// Unix epoch seconds.
+    pub token_expires_at: Option<u64>,
 }
 
 /// An answer of the orchestrator.
@@ -163,6 +170,8 @@ impl Reply {
                             ("leased", p.leased),
                             ("burn_per_hour", p.burn_per_hour),
                             ("dry_at", p.dry_at),
+                            ("tokens_expiring", p.tokens_expiring),
+                            ("token_expires_at", p.token_expires_at),
                         ];
                         for (field, v) in forecast {
                             if let Some(v) = v {
@@ -305,6 +314,8 @@ impl Reply {
                     leased: p.get("leased").and_then(Value::as_u64),
                     burn_per_hour: p.get("burn_per_hour").and_then(Value::as_u64),
                     dry_at: p.get("dry_at").and_then(Value::as_u64),
+                    tokens_expiring: p.get("tokens_expiring").and_then(Value::as_u64),
+                    token_expires_at: p.get("token_expires_at").and_then(Value::as_u64),
                 });
             }
             Reply::Status(out)

@@ -5,7 +5,7 @@
 //! logged through [`Escaped`], so that a newline or an escape sequence in it
 //! cannot forge a log line or colour a terminal.
 
-use crate::engine::{Event, KeyEvent, Level};
+use crate::engine::{Event, KeyEvent, Level, ProbeEvent};
 
 /// Text from outside, shown with its control characters escaped (`\n`,
 /// `\u{1b}`, …): one log line stays one line. Plain text shows as it is.
@@ -77,9 +77,64 @@ pub(crate) fn log_event(event: &Event) {
                     "key rate limited"
                 ),
                 KeyEvent::Invalidated => log_at!(level, %platform, %key, "key invalidated"),
+                KeyEvent::Withheld { until } => log_at!(
+                    level,
+                    %platform,
+                    %key,
+                    until = until.as_secs(),
+                    "key withheld while the platform is asked about it"
+                ),
             }
         }
         Event::Shutdown => log_at!(level, "SHUTDOWN received"),
+        Event::Probe {
+            provider,
+            key,
+            what,
+        } => {
+            let key = Escaped(key);
+            match what {
+                ProbeEvent::Confirmed => log_at!(
+                    level,
+                    %provider,
+                    %key,
+                    "the platform says a key reported invalid is valid; handed out again"
+                ),
+                ProbeEvent::Revoked => log_at!(
+                    level,
+                    %provider,
+                    %key,
+                    "the platform answered 401 to a probe; the key is invalid"
+                ),
+                ProbeEvent::Expiring { expires_at } => log_at!(
+                    level,
+                    %provider,
+                    %key,
+                    expires_at = expires_at.as_secs(),
+                    "token expires soon; replace it"
+                ),
+                ProbeEvent::Throttled { retry_after } => log_at!(
+                    level,
+                    %provider,
+                    %key,
+                    retry_after_secs = retry_after.map(|d| d.as_secs()),
+                    "the platform throttled a probe; probing it later"
+                ),
+                ProbeEvent::Failed => log_at!(
+                    level,
+                    %provider,
+                    %key,
+                    "a probe got no answer; trying again later"
+                ),
+                ProbeEvent::Unconfirmed { invalidated } => log_at!(
+                    level,
+                    %provider,
+                    %key,
+                    invalidated,
+                    "a withheld key's probe did not answer in time"
+                ),
+            }
+        }
     }
 }
 
