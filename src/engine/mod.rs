@@ -298,6 +298,8 @@ impl<R: Rng> Engine<R> {
     pub fn invalidate(&mut self, now: Timestamp, platform: &str, key: &str) -> Invalidated {
         let outcome = self.pool.invalidate(platform, key, now);
         if outcome == Invalidated::Invalidated {
+            // An invalid key is not probed (a publish brings it back).
+            self.probe_unpublished(platform, key);
             self.key_event(platform, key, KeyEvent::Invalidated);
             self.serve_held_after_change(now);
         }

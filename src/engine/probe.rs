@@ -62,7 +62,9 @@ enum Why {
 #[derive(Debug, Clone, Copy)]
 struct Withheld {
     why: Why,
-    since: Timestamp,
+    /// When its probe was first given out (the longest withholding counts
+    /// from then: waiting for the rate cap does not count).
+    sent: Option<Timestamp>,
     until: Timestamp,
 }
 
@@ -357,13 +359,13 @@ impl<R: Rng> Engine<R> {
         let step = p.config.withhold_step.max(Duration::from_millis(1));
         let until = now.saturating_add(step);
         let record = (platform.to_string(), key.to_string());
-        let since = match p.withheld.get(&record) {
+        let sent = match p.withheld.get(&record) {
             Some(w) => {
                 p.deadlines
                     .remove(&(w.until, record.0.clone(), record.1.clone()));
-                w.since
+                w.sent
             }
-            None => now,
+            None => None,
         };
         // A suspect key stays suspect even if it was only withheld as new.
         let why = match p.withheld.get(&record) {
@@ -371,7 +373,7 @@ impl<R: Rng> Engine<R> {
             _ => why,
         };
         p.withheld
-            .insert(record.clone(), Withheld { why, since, until });
+            .insert(record.clone(), Withheld { why, sent, until });
         p.deadlines.insert((until, record.0, record.1));
         self.pool.expire(platform, key, until, now);
         self.key_event(platform, key, KeyEvent::Withheld { until });
@@ -429,7 +431,9 @@ impl<R: Rng> Engine<R> {
                 p.deadlines.pop_first();
                 continue;
             };
-            let last = w.since.saturating_add(p.config.max_withhold);
+            let last = w
+                .sent
+                .map_or(Timestamp::MAX, |t| t.saturating_add(p.config.max_withhold));
             let pending = p
                 .provider_of(&platform)
                 .is_some_and(|provider| p.schedule.pending(provider, &key));
@@ -575,6 +579,12 @@ impl<R: Rng> Engine<R> {
             return;
         };
         while let Some(request) = p.schedule.next(now) {
+            for (platform, _) in &request.platforms {
+                let record = (platform.clone(), request.key.clone());
+                if let Some(w) = p.withheld.get_mut(&record) {
+                    w.sent.get_or_insert(now);
+                }
+            }
             p.out.push_back(request);
         }
     }

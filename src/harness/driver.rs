@@ -69,6 +69,8 @@ pub struct Driver<R = SplitMix64> {
     now: Timestamp,
     checker: Option<Checker>,
     replies: BTreeMap<String, Vec<Vec<u8>>>,
+    /// Probes given out and not yet taken, with the time each was given out.
+    probes: Vec<(Timestamp, ProbeRequest)>,
 }
 
 impl Driver<SplitMix64> {
@@ -90,6 +92,7 @@ impl<R: Rng> Driver<R> {
             now,
             checker,
             replies: BTreeMap::new(),
+            probes: Vec::new(),
         }
     }
 
@@ -124,7 +127,22 @@ impl<R: Rng> Driver<R> {
         self.replies.remove(channel).unwrap_or_default()
     }
 
+    /// Takes the probes the engine gave out so far (to answer them with
+    /// [`answer_probe`](Self::answer_probe)).
+    pub fn take_probes(&mut self) -> Vec<ProbeRequest> {
+        self.take_probes_at().into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Takes the probes the engine gave out so far, each with the virtual time
+    /// at which it was given out.
+    pub fn take_probes_at(&mut self) -> Vec<(Timestamp, ProbeRequest)> {
+        std::mem::take(&mut self.probes)
+    }
+
     fn record(&mut self, out: &Outputs) {
+        let now = self.now;
+        self.probes
+            .extend(out.probes.iter().map(|p| (now, p.clone())));
         for tx in &out.transmits {
             self.replies
                 .entry(tx.channel.clone())

@@ -135,8 +135,10 @@ pub struct ProbeConfig {
     /// 30 s by default.
     pub answer_timeout: Duration,
     /// How long a newly published key, or one a worker said is invalid, is
-    /// withheld at most while its probe is pending (then a new key is handed
-    /// out unconfirmed, and a key said invalid is invalid). 30 s by default.
+    /// withheld at most once its probe was sent and while it is pending
+    /// (in flight, or retried after a failure); then a new key is handed out
+    /// unconfirmed, and a key said invalid is invalid. Time spent waiting
+    /// for the rate cap or a provider's pause does not count. 30 s by default.
     pub max_withhold: Duration,
     /// The steps in which a withheld key's refresh time is moved on while its
     /// probe is pending: the `wait` a NEW gets meanwhile. 2 s by default.

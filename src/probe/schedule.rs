@@ -142,6 +142,10 @@ pub struct ProbeSchedule {
     next_seq: u64,
     skew: BTreeMap<Provider, Skew>,
     total_sent: u64,
+    /// When keys forgotten lately were last probed: a key published again
+    /// still keeps its minimum interval.
+    forgotten: HashMap<Token, Timestamp>,
+    forgotten_order: VecDeque<(Timestamp, Token)>,
 }
 
 /// `at`, moved past the key's minimum interval and backoff.
@@ -182,6 +186,8 @@ impl ProbeSchedule {
             next_seq: 0,
             skew: BTreeMap::new(),
             total_sent: 0,
+            forgotten: HashMap::new(),
+            forgotten_order: VecDeque::new(),
         }
     }
 
@@ -208,9 +214,14 @@ impl ProbeSchedule {
         platform: &str,
         resource: &str,
     ) -> bool {
+        self.forget_old();
         let token = Self::token(provider, key);
+        let last_sent = self.forgotten.remove(&token);
         let entry = self.entries.entry(token).or_default();
         let new = entry.platforms.is_empty();
+        if new {
+            entry.last_sent = entry.last_sent.or(last_sent);
+        }
         entry
             .platforms
             .insert(platform.to_string(), resource.to_string());
@@ -235,7 +246,25 @@ impl ProbeSchedule {
             {
                 self.deadlines.remove(&(f.deadline, id));
             }
-            self.entries.remove(&token);
+            if let Some(last) = self.entries.remove(&token).and_then(|e| e.last_sent) {
+                self.forgotten.insert(token.clone(), last);
+                self.forgotten_order.push_back((last, token));
+            }
+            self.forget_old();
+        }
+    }
+
+    /// Forgets the last probe of keys forgotten longer than the minimum
+    /// interval ago.
+    fn forget_old(&mut self) {
+        while let Some((t, token)) = self.forgotten_order.front() {
+            if t.saturating_add(self.min_interval) > self.clock {
+                break;
+            }
+            if self.forgotten.get(token) == Some(t) {
+                self.forgotten.remove(token);
+            }
+            self.forgotten_order.pop_front();
         }
     }
 
@@ -270,6 +299,12 @@ impl ProbeSchedule {
     /// How many probes wait for their answer.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Whether probe `id` waits for its answer (it was neither answered nor
+    /// timed out, and its key is still in the schedule).
+    pub fn is_in_flight(&self, id: u64) -> bool {
+        self.in_flight.contains_key(&id)
     }
 
     /// How many probes were given out so far.
