@@ -352,6 +352,7 @@ mod log;
 pub mod metrics;
 mod observe;
 mod orchestrator;
+pub mod probe;
 mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};

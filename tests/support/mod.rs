@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod behaviour;
+pub mod fake_api;
 pub mod faults;
 pub mod scenarios;
 

@@ -16,6 +16,7 @@
 //! - `error`: [`OrchestratorError`].
 
 use super::metrics::Meter;
+use super::probe::Prober;
 use super::{Bus, Lease, StateStore, SystemClock, random_seed};
 use crate::engine::{Engine, EngineConfig};
 use crate::rng::SplitMix64;
@@ -94,6 +95,9 @@ pub struct Orchestrator {
     discard_unreadable: bool,
     /// Metrics hooks (`service::metrics`); nothing unless given metrics.
     meter: Meter,
+    /// Who performs the engine's probes; `None`: the engine probes nothing
+    /// (or its probes all fail, if its configuration asks for them).
+    prober: Option<Arc<dyn Prober>>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -139,6 +143,7 @@ impl Orchestrator {
             holder: format!("{}-{:016x}", std::process::id(), random_seed()),
             discard_unreadable: false,
             meter: Meter::default(),
+            prober: None,
         }
     }
 
@@ -190,6 +195,16 @@ impl Orchestrator {
     #[cfg(feature = "metrics")]
     pub fn with_metrics(mut self, metrics: crate::service::metrics::Metrics) -> Self {
         self.meter = Meter::new(metrics);
+        self
+    }
+
+    /// Performs the engine's probes with `prober` (for example an
+    /// [`HttpProber`](crate::service::probe::HttpProber)); the engine's
+    /// [`EngineConfig::probe`](crate::EngineConfig::probe) says which keys and
+    /// when. Each probe runs as its own task; the answers are fed back to the
+    /// engine in the serve loop.
+    pub fn with_prober(mut self, prober: Arc<dyn Prober>) -> Self {
+        self.prober = Some(prober);
         self
     }
 

@@ -8,7 +8,9 @@ use super::publishing::Outbox;
 use super::saving::{Loaded, Saving, load_state};
 use super::standby::{Renewal, Watch, renew};
 use super::{FINAL_PUBLISH_LIMIT, FINAL_SAVE_LIMIT, Orchestrator, OrchestratorError, Stopped};
+use crate::probe::{ProbeAnswer, ProbeOutcome};
 use crate::service::log::log_event;
+use crate::service::probe::ProbeRunner;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -104,6 +106,17 @@ impl Orchestrator {
         let mut seen = None;
 
         let outbox = Outbox::start(self.bus.clone());
+        // The probes of this term: answers to an earlier term's are dropped with it.
+        let max_probes = self
+            .engine
+            .config()
+            .probe
+            .as_ref()
+            .map_or(1, |p| p.max_in_flight);
+        let mut probes = self
+            .prober
+            .clone()
+            .map(|prober| ProbeRunner::new(prober, max_probes));
         let lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
         let mut renewal: Option<Renewal> = None;
 
@@ -184,6 +197,12 @@ impl Orchestrator {
                     None => break Err(OrchestratorError::BusClosed),
                 },
                 _ = sleep => self.engine.handle_timeout(self.clock.now()),
+                Some(answer) = async {
+                    match probes.as_mut() {
+                        Some(runner) => runner.next().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.engine.handle_probe(self.clock.now(), answer),
                 () = sleep_until_some(save_at) => saving.handle_due(&self.engine, valid_until(leadership.as_ref())),
                 (sent, outcome) = async {
                     match renewal.as_mut() {
@@ -224,6 +243,20 @@ impl Orchestrator {
                         tracing::info!("stop requested");
                         break 'serve Ok(Term::Ended(Stopped::Stopped));
                     }
+                }
+            }
+            while let Some(request) = self.engine.poll_probe() {
+                match probes.as_ref() {
+                    Some(runner) => runner.start(request),
+                    // Probing configured with nobody to probe: it fails, and
+                    // the engine backs off.
+                    None => self.engine.handle_probe(
+                        self.clock.now(),
+                        ProbeAnswer {
+                            id: request.id,
+                            outcome: ProbeOutcome::Failed,
+                        },
+                    ),
                 }
             }
             self.meter
