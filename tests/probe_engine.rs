@@ -288,6 +288,14 @@ fn a_token_at_its_floor_is_not_handed_to_augur_s_workers() {
     for i in 0..100 {
         assert_eq!(ask(&mut d, i, "github_rest"), Reply::Key(GOOD_B.into()));
     }
+    // What the probe said is in the quota view, as learnt from a probe.
+    let account = keyman::Account::Key(GOOD_A.into());
+    let state = d.engine.quotas().account("github_rest", &account).unwrap();
+    let view = state.view.as_ref().unwrap();
+    assert_eq!(
+        (view.remaining, view.source),
+        (40, keyman::quota::Source::Probe)
+    );
 }
 
 /// A worker's EXPIRE with the reset header as read (the platform's clock).

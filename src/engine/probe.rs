@@ -38,7 +38,7 @@ use crate::probe::{
     Settled, Urgency,
 };
 use crate::protocol::PlatformStatus;
-use crate::quota::{Account, Observation};
+use crate::quota::{Account, Observation, Source};
 use crate::time::Timestamp;
 use rand_core::Rng;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -281,7 +281,7 @@ impl<R: Rng> Engine<R> {
                 server_date: facts.server_date,
             };
             self.release_if_reset(now, platform, key, &observation);
-            self.report(now, platform, key, &observation, None);
+            self.report_from(now, platform, key, &observation, None, Source::Probe);
         }
         if let Some(expires_at) = facts.expires_at {
             self.note_expiry(now, provider, key, expires_at);

@@ -5,7 +5,7 @@
 use super::{Engine, KeyEvent, wait_seconds};
 use crate::pool::{Assignment, Published, Weight};
 use crate::protocol::{ErrorCode, PlatformStatus, Reply, Request};
-use crate::quota::{Account, LeaseGrant, LeaseReturn, Observation, Quotas, Reported};
+use crate::quota::{Account, LeaseGrant, LeaseReturn, Observation, Quotas, Reported, Source};
 use crate::time::Timestamp;
 use rand_core::Rng;
 use std::collections::BTreeSet;
@@ -117,6 +117,20 @@ impl<R: Rng> Engine<R> {
         observation: &Observation,
         lease: Option<LeaseReturn>,
     ) -> Reported {
+        self.report_from(now, platform, key, observation, lease, Source::Report)
+    }
+
+    /// [`report`](Self::report), learnt from `source` (a probe's answer is
+    /// [`Source::Probe`]).
+    pub(super) fn report_from(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        observation: &Observation,
+        lease: Option<LeaseReturn>,
+        source: Source,
+    ) -> Reported {
         let ended = lease.is_some_and(|l| {
             l.done
                 && self
@@ -131,7 +145,9 @@ impl<R: Rng> Engine<R> {
             Some(_) => observation,
             None => &nothing,
         };
-        let outcome = self.quota.report(now, platform, key, observation, lease);
+        let outcome = self
+            .quota
+            .report_from(now, platform, key, observation, lease, source);
         if ended || outcome != Reported::Ignored {
             self.stats.changes += 1;
         }

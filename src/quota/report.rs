@@ -41,9 +41,23 @@ impl Quotas {
         obs: &Observation,
         lease: Option<LeaseReturn>,
     ) -> Reported {
+        self.report_from(now, platform, key, obs, lease, Source::Report)
+    }
+
+    /// [`report`](Self::report), learnt from `source` (a worker's
+    /// [`Source::Report`] or a [`Source::Probe`]); the view says which.
+    pub fn report_from(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        obs: &Observation,
+        lease: Option<LeaseReturn>,
+        source: Source,
+    ) -> Reported {
         let account = self.account_of(platform, key);
         self.tracking(platform, &account, |q| {
-            q.report_untracked(now, platform, key, obs, lease)
+            q.report_untracked(now, platform, key, obs, lease, source)
         })
     }
 
@@ -54,6 +68,7 @@ impl Quotas {
         key: &str,
         obs: &Observation,
         lease: Option<LeaseReturn>,
+        source: Source,
     ) -> Reported {
         // Older than what is known: an earlier `Date` than a report already
         // taken, or than calls counted since (a response that waited to be
@@ -106,7 +121,7 @@ impl Quotas {
             reset,
             reset_header: obs.reset,
             observed_at: now,
-            source: Source::Report,
+            source,
             spent: 0,
             server_date: obs.server_date,
             spent_at: None,
@@ -157,7 +172,7 @@ impl Quotas {
                 Some(b) if remaining < b => {
                     view.remaining = remaining;
                     view.spent = 0;
-                    view.source = Source::Report;
+                    view.source = source;
                     Reported::Lowered
                 }
                 _ => return Reported::Ignored,
@@ -166,7 +181,7 @@ impl Quotas {
             view.remaining = remaining;
             view.spent = 0;
             view.observed_at = now;
-            view.source = Source::Report;
+            view.source = source;
             view.server_date = obs.server_date.max(view.server_date);
             if reset.is_some() {
                 view.reset = reset;
