@@ -442,3 +442,62 @@ async fn a_thousand_tokens_are_probed_within_the_rate_cap() {
     assert!(busiest <= cap as usize, "{busiest} probes within 950 ms");
     assert!(took >= Duration::from_millis(4_000), "{took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyman_serve_with_probe_never_hands_out_a_revoked_token_and_logs_no_key() {
+    let broker = Broker::redis();
+    let api = FakeApi::start().await;
+    let now = api.api_now();
+    let mut revoked = Token::good(now);
+    revoked.revoked = true;
+    api.add(REVOKED, revoked);
+    let mut expiring = Token::good(now);
+    expiring.expiration = Some("2000-01-01 00:00:00 UTC".into());
+    api.add(GOOD_A, expiring);
+    let url = api.url();
+    let serve = support::Serve::start_with(
+        &broker,
+        &[
+            "--no-state",
+            "--probe",
+            "--github-api-url",
+            &url,
+            "--probe-rate",
+            "50",
+        ],
+    );
+    let bus = broker.bus().await;
+    let admin = support::ready_admin(bus.clone()).await;
+    drop(admin);
+    for key in [REVOKED, GOOD_A] {
+        publish(&bus, "github_rest", key).await;
+    }
+    let mut worker = AugurWorker::new(bus.clone(), 4716).await;
+    for _ in 0..50 {
+        let key = worker.key_within("github_rest", WAIT).await.expect("a key");
+        assert_eq!(key, GOOD_A, "{}", serve.log());
+    }
+    assert_eq!(invalid_keys(&bus, "github_rest").await, [REVOKED]);
+    let agent = api.requests("/rate_limit")[0]
+        .user_agent
+        .clone()
+        .unwrap_or_default();
+    assert!(agent.starts_with("keyman/"), "{agent}");
+    let log = serve.log();
+    assert!(log.contains("token expires soon"), "{log}");
+    assert!(log.contains("401"), "{log}");
+    for key in [REVOKED, GOOD_A] {
+        assert!(!log.contains(key), "a whole key in the log: {log}");
+    }
+}
+
+#[test]
+fn keyman_serve_refuses_to_send_tokens_over_plain_http_to_another_host() {
+    let broker = Broker::redis();
+    let mut serve = support::Serve::start_with(
+        &broker,
+        &["--probe", "--github-api-url", "http://api.github.com"],
+    );
+    let status = serve.wait_exit(Duration::from_secs(20)).expect("it exits");
+    assert_eq!(status.code(), Some(2), "{}", serve.log());
+}

@@ -163,6 +163,8 @@ pub(crate) enum Command {
         /// otherwise). Off by default.
         #[arg(long, value_name = "ADDR")]
         metrics_addr: Option<std::net::SocketAddr>,
+        #[command(flatten)]
+        probe: crate::probe::ProbeOptions,
     },
     /// Publish keys to a platform.
     Publish {

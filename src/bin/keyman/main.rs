@@ -12,6 +12,7 @@ mod cli;
 mod exit;
 mod input;
 mod logging;
+mod probe;
 mod quota_options;
 mod serve;
 mod simulate;
@@ -81,6 +82,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             quota,
             connect_timeout,
             metrics_addr,
+            probe,
         } => {
             let (selection, quota) = quota.config()?;
             let config = EngineConfig {
@@ -91,10 +93,12 @@ async fn run(command: Command) -> Result<(), Failure> {
                 max_keys_per_platform,
                 selection,
                 quota,
+                probe: probe.config()?,
                 ..EngineConfig::default()
             };
+            let prober = probe.prober()?;
             let give_up = serve::connect_limit(connect_timeout)?;
-            return serve::serve(conn, config, state, give_up, metrics_addr).await;
+            return serve::serve(conn, config, state, give_up, metrics_addr, prober).await;
         }
         // Handled in `main`, without a runtime.
         Command::Simulate(_) => Ok(()),

@@ -161,6 +161,7 @@ pub(crate) async fn serve(
     state: StateOptions,
     give_up: Option<Duration>,
     metrics_addr: Option<std::net::SocketAddr>,
+    prober: Option<Arc<dyn keyman::service::probe::Prober>>,
 ) -> Result<(), Failure> {
     // From now on SIGINT and SIGTERM stop `serve` cleanly, even while it waits
     // for the broker.
@@ -216,6 +217,10 @@ pub(crate) async fn serve(
     }
     if let Some(metrics) = metrics {
         orchestrator = orchestrator.with_metrics(metrics);
+    }
+    if let Some(prober) = prober {
+        tracing::info!("probes on: the platforms are asked about each key");
+        orchestrator = orchestrator.with_prober(prober);
     }
     if let (Some(lease), Some(ttl)) = (lease, lease_ttl) {
         if state.no_state {
