@@ -7,6 +7,8 @@
 //! clock, which may be skewed from ours. It checks every call it serves against
 //! the quota itself.
 
+use crate::probe::{ProbeFacts, ProbeOutcome, ResourceQuota};
+use crate::time::Timestamp;
 use std::collections::VecDeque;
 
 /// Rounds a time in milliseconds up to a whole second.
@@ -183,6 +185,35 @@ impl Api {
         w.own = w.own.saturating_add(count);
         let over = w.used.saturating_sub(quota.max(before));
         self.over_quota_successes += over;
+    }
+
+    /// What `GET /rate_limit` with `key` answers at `at`: 401 for a bad key,
+    /// else the account's window (a window not opened yet, or ended, shows the
+    /// whole quota and a reset a window ahead, as GitHub's does), on the
+    /// platform's clock. Spends nothing.
+    pub(super) fn probe(&self, key: usize, at: u64) -> ProbeOutcome {
+        if !self.keys[key].valid {
+            return ProbeOutcome::Unauthorized;
+        }
+        let w = self.window_of(key);
+        let (remaining, reset) = match w.reset {
+            Some(reset) if at < reset => (self.quota.saturating_sub(w.used), reset),
+            _ => (
+                self.quota,
+                ceil_to_second(at.saturating_add(self.window_ms)),
+            ),
+        };
+        ProbeOutcome::Valid(ProbeFacts {
+            server_date: Some(Timestamp::from_secs(self.platform_secs(at))),
+            resources: vec![ResourceQuota {
+                resource: "core".into(),
+                limit: Some(self.quota),
+                remaining: Some(remaining),
+                reset: Some(Timestamp::from_secs(self.platform_secs(reset))),
+            }],
+            account: None,
+            expires_at: None,
+        })
     }
 
     /// A time of our clock on the platform's, in whole seconds (rounded down).

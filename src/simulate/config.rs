@@ -59,7 +59,14 @@ pub struct SimConfig {
     /// account are in flight (a call is in flight for one call interval) gets a
     /// 403 with `Retry-After`.
     pub max_concurrent: Option<u64>,
+    /// Whether the engine probes the simulated API about each key (its
+    /// `/rate_limit`, answered in virtual time after [`PROBE_LATENCY`]), with
+    /// the default [`ProbeConfig`](crate::probe::ProbeConfig).
+    pub probe: bool,
 }
+
+/// How long the simulated API takes to answer a probe.
+pub const PROBE_LATENCY: Duration = Duration::from_millis(100);
 
 /// How the simulated workers use a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -117,6 +124,7 @@ impl Default for SimConfig {
             accounts: None,
             skew_seconds: 0,
             max_concurrent: None,
+            probe: false,
         }
     }
 }

@@ -39,6 +39,11 @@
 //! clients, make every call its own event (no batches), which gives the same
 //! figures as the batches where both apply.
 //!
+//! With [`SimConfig::probe`] the engine probes the simulated API as `keyman
+//! serve --probe` probes GitHub: the API answers each probe after
+//! [`PROBE_LATENCY`] with what its `/rate_limit` would say at that moment (the
+//! key's window, settled up to then; 401 for a bad key), in virtual time.
+//!
 //! Time is virtual: a discrete-event simulation over a priority queue, with no
 //! sleeping and no clock. Calls are not events one by one: while the holders of
 //! a key make calls that change nothing (2xx with the remaining count at or over
@@ -68,8 +73,8 @@ mod run;
 mod workers;
 
 pub use config::{
-    AUGUR_WAIT_EXTRA, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, PLATFORM, START,
-    SimConfig,
+    AUGUR_WAIT_EXTRA, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, PLATFORM,
+    PROBE_LATENCY, START, SimConfig,
 };
 pub use report::{Report, Sample, Settings};
 pub use run::run;

@@ -39,6 +39,8 @@ pub struct Settings {
     pub skew_seconds: i64,
     /// The secondary limit on calls of one account in flight, if any.
     pub max_concurrent: Option<u64>,
+    /// Whether the engine probed the API about its keys.
+    pub probe: bool,
 }
 
 impl From<&SimConfig> for Settings {
@@ -60,6 +62,7 @@ impl From<&SimConfig> for Settings {
             accounts: c.accounts,
             skew_seconds: c.skew_seconds,
             max_concurrent: c.max_concurrent,
+            probe: c.probe,
         }
     }
 }
@@ -117,6 +120,8 @@ pub struct Report {
     pub engine_rejected: u64,
     /// API calls answered with a 401 (bad key).
     pub unauthorized: u64,
+    /// Probes the engine made (0 without probes); they spend no quota.
+    pub probes: u64,
     /// Calls the workers would have made had they never waited for a key.
     pub demand: u64,
     /// The most calls the valid keys' quotas allow in the simulated time

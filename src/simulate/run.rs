@@ -3,18 +3,22 @@
 
 use super::api::{Api, ApiKey};
 use super::config::{
-    ClientBehaviour, ConfigError, Orchestrator, PLATFORM, START, SimConfig, millis,
+    ClientBehaviour, ConfigError, Orchestrator, PLATFORM, PROBE_LATENCY, START, SimConfig, millis,
 };
 use super::report::{Report, Sample, Settings};
 use super::workers::{KeySide, Seen, WorkerState};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
 use crate::harness::drain_each;
+use crate::probe::{ProbeAnswer, ProbeConfig};
 use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
 use rand_core::Rng;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+
+/// How long before the workers start the keys are published.
+const PUBLISH_LEAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The requester id of the simulation's admin (STATUS requests).
 const ADMIN_ID: &str = "simulate-admin";
@@ -58,6 +62,8 @@ pub(super) enum Action {
     EngineTimeout,
     /// The donor calls the API with their key, outside keyman.
     Donor { key: usize },
+    /// The API answers the engine's probe `id` of `key`.
+    ProbeAnswer { id: u64, key: usize },
 }
 
 /// One simulation: the engine, the API, the keys and workers as the workers see
@@ -120,6 +126,7 @@ pub(super) struct Simulation {
     pub(super) donor_forbidden: u64,
     pub(super) reports_sent: u64,
     pub(super) engine_rejected: u64,
+    pub(super) probes: u64,
 }
 
 /// Characters of the simulated keys.
@@ -189,7 +196,13 @@ impl Simulation {
             floor: config.floor.unwrap_or(0),
             end,
             sample_every: millis(config.sample_every).max(1),
-            engine: Engine::new(EngineConfig::default(), SplitMix64::new(config.seed)),
+            engine: Engine::new(
+                EngineConfig {
+                    probe: config.probe.then(ProbeConfig::default),
+                    ..EngineConfig::default()
+                },
+                SplitMix64::new(config.seed),
+            ),
             channels: Channels::default(),
             api,
             key_text,
@@ -231,20 +244,25 @@ impl Simulation {
             donor_forbidden: 0,
             reports_sent: 0,
             engine_rejected: 0,
+            probes: 0,
         };
 
         sim.push(end, Action::End);
+        // The keys are published before the workers start, as Augur publishes
+        // its keys at start before its workers ask (with probes, their first
+        // probes are answered by then).
+        let published = start.saturating_sub(millis(PUBLISH_LEAD));
         for i in 0..config.keys {
             let msg = Announce::Publish {
                 key: sim.key_text[i].clone(),
                 platform: PLATFORM.to_string(),
             };
             sim.engine.handle(
-                Timestamp::from_millis(start),
+                Timestamp::from_millis(published),
                 &sim.channels.announce,
                 &msg.encode(),
             );
-            sim.drain_engine(start, None);
+            sim.drain_engine(published, None);
         }
         // Workers start one after another within the first call interval.
         for w in 0..config.workers {
@@ -299,6 +317,14 @@ impl Simulation {
                         self.push(now.saturating_add(every), Action::Donor { key });
                     }
                 }
+                Action::ProbeAnswer { id, key } => {
+                    // The API's window includes every call made before now.
+                    self.settle(key, now);
+                    let outcome = self.api.probe(key, now);
+                    self.engine
+                        .handle_probe(Timestamp::from_millis(now), ProbeAnswer { id, outcome });
+                    self.drain_engine(now, None);
+                }
                 Action::EngineTimeout => {
                     if self.engine_wake == Some(now) {
                         self.engine_wake = None;
@@ -349,6 +375,13 @@ impl Simulation {
                 _ => {}
             },
         );
+        while let Some(probe) = self.engine.poll_probe() {
+            self.probes += 1;
+            if let Some(&key) = self.key_index.get(&probe.key) {
+                let at = now.saturating_add(millis(PROBE_LATENCY));
+                self.push(at, Action::ProbeAnswer { id: probe.id, key });
+            }
+        }
         if let Some(wake) = self.engine.poll_timeout() {
             let wake = wake.as_millis();
             if self.engine_wake.is_none_or(|w| wake < w) && wake < self.end {
@@ -414,6 +447,7 @@ impl Simulation {
             calls_served: self.calls_served,
             rate_limited: self.rate_limited,
             unauthorized: self.unauthorized,
+            probes: self.probes,
             demand: self.demand,
             capacity,
             utilization: if possible == 0 {

@@ -75,9 +75,26 @@ pub struct SimulateArgs {
     /// 403 with Retry-After).
     #[arg(long)]
     pub max_concurrent: Option<u64>,
+    /// Let the engine probe the simulated API about each key (its
+    /// `/rate_limit`, as `keyman serve --probe` does): `--probe` alone runs
+    /// without and with probes side by side on the same traffic; `on` only
+    /// with.
+    #[arg(long, value_enum, default_value_t = ProbeArg::Off, num_args = 0..=1, default_missing_value = "both")]
+    pub probe: ProbeArg,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--probe`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeArg {
+    /// No probes.
+    Off,
+    /// Probes.
+    On,
+    /// Without and with probes, side by side.
+    Both,
 }
 
 /// `--clients`.
@@ -128,6 +145,7 @@ impl SimulateArgs {
             accounts: self.accounts,
             skew_seconds: self.skew,
             max_concurrent: self.max_concurrent,
+            probe: self.probe == ProbeArg::On,
         }
     }
 
@@ -144,14 +162,21 @@ impl SimulateArgs {
             ClientsArg::Both => vec![ClientBehaviour::Augur, ClientBehaviour::Keyman],
             _ => vec![base.clients],
         };
+        let probes = match self.probe {
+            ProbeArg::Both => vec![false, true],
+            _ => vec![base.probe],
+        };
         let mut out = Vec::new();
         for &orchestrator in &orchestrators {
             for &clients in &clients {
-                out.push(SimConfig {
-                    orchestrator,
-                    clients,
-                    ..base.clone()
-                });
+                for &probe in &probes {
+                    out.push(SimConfig {
+                        orchestrator,
+                        clients,
+                        probe,
+                        ..base.clone()
+                    });
+                }
             }
         }
         out
@@ -358,6 +383,9 @@ fn table(config: &SimConfig, report: &Report, wall: Duration) -> String {
             thousands(report.over_quota_successes + report.invalid_key_successes),
         ),
     ];
+    if config.probe {
+        rows.push(("probes made (no quota spent)", thousands(report.probes)));
+    }
     // The default run keeps its table as it always was.
     if config.is_extended() {
         rows.extend(figure_rows(config, report));
@@ -445,7 +473,11 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         .map(|c| {
             (
                 format!("{} clients", client(c.clients)),
-                format!("{} orch.", name(c.orchestrator)),
+                format!(
+                    "{} orch.{}",
+                    name(c.orchestrator),
+                    if c.probe { " probing" } else { "" }
+                ),
             )
         })
         .collect();
@@ -478,6 +510,10 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
     add("calls below the floor", &|_, r| {
         thousands(r.calls_below_floor)
     });
+    if configs.iter().any(|c| c.probe) {
+        add("unauthorized (401)", &|_, r| thousands(r.unauthorized));
+        add("probes made", &|_, r| thousands(r.probes));
+    }
     if first.max_concurrent.is_some() {
         add("403 of the secondary limit", &|_, r| {
             thousands(r.secondary_limited)
