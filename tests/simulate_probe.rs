@@ -36,7 +36,7 @@ fn with_probes_no_worker_ever_gets_a_revoked_key_and_no_quota_is_overdrawn() {
         assert_eq!(r.over_quota_successes, 0);
         assert_eq!(r.invalid_key_successes, 0);
     }
-    assert_eq!(with.settings.probe, true);
+    assert!(with.settings.probe);
     // Deterministic, as every simulation.
     assert_eq!(simulate(&small(true)), with);
 }
