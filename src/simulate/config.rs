@@ -59,6 +59,11 @@ pub struct SimConfig {
     /// account are in flight (a call is in flight for one call interval) gets a
     /// 403 with `Retry-After`.
     pub max_concurrent: Option<u64>,
+    /// Workers start one after another over this time (worker `i` of `n` at
+    /// `i × ramp_up / n`, plus a random part of a call interval), as a fleet of
+    /// processes started in turn does; zero (the default): all within the first
+    /// call interval.
+    pub ramp_up: Duration,
 }
 
 /// How the simulated workers use a key.
@@ -117,6 +122,7 @@ impl Default for SimConfig {
             accounts: None,
             skew_seconds: 0,
             max_concurrent: None,
+            ramp_up: Duration::ZERO,
         }
     }
 }
@@ -165,6 +171,9 @@ pub enum ConfigError {
     /// The concurrency limit is zero.
     #[error("the concurrency limit must be at least one call")]
     MaxConcurrent,
+    /// The ramp-up is not shorter than the duration.
+    #[error("the ramp-up must be shorter than the duration")]
+    RampUp,
 }
 
 const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
@@ -210,6 +219,9 @@ impl SimConfig {
         }
         if self.max_concurrent == Some(0) {
             return Err(ConfigError::MaxConcurrent);
+        }
+        if self.ramp_up >= self.duration {
+            return Err(ConfigError::RampUp);
         }
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct Settings {
     pub skew_seconds: i64,
     /// The secondary limit on calls of one account in flight, if any.
     pub max_concurrent: Option<u64>,
+    /// The time over which the workers started, in seconds.
+    pub ramp_up_seconds: f64,
 }
 
 impl From<&SimConfig> for Settings {
@@ -60,6 +62,7 @@ impl From<&SimConfig> for Settings {
             accounts: c.accounts,
             skew_seconds: c.skew_seconds,
             max_concurrent: c.max_concurrent,
+            ramp_up_seconds: c.ramp_up.as_secs_f64(),
         }
     }
 }
@@ -115,6 +118,13 @@ pub struct Report {
     /// Messages the engine rejected (an engine without the quota extension
     /// rejects every REPORT).
     pub engine_rejected: u64,
+    /// Times a key ran out: the first 403 of the workers' own calls in a
+    /// window of the key's account.
+    pub key_run_outs: u64,
+    /// How many workers held a key when it ran out (the median over
+    /// `key_run_outs`; 0 when no key ran out). Each of them gets a 403 with
+    /// Augur's clients: a herd on one key makes this high.
+    pub holders_at_run_out_median: f64,
     /// API calls answered with a 401 (bad key).
     pub unauthorized: u64,
     /// Calls the workers would have made had they never waited for a key.

@@ -120,6 +120,11 @@ pub(super) struct Simulation {
     pub(super) donor_forbidden: u64,
     pub(super) reports_sent: u64,
     pub(super) engine_rejected: u64,
+    /// Per key, the reset time of the last window in which it ran out (a 403
+    /// of the workers' own calls).
+    pub(super) ran_out: Vec<Option<u64>>,
+    /// How many workers held a key when it ran out, once per key and window.
+    pub(super) holders_at_run_out: Vec<u64>,
 }
 
 /// Characters of the simulated keys.
@@ -133,6 +138,17 @@ fn random_key(rng: &mut SplitMix64) -> String {
         key.push(char::from(KEY_ALPHABET[idx]));
     }
     key
+}
+
+/// The median of `values` (the mean of the middle two for an even count), 0
+/// when there are none.
+fn median(values: &mut [u64]) -> f64 {
+    values.sort_unstable();
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2] as f64,
+        n => (values[n / 2 - 1] + values[n / 2]) as f64 / 2.0,
+    }
 }
 
 /// A uniform draw from `0..n`.
@@ -231,6 +247,8 @@ impl Simulation {
             donor_forbidden: 0,
             reports_sent: 0,
             engine_rejected: 0,
+            ran_out: vec![None; config.keys],
+            holders_at_run_out: Vec::new(),
         };
 
         sim.push(end, Action::End);
@@ -246,9 +264,12 @@ impl Simulation {
             );
             sim.drain_engine(start, None);
         }
-        // Workers start one after another within the first call interval.
+        // Workers start one after another: within the first call interval, or
+        // spread over the ramp-up.
+        let ramp = u128::from(millis(config.ramp_up));
         for w in 0..config.workers {
-            let first = start + below(&mut rng, interval);
+            let offset = (ramp * w as u128 / config.workers as u128) as u64;
+            let first = start + offset + below(&mut rng, interval);
             sim.workers.push(WorkerState::Waiting { since: first });
             sim.workers_waiting += 1;
             sim.worker_time += end.saturating_sub(first);
@@ -405,7 +426,7 @@ impl Simulation {
         self.sample(end);
     }
 
-    fn report(self) -> Report {
+    fn report(mut self) -> Report {
         let capacity = self.capacity;
         let possible = self.demand.min(capacity);
         let workers = self.workers.len().max(1) as f64;
@@ -447,6 +468,8 @@ impl Simulation {
             donor_forbidden: self.donor_forbidden,
             reports_sent: self.reports_sent,
             engine_rejected: self.engine_rejected,
+            key_run_outs: self.holders_at_run_out.len() as u64,
+            holders_at_run_out_median: median(&mut self.holders_at_run_out),
             samples: self.samples,
             settings: self.settings,
         }

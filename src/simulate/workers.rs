@@ -223,12 +223,18 @@ impl Simulation {
                         self.calls_below_floor += 1;
                     }
                 }
-                Response::RateLimited { outside, .. } => {
+                Response::RateLimited { outside, reset } => {
                     self.rate_limited += 1;
                     if outside {
                         self.forbidden_outside += 1;
                     } else {
                         self.forbidden_own += 1;
+                        if self.ran_out[key] != Some(reset) {
+                            self.ran_out[key] = Some(reset);
+                            // The holders still queued and this worker.
+                            let holders = self.keys[key].holders.len() + 1;
+                            self.holders_at_run_out.push(holders);
+                        }
                     }
                 }
                 Response::SecondaryLimited { .. } => {

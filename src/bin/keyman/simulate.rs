@@ -75,6 +75,11 @@ pub struct SimulateArgs {
     /// 403 with Retry-After).
     #[arg(long)]
     pub max_concurrent: Option<u64>,
+    /// Start the workers one after another over this time (e.g. 1m), as
+    /// processes started in turn; by default all start within one call
+    /// interval.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub ramp_up: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -128,6 +133,7 @@ impl SimulateArgs {
             accounts: self.accounts,
             skew_seconds: self.skew,
             max_concurrent: self.max_concurrent,
+            ramp_up: self.ramp_up,
         }
     }
 
@@ -248,8 +254,14 @@ fn heading(config: &SimConfig, wall: Duration) -> String {
         config.seed,
         wall.as_secs_f64(),
     );
+    let mut scenario = Vec::new();
+    if !config.ramp_up.is_zero() {
+        scenario.push(format!(
+            "workers start over {}",
+            format_duration(config.ramp_up)
+        ));
+    }
     if config.is_extended() {
-        let mut scenario = Vec::new();
         if config.donor_calls > 0 {
             scenario.push(format!(
                 "a donor makes {} calls/hour outside keyman",
@@ -268,11 +280,11 @@ fn heading(config: &SimConfig, wall: Duration) -> String {
         if let Some(m) = config.max_concurrent {
             scenario.push(format!("at most {m} calls in flight per account"));
         }
-        if !scenario.is_empty() {
-            // Before the blank line that ends the heading.
-            out.truncate(out.len() - 1);
-            out.push_str(&format!("scenario: {}\n\n", scenario.join(", ")));
-        }
+    }
+    if !scenario.is_empty() {
+        // Before the blank line that ends the heading.
+        out.truncate(out.len() - 1);
+        out.push_str(&format!("scenario: {}\n\n", scenario.join(", ")));
     }
     out
 }
@@ -295,6 +307,10 @@ fn figure_rows(config: &SimConfig, report: &Report) -> Vec<(&'static str, String
             format!("{:.2}", per_served * 1000.0),
         ),
         ("calls below the floor", thousands(report.calls_below_floor)),
+        (
+            "holders of a key as it runs out",
+            format!("{} (median)", report.holders_at_run_out_median),
+        ),
     ];
     if config.max_concurrent.is_some() {
         rows.push((
@@ -477,6 +493,9 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
     });
     add("calls below the floor", &|_, r| {
         thousands(r.calls_below_floor)
+    });
+    add("holders of a key as it runs out", &|_, r| {
+        format!("{}", r.holders_at_run_out_median)
     });
     if first.max_concurrent.is_some() {
         add("403 of the secondary limit", &|_, r| {
