@@ -177,7 +177,8 @@ impl<R: Rng> Engine<R> {
         let reading = self.hold_clock.observe(now);
         for platform in self.held.platforms() {
             while let Some(seq) = self.held.oldest(&platform) {
-                let answer = match self.draw(now, &platform) {
+                let pick = self.draw(now, &platform);
+                let answer = match self.pool.picked(&platform, pick) {
                     Assignment::Key(k) => Reply::Key(k.to_string()),
                     Assignment::Wait { .. } => break,
                     Assignment::NoKeys | Assignment::UnknownPlatform => Reply::Error {

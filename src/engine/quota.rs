@@ -62,10 +62,8 @@ impl<R: Rng> Engine<R> {
         }
         let cfg = &self.config.quota;
         if cfg.max_leases == 0 {
-            return match self.draw(now, platform) {
-                Assignment::Key(k) => Leased::Key(k.to_string()),
-                other => unleased(other),
-            };
+            let pick = self.draw(now, platform);
+            return unleased(self.pool.picked(platform, pick));
         }
         let selection = cfg.selection(platform, self.config.selection);
         let fallback = self.quota.next_lease_end_of(platform);

@@ -39,6 +39,7 @@ use super::{DEFAULT_DEADLINE, KeyAdmin, KeySource, Next, SystemClock};
 use crate::engine::{Engine, EngineConfig};
 use crate::pool::{Assignment, Selection};
 use crate::protocol::PlatformStatus;
+use crate::protocol::ReplyTo;
 use crate::ratelimit::{RateLimit, Verdict};
 use crate::rng::SplitMix64;
 use crate::time::{Clock, Timestamp};
@@ -94,6 +95,9 @@ struct Shared {
     changed_blocking: Condvar,
     clock: Arc<dyn Clock>,
     deadline: Duration,
+    /// The number of the next request, which names it to the engine while it
+    /// waits (so that each request waiting counts once among the waiters).
+    next_request: std::sync::atomic::AtomicU64,
 }
 
 /// The pool's state: an [`Engine`] driven through its typed methods, which
@@ -177,6 +181,7 @@ impl EmbeddedPoolBuilder {
                 changed_blocking: Condvar::new(),
                 clock: self.clock,
                 deadline: self.deadline,
+                next_request: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -206,12 +211,25 @@ impl Shared {
         self.changed_blocking.notify_all();
     }
 
-    fn attempt(&self, state: &mut State, platform: &str) -> Result<Attempt, KeyError> {
+    /// A name for one request while it waits for a key.
+    fn waiter(&self) -> ReplyTo {
+        let n = self
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ReplyTo::new("embedded").with_request_id(n)
+    }
+
+    fn attempt(
+        &self,
+        state: &mut State,
+        platform: &str,
+        waiter: &ReplyTo,
+    ) -> Result<Attempt, KeyError> {
         if state.engine.is_shutdown() {
             return Err(KeyError::ShutDown);
         }
         let now = self.clock.now();
-        let attempt = match state.engine.assign(now, platform) {
+        let attempt = match state.engine.assign_for(now, platform, waiter) {
             Assignment::Key(k) => Ok(Attempt::Key(k.to_string())),
             Assignment::Wait { refresh_at } => Ok(Attempt::WaitUntil(refresh_at)),
             Assignment::UnknownPlatform => Err(KeyError::UnknownPlatform(platform.to_string())),
@@ -234,9 +252,10 @@ impl Shared {
     fn request_blocking(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
         super::require_non_empty("platform", platform)?;
         let give_up = super::instant_after(deadline);
+        let waiter = self.waiter();
         let mut state = self.lock();
         loop {
-            let until = match self.attempt(&mut state, platform)? {
+            let until = match self.attempt(&mut state, platform, &waiter)? {
                 Attempt::Key(k) => return Ok(k),
                 Attempt::WaitUntil(until) => until,
             };
@@ -254,6 +273,7 @@ impl Shared {
     async fn request(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
         super::require_non_empty("platform", platform)?;
         let give_up = super::instant_after(deadline);
+        let waiter = self.waiter();
         loop {
             // Register for wake-ups before looking at the pool, so that a publish
             // between the look and the wait is not missed.
@@ -262,7 +282,7 @@ impl Shared {
             notified.as_mut().enable();
             let until = {
                 let mut state = self.lock();
-                match self.attempt(&mut state, platform)? {
+                match self.attempt(&mut state, platform, &waiter)? {
                     Attempt::Key(k) => return Ok(k),
                     Attempt::WaitUntil(until) => until,
                 }

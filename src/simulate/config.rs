@@ -1,6 +1,7 @@
 //! What to simulate: the scenario's settings, their checks and the fixed
 //! constants of every simulation.
 
+use crate::pool::Selection;
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -64,6 +65,13 @@ pub struct SimConfig {
     /// processes started in turn does; zero (the default): all within the first
     /// call interval.
     pub ramp_up: Duration,
+    /// How keyman's engine chooses among fresh keys (the model of Augur's
+    /// orchestrator always chooses uniformly).
+    pub selection: Selection,
+    /// Whether keyman's engine staggers its wait hints over the upcoming
+    /// refreshes ([`EngineConfig::stagger_waits`](crate::EngineConfig::stagger_waits));
+    /// on by default, as in `serve`.
+    pub stagger_waits: bool,
 }
 
 /// How the simulated workers use a key.
@@ -123,6 +131,8 @@ impl Default for SimConfig {
             skew_seconds: 0,
             max_concurrent: None,
             ramp_up: Duration::ZERO,
+            selection: Selection::Uniform,
+            stagger_waits: true,
         }
     }
 }

@@ -71,6 +71,6 @@ pub use config::{
     AUGUR_WAIT_EXTRA, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, PLATFORM, START,
     SimConfig,
 };
-pub use report::{Report, Sample, Settings};
+pub use report::{Report, Sample, Settings, selection_name};
 pub use run::run;
 pub use workers::{ERROR_RETRY, REASK_DELAY};

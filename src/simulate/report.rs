@@ -2,6 +2,7 @@
 //! time, serializable as JSON.
 
 use super::config::{ClientBehaviour, Orchestrator, SimConfig};
+use crate::pool::Selection;
 use serde::Serialize;
 
 /// The settings a [`Report`] was made with, in plain numbers.
@@ -41,6 +42,11 @@ pub struct Settings {
     pub max_concurrent: Option<u64>,
     /// The time over which the workers started, in seconds.
     pub ramp_up_seconds: f64,
+    /// How keyman's engine chose among fresh keys: `uniform`, `round-robin`,
+    /// `most-remaining`, `weighted-remaining` or `least-assigned`.
+    pub selection: String,
+    /// Whether keyman's engine staggered its wait hints.
+    pub stagger_waits: bool,
 }
 
 impl From<&SimConfig> for Settings {
@@ -63,7 +69,20 @@ impl From<&SimConfig> for Settings {
             skew_seconds: c.skew_seconds,
             max_concurrent: c.max_concurrent,
             ramp_up_seconds: c.ramp_up.as_secs_f64(),
+            selection: selection_name(c.selection).to_string(),
+            stagger_waits: c.stagger_waits,
         }
+    }
+}
+
+/// The name of a choice strategy, as the command line spells it.
+pub fn selection_name(selection: Selection) -> &'static str {
+    match selection {
+        Selection::Uniform => "uniform",
+        Selection::RoundRobin => "round-robin",
+        Selection::MostRemaining => "most-remaining",
+        Selection::WeightedRemaining => "weighted-remaining",
+        Selection::LeastAssigned => "least-assigned",
     }
 }
 

@@ -9,6 +9,7 @@ use super::report::{Report, Sample, Settings};
 use super::workers::{KeySide, Seen, WorkerState};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
 use crate::harness::drain_each;
+use crate::pool::Selection;
 use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
@@ -127,6 +128,22 @@ pub(super) struct Simulation {
     pub(super) holders_at_run_out: Vec<u64>,
 }
 
+/// The engine's configuration: keyman's with the simulation's strategy and
+/// stagger, or for the model of Augur's orchestrator, uniform choice and every
+/// wait hint for the earliest refresh.
+fn engine_config(config: &SimConfig) -> EngineConfig {
+    let keyman = config.orchestrator == Orchestrator::Keyman;
+    EngineConfig {
+        stagger_waits: keyman && config.stagger_waits,
+        selection: if keyman {
+            config.selection
+        } else {
+            Selection::Uniform
+        },
+        ..EngineConfig::default()
+    }
+}
+
 /// Characters of the simulated keys.
 const KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
@@ -205,7 +222,7 @@ impl Simulation {
             floor: config.floor.unwrap_or(0),
             end,
             sample_every: millis(config.sample_every).max(1),
-            engine: Engine::new(EngineConfig::default(), SplitMix64::new(config.seed)),
+            engine: Engine::new(engine_config(config), SplitMix64::new(config.seed)),
             channels: Channels::default(),
             api,
             key_text,

@@ -3,6 +3,7 @@
 //! fleet of Augur-like workers. Needs no server.
 
 use format::{format_duration, hours, parse_duration, percent, sparkline, thousands};
+use keyman::Selection;
 use keyman::simulate::{
     self, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, Report, SimConfig,
 };
@@ -80,6 +81,14 @@ pub struct SimulateArgs {
     /// interval.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub ramp_up: Duration,
+    /// How keyman's engine chooses among fresh keys (the model of Augur's
+    /// orchestrator always chooses uniformly).
+    #[arg(long, value_enum, default_value_t = SelectionArg::Uniform)]
+    pub selection: SelectionArg,
+    /// Let keyman's engine tell every waiting worker the earliest refresh, as
+    /// before wait hints were staggered over the upcoming refreshes.
+    #[arg(long)]
+    pub no_stagger: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -94,6 +103,33 @@ pub enum ClientsArg {
     Keyman,
     /// Both, side by side.
     Both,
+}
+
+/// `--selection`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectionArg {
+    /// Uniformly at random (Augur's; the default).
+    Uniform,
+    /// Each fresh key in turn.
+    RoundRobin,
+    /// The key with the most calls left (uniform when nothing is known).
+    MostRemaining,
+    /// At random, weighted by the calls left (uniform when nothing is known).
+    WeightedRemaining,
+    /// The fresh key handed out the fewest times since it became fresh.
+    LeastAssigned,
+}
+
+impl From<SelectionArg> for Selection {
+    fn from(s: SelectionArg) -> Self {
+        match s {
+            SelectionArg::Uniform => Selection::Uniform,
+            SelectionArg::RoundRobin => Selection::RoundRobin,
+            SelectionArg::MostRemaining => Selection::MostRemaining,
+            SelectionArg::WeightedRemaining => Selection::WeightedRemaining,
+            SelectionArg::LeastAssigned => Selection::LeastAssigned,
+        }
+    }
 }
 
 /// `--orchestrator`.
@@ -134,6 +170,8 @@ impl SimulateArgs {
             skew_seconds: self.skew,
             max_concurrent: self.max_concurrent,
             ramp_up: self.ramp_up,
+            selection: self.selection.into(),
+            stagger_waits: !self.no_stagger,
         }
     }
 
@@ -255,6 +293,15 @@ fn heading(config: &SimConfig, wall: Duration) -> String {
         wall.as_secs_f64(),
     );
     let mut scenario = Vec::new();
+    if config.selection != Selection::Uniform {
+        scenario.push(format!(
+            "keyman chooses {}",
+            simulate::selection_name(config.selection)
+        ));
+    }
+    if !config.stagger_waits {
+        scenario.push("keyman's wait hints not staggered".to_string());
+    }
     if !config.ramp_up.is_zero() {
         scenario.push(format!(
             "workers start over {}",
