@@ -35,6 +35,8 @@ use std::collections::VecDeque;
 mod config;
 mod events;
 mod held;
+#[cfg(test)]
+mod herd_tests;
 mod quota;
 mod stagger;
 mod stats;
@@ -314,18 +316,34 @@ impl<R: Rng> Engine<R> {
     /// it has a strategy of its own, so that with nothing known the choice is
     /// exactly what it was without quotas.
     fn draw(&mut self, now: Timestamp, platform: &str) -> Pick {
+        self.draw_capped(now, platform, None)
+    }
+
+    /// [`draw`](Self::draw), passing over the keys handed out `max_handouts`
+    /// times since they became fresh.
+    fn draw_capped(&mut self, now: Timestamp, platform: &str, max_handouts: Option<u32>) -> Pick {
         let selection = self.config.quota.selection(platform, self.config.selection);
-        let answer = if self.quota.knows(platform) || selection != self.config.selection {
+        let answer = if self.quota.knows(platform)
+            || selection != self.config.selection
+            || max_handouts.is_some()
+        {
             let fallback = self.quota.next_lease_end_of(platform);
             let (quota, config) = (&self.quota, &self.config.quota);
-            self.pool
-                .pick_weighted(platform, now, &mut self.rng, selection, fallback, |key| {
+            self.pool.pick_weighted(
+                platform,
+                now,
+                &mut self.rng,
+                selection,
+                fallback,
+                max_handouts,
+                |key| {
                     let floor = config.floor(platform, &quota.account_of(platform, key));
                     match quota.available(now, platform, key, floor) {
                         Some(n) => crate::pool::Weight::Calls(n),
                         None => crate::pool::Weight::Unknown,
                     }
-                })
+                },
+            )
         } else {
             self.pool.pick(platform, now, &mut self.rng)
         };
@@ -451,7 +469,7 @@ impl<R: Rng> Engine<R> {
             return;
         }
         if self.held.len() > 0 {
-            self.serve_held(now, false);
+            self.serve_held_everything(now);
         }
         self.release_held(now);
         self.shutdown = true;

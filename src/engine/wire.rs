@@ -133,7 +133,7 @@ impl<R: Rng> Engine<R> {
                     Assignment::Key(k) => Reply::Key(k.to_string()),
                     Assignment::Wait { refresh_at } => {
                         if let Some(ms) = hold_ms
-                            && self.hold(now, &platform, &dest, &reply, ms)
+                            && self.hold(now, &platform, &dest, &reply, ms, None)
                         {
                             return;
                         }

@@ -195,6 +195,8 @@ struct PlatformPool {
     invalid: BTreeSet<Arc<str>>,
     /// Cursor of [`Selection::RoundRobin`].
     cursor: usize,
+    /// How many times a key became fresh (published, revived, refreshed).
+    freshened: u64,
 }
 
 impl PlatformPool {
@@ -202,6 +204,7 @@ impl PlatformPool {
         let idx = self.fresh.len();
         self.fresh.push(key.clone());
         self.handouts.push(0);
+        self.freshened += 1;
         self.slots.insert(key, Slot::Fresh(idx));
     }
 
@@ -414,11 +417,14 @@ impl KeyPool {
         fallback: Option<Timestamp>,
         weight: impl FnMut(&str) -> Weight,
     ) -> Assignment<'_> {
-        let pick = self.pick_weighted(platform, now, rng, selection, fallback, weight);
+        let pick = self.pick_weighted(platform, now, rng, selection, fallback, None, weight);
         self.picked(platform, pick)
     }
 
-    /// [`choose`](Self::choose), answering with the key's place.
+    /// [`choose`](Self::choose), answering with the key's place; with
+    /// `max_handouts`, a key handed out that many times since it became fresh
+    /// is passed over too.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn pick_weighted<R: Rng + ?Sized>(
         &mut self,
         platform: &str,
@@ -426,6 +432,7 @@ impl KeyPool {
         rng: &mut R,
         selection: Selection,
         fallback: Option<Timestamp>,
+        max_handouts: Option<u32>,
         mut weight: impl FnMut(&str) -> Weight,
     ) -> Pick {
         let Some(pool) = self.platform_mut(platform) else {
@@ -439,7 +446,15 @@ impl KeyPool {
                 None => Pick::NoKeys,
             };
         }
-        let weights: Vec<Weight> = pool.fresh.iter().map(|k| weight(k)).collect();
+        let weights: Vec<Weight> = pool
+            .fresh
+            .iter()
+            .zip(&pool.handouts)
+            .map(|(k, &n)| match max_handouts {
+                Some(max) if n >= max => Weight::Calls(0),
+                _ => weight(k),
+            })
+            .collect();
         let eligible = |w: &Weight| !matches!(w, Weight::Calls(0));
         let count = weights.iter().filter(|w| eligible(w)).count();
         if count == 0 {
@@ -687,6 +702,21 @@ impl KeyPool {
             .iter()
             .filter_map(|(_, p)| p.earliest_refresh())
             .min()
+    }
+
+    /// How many times a key of `platform` became fresh (was published,
+    /// revived or refreshed) so far: when it has not moved, no key came back.
+    /// `O(1)`; due keys are not refreshed by it.
+    pub fn freshened(&self, platform: &str) -> u64 {
+        self.platform(platform).map_or(0, |p| p.freshened)
+    }
+
+    /// The fresh keys of `platform`, in no particular order (without
+    /// refreshing due keys). `O(1)` per key.
+    pub fn fresh_keys(&self, platform: &str) -> impl Iterator<Item = &str> + '_ {
+        self.platform(platform)
+            .into_iter()
+            .flat_map(|p| p.fresh.iter().map(|k| &**k))
     }
 
     /// The expired keys of `platform` with their refresh times, earliest
