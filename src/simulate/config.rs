@@ -83,15 +83,11 @@ pub enum ClientBehaviour {
     /// reset header as it reads; learn nothing else from the headers.
     #[default]
     Augur,
-    /// Keyman-aware: read the rate-limit headers of every answer with
-    /// [`RateLimit`](crate::ratelimit::RateLimit), give the key up (EXPIRE with
-    /// the skew-corrected reset) as soon as its verdict says so or as soon as the
-    /// remaining count would not last another round of calls of the key's
-    /// holders together (above the floor): the calls seen on the key since the
-    /// worker's previous answer or, on its first answer with the key, the
-    /// window's average burn so far (`x-ratelimit-used` over the time since the
-    /// window opened) per call interval; and send REPORT messages with what the
-    /// headers said.
+    /// Keyman-aware: borrow calls in leases (NEW with `lease` and `hold_ms`),
+    /// end each with a REPORT of the rate-limit headers and the calls made,
+    /// stop early when the headers say the key is spent, limited or bad; with
+    /// a key that comes without a lease, read the headers alone (see the
+    /// [module docs](super)).
     Keyman,
 }
 
@@ -102,9 +98,11 @@ pub enum Orchestrator {
     /// keyman's engine as it is.
     #[default]
     Keyman,
-    /// A model of Augur's orchestrator: the same engine (uniform choice among
-    /// fresh keys), with [`AUGUR_WAIT_EXTRA`] added to every wait hint, as
-    /// Augur's hint is the seconds until the earliest refresh plus 5.
+    /// A model of Augur's orchestrator: the same engine with uniform choice
+    /// among fresh keys, every wait hint for the earliest refresh with
+    /// [`AUGUR_WAIT_EXTRA`] added (Augur's hint is the seconds until the
+    /// earliest refresh plus 5), and none of the extensions: no held requests,
+    /// no leases (a NEW with `lease` gets a plain key), no floors or accounts.
     Augur,
 }
 

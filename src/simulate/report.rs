@@ -132,6 +132,8 @@ pub struct Report {
     pub donor_calls_served: u64,
     /// Of them, calls refused (the quota spent).
     pub donor_forbidden: u64,
+    /// NEW answered with a lease (keyman-aware workers).
+    pub leases_granted: u64,
     /// REPORT messages the keyman-aware workers sent.
     pub reports_sent: u64,
     /// Messages the engine rejected (an engine without the quota extension

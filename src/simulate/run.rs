@@ -6,10 +6,9 @@ use super::config::{
     ClientBehaviour, ConfigError, Orchestrator, PLATFORM, START, SimConfig, millis,
 };
 use super::report::{Report, Sample, Settings};
-use super::workers::{KeySide, Seen, WorkerState};
+use super::workers::{KeySide, LEASE_SPAN, LeaseHeld, Seen, WorkerState};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
 use crate::harness::drain_each;
-use crate::pool::Selection;
 use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
@@ -59,6 +58,8 @@ pub(super) enum Action {
     EngineTimeout,
     /// The donor calls the API with their key, outside keyman.
     Donor { key: usize },
+    /// The engine's answer to a worker's held NEW is delivered to it.
+    Deliver { worker: usize },
 }
 
 /// One simulation: the engine, the API, the keys and workers as the workers see
@@ -126,22 +127,48 @@ pub(super) struct Simulation {
     pub(super) ran_out: Vec<Option<u64>>,
     /// How many workers held a key when it ran out, once per key and window.
     pub(super) holders_at_run_out: Vec<u64>,
+    /// The lease each keyman-aware worker holds, if any.
+    pub(super) leases: Vec<Option<LeaseHeld>>,
+    /// Answers to held requests, waiting to be delivered to their worker.
+    pub(super) mailbox: Vec<Option<Reply>>,
+    /// When a worker that returned a lease makes its next call.
+    pub(super) next_call: Vec<Option<u64>>,
+    /// The calls a keyman-aware worker asks a lease for.
+    pub(super) lease_size: u64,
+    pub(super) leases_granted: u64,
 }
 
-/// The engine's configuration: keyman's with the simulation's strategy and
-/// stagger, or for the model of Augur's orchestrator, uniform choice and every
-/// wait hint for the earliest refresh.
+/// The engine's configuration: keyman's with the simulation's strategy,
+/// stagger, floor and lease cap, or for the model of Augur's orchestrator,
+/// uniform choice, every wait hint for the earliest refresh, and none of the
+/// quota extension.
 fn engine_config(config: &SimConfig) -> EngineConfig {
     let keyman = config.orchestrator == Orchestrator::Keyman;
-    EngineConfig {
-        stagger_waits: keyman && config.stagger_waits,
-        selection: if keyman {
-            config.selection
-        } else {
-            Selection::Uniform
-        },
-        ..EngineConfig::default()
+    if !keyman {
+        // Augur's orchestrator: no holds, no leases (a NEW with `lease` gets a
+        // plain key), no floors.
+        let mut engine = EngineConfig {
+            stagger_waits: false,
+            max_held: 0,
+            ..EngineConfig::default()
+        };
+        engine.quota.max_leases = 0;
+        return engine;
     }
+    let mut engine = EngineConfig {
+        stagger_waits: config.stagger_waits,
+        selection: config.selection,
+        ..EngineConfig::default()
+    };
+    if let Some(floor) = config.floor {
+        engine.quota.floors.insert(PLATFORM.to_string(), floor);
+    }
+    // The operator caps the leases per account at the platform's secondary
+    // limit on calls in flight (a lease is one worker calling in turn).
+    if let Some(max) = config.max_concurrent {
+        engine.quota.max_leases = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    engine
 }
 
 /// Characters of the simulated keys.
@@ -266,13 +293,29 @@ impl Simulation {
             engine_rejected: 0,
             ran_out: vec![None; config.keys],
             holders_at_run_out: Vec::new(),
+            leases: vec![None; config.workers],
+            mailbox: vec![None; config.workers],
+            next_call: vec![None; config.workers],
+            lease_size: (millis(LEASE_SPAN) / interval).max(1),
+            leases_granted: 0,
         };
 
         sim.push(end, Action::End);
+        // The admin of keyman's orchestrator names the account of each key
+        // when keys share one (Augur's orchestrator has no accounts).
+        let named = config.accounts.is_some() && config.orchestrator == Orchestrator::Keyman;
         for i in 0..config.keys {
-            let msg = Announce::Publish {
-                key: sim.key_text[i].clone(),
-                platform: PLATFORM.to_string(),
+            let key = sim.key_text[i].clone();
+            let platform = PLATFORM.to_string();
+            let msg = if named {
+                Announce::PublishWithQuota {
+                    key,
+                    platform,
+                    account: Some(format!("account-{}", config.account_of(i))),
+                    limit: None,
+                }
+            } else {
+                Announce::Publish { key, platform }
             };
             sim.engine.handle(
                 Timestamp::from_millis(start),
@@ -337,6 +380,11 @@ impl Simulation {
                         self.push(now.saturating_add(every), Action::Donor { key });
                     }
                 }
+                Action::Deliver { worker } => {
+                    if let Some(reply) = self.mailbox[worker].take() {
+                        self.on_reply(now, worker, reply);
+                    }
+                }
                 Action::EngineTimeout => {
                     if self.engine_wake == Some(now) {
                         self.engine_wake = None;
@@ -360,6 +408,8 @@ impl Simulation {
     ) -> (Option<Reply>, bool) {
         let mut reply = None;
         let mut invalidated = false;
+        let mut later: Vec<(usize, Reply)> = Vec::new();
+        let prefix = format!("{}-", self.channels.request);
         let (keys_expired, keys_invalidated, engine_rejected) = (
             &mut self.keys_expired,
             &mut self.keys_invalidated,
@@ -368,10 +418,21 @@ impl Simulation {
         drain_each(
             &mut self.engine,
             |tx| {
-                if reply_channel == Some(tx.channel.as_str()) {
-                    reply = Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
+                let decoded = || {
+                    Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
                         .ok()
-                        .map(|m| m.reply);
+                        .map(|m| m.reply)
+                };
+                if reply_channel == Some(tx.channel.as_str()) {
+                    reply = decoded();
+                } else if let Some(worker) = tx
+                    .channel
+                    .strip_prefix(&prefix)
+                    .and_then(|w| w.parse::<usize>().ok())
+                    && let Some(r) = decoded()
+                {
+                    // The answer to a held request.
+                    later.push((worker, r));
                 }
             },
             |event| match event {
@@ -387,6 +448,12 @@ impl Simulation {
                 _ => {}
             },
         );
+        for (worker, r) in later {
+            if worker < self.mailbox.len() {
+                self.mailbox[worker] = Some(r);
+                self.push(now, Action::Deliver { worker });
+            }
+        }
         if let Some(wake) = self.engine.poll_timeout() {
             let wake = wake.as_millis();
             if self.engine_wake.is_none_or(|w| wake < w) && wake < self.end {
@@ -485,6 +552,7 @@ impl Simulation {
             donor_forbidden: self.donor_forbidden,
             reports_sent: self.reports_sent,
             engine_rejected: self.engine_rejected,
+            leases_granted: self.leases_granted,
             key_run_outs: self.holders_at_run_out.len() as u64,
             holders_at_run_out_median: median(&mut self.holders_at_run_out),
             samples: self.samples,

@@ -376,6 +376,7 @@ fn figure_rows(config: &SimConfig, report: &Report) -> Vec<(&'static str, String
         ));
     }
     if report.reports_sent > 0 || report.engine_rejected > 0 {
+        rows.push(("leases granted (NEW)", thousands(report.leases_granted)));
         rows.push(("REPORT sent", thousands(report.reports_sent)));
         rows.push(("messages rejected", thousands(report.engine_rejected)));
     }
@@ -568,6 +569,7 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         thousands(r.keys_handed_out)
     });
     add("wait hints (NEW)", &|_, r| thousands(r.wait_replies));
+    add("leases granted (NEW)", &|_, r| thousands(r.leases_granted));
     add("REPORT sent", &|_, r| thousands(r.reports_sent));
     add("messages rejected", &|_, r| thousands(r.engine_rejected));
     add("calls served over quota", &|_, r| {
