@@ -13,7 +13,7 @@
 //!
 //! | layer | modules | what it is |
 //! | --- | --- | --- |
-//! | pure core (no I/O, no tokio; builds with `default-features = false`) | [`pool`], [`engine`], [`protocol`], [`ratelimit`], [`time`], [`rng`], [`mask`] | the keys' states, every decision about them, the wire format, what an API's rate-limit headers say |
+//! | pure core (no I/O, no tokio; builds with `default-features = false`) | [`pool`], [`engine`], [`protocol`], [`quota`], [`ratelimit`], [`time`], [`rng`], [`mask`] | the keys' states, every decision about them, the wire format, the quota of each account, what an API's rate-limit headers say |
 //! | service (feature `tokio`) | `service` | drivers of the core: the orchestrator over a bus, the remote clients, the embedded pool, blocking wrappers; their typed errors (`KeyError`) |
 //! | application | [`simulate`] | a day of traffic against a modelled API, in virtual time, over the core |
 //! | test and fuzz harness (not for programs that use keyman) | `harness` (hidden) | the one engine driver with a virtual clock, the invariant checker and the `Operation` type the fuzz targets and property tests share; the simulator drains the engine through it |

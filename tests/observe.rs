@@ -449,8 +449,15 @@ impl Bus for PubSubOnly {
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
     New,
-    Expire { key: String, refresh_secs: u64 },
-    Invalidate { key: String },
+    /// A message type Augur's orchestrator does not know (it would stop).
+    Report,
+    Expire {
+        key: String,
+        refresh_secs: u64,
+    },
+    Invalidate {
+        key: String,
+    },
 }
 
 /// Answers NEW with the next of `keys`, as Augur's orchestrator does
@@ -473,7 +480,8 @@ fn augur_responder(
             // Tells what it saw before answering, so the test sees it once
             // the client has its answer.
             let seen = match request {
-                Request::New { reply, .. } => {
+                // Augur's orchestrator reads a NEW with `lease` as a NEW.
+                Request::New { reply, .. } | Request::Lease { reply, .. } => {
                     if tx.send(Seen::New).is_err() {
                         return;
                     }
@@ -490,8 +498,7 @@ fn augur_responder(
                     refresh_secs: refresh_time.as_millis().div_ceil(1000),
                 },
                 Request::Invalidate { key, .. } => Seen::Invalidate { key },
-                // Augur's orchestrator knows neither; the client sends neither.
-                Request::Lease { .. } | Request::Report { .. } => continue,
+                Request::Report { .. } => Seen::Report,
             };
             if tx.send(seen).is_err() {
                 return;
@@ -593,4 +600,86 @@ async fn remote_client_falls_back_to_expire_and_new_against_augurs_orchestrator(
             .await,
         Ok("ghp_b".to_string())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_fall_back_to_plain_keys_and_send_no_report_to_augurs_orchestrator() {
+    let mem = MemoryBus::new();
+    let bus: Arc<dyn Bus> = Arc::new(PubSubOnly(mem.clone()));
+    let requests = mem
+        .subscribe(&["worker-oath-request".to_string()])
+        .await
+        .unwrap();
+    let mut seen = augur_responder(mem, requests, vec!["ghp_a", "ghp_b", "ghp_c"]);
+    let worker = KeyClient::connect(bus, config(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    let now = wall_clock().as_secs();
+    let reset = now + 900;
+
+    // NEW with `lease` is answered as a NEW: a key without a lease.
+    let mut leased = worker.lease(P, 100).await.expect("a key");
+    assert_eq!(leased.key(), "ghp_a");
+    assert_eq!(leased.lease(), None);
+    assert_eq!(seen.try_recv(), Ok(Seen::New));
+
+    // Calls go on until the platform refuses one: no renewal, no REPORT.
+    for remaining in (1..200).rev() {
+        let next = worker
+            .observe_lease(&mut leased, 200, &github(remaining, reset, Some(now)))
+            .await;
+        assert_eq!(next, Ok(Next::Keep));
+    }
+    assert!(seen.try_recv().is_err(), "sent while the key was fine");
+
+    // A spent quota: EXPIRE and NEW, as Augur's own workers send them.
+    let next = worker
+        .observe_lease(&mut leased, 403, &github(0, reset, Some(now)))
+        .await
+        .expect("another key");
+    assert!(
+        matches!(&next, Next::Expired { key, .. } if key == "ghp_b"),
+        "{next:?}"
+    );
+    assert_eq!(leased.key(), "ghp_b");
+    assert!(matches!(seen.try_recv(), Ok(Seen::Expire { key, .. }) if key == "ghp_a"));
+    assert_eq!(seen.try_recv(), Ok(Seen::New));
+    worker.release(leased).await.expect("release");
+    assert!(
+        seen.try_recv().is_err(),
+        "release sent something to Augur's orchestrator"
+    );
+}
+
+#[tokio::test]
+async fn an_embedded_lease_never_returned_ends_at_its_deadline_counted_as_used() {
+    let start = Timestamp::from_secs(1_767_225_000);
+    let clock = Arc::new(ManualClock::new(start));
+    let pool = EmbeddedPool::builder()
+        .with_clock(clock.clone())
+        .with_deadline(Duration::from_millis(300))
+        .with_quota(keyman::QuotaConfig {
+            lease_ttl: Duration::from_secs(60),
+            ..keyman::QuotaConfig::default()
+        })
+        .build();
+    pool.publish_account(P, "ghp_a", None, Some(10))
+        .await
+        .unwrap();
+    let leased = pool.lease(P, 6).await.expect("a lease");
+    assert_eq!(leased.lease().map(|l| l.calls), Some(6));
+    assert_eq!(
+        leased.lease().map(|l| l.until),
+        Some(Timestamp::from_secs(start.as_secs() + 60))
+    );
+    // Never returned: 4 calls are left to lend until it ends.
+    let second = pool.lease(P, 6).await.expect("a second lease");
+    assert_eq!(second.lease().map(|l| l.calls), Some(4));
+    pool.release(second).await.unwrap();
+    // At its deadline the lease ends, counted as fully used: 10 - 6 = 4 left.
+    clock.set(Timestamp::from_secs(start.as_secs() + 61));
+    let status = pool.status().await.unwrap();
+    let third = pool.lease(P, 6).await.expect("a lease after the deadline");
+    assert_eq!(third.lease().map(|l| l.calls), Some(4), "{status:?}");
+    drop(leased);
 }

@@ -8,6 +8,7 @@ mod support;
 
 use async_trait::async_trait;
 use keyman::protocol::PlatformStatus;
+use keyman::ratelimit::LeasedKey;
 use keyman::service::{KeyAdmin, KeyClient, KeyPublisher, KeySource};
 use keyman::{KeyError, Timestamp};
 use std::sync::Arc;
@@ -68,12 +69,43 @@ impl KeySource for Worker {
     ) -> Result<keyman::service::Next, KeyError> {
         self.0.observe(platform, key, status, seen).await
     }
+    async fn lease(&self, platform: &str, calls: u64) -> Result<LeasedKey, KeyError> {
+        self.0.lease(platform, calls).await
+    }
+    async fn lease_within(
+        &self,
+        platform: &str,
+        calls: u64,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
+        self.0.lease_within(platform, calls, deadline).await
+    }
+    async fn observe_lease(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &keyman::ratelimit::RateLimit,
+    ) -> Result<keyman::service::Next, KeyError> {
+        self.0.observe_lease(leased, status, seen).await
+    }
+    async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
+        self.0.release(leased).await
+    }
 }
 
 #[async_trait]
 impl KeyAdmin for Admin {
     async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
         self.0.publish(platform, key).await
+    }
+    async fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError> {
+        self.0.publish_account(platform, key, account, limit).await
     }
     async fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
         self.0.unpublish(platform, key).await

@@ -1,6 +1,6 @@
 //! Saved-state decoding on arbitrary bytes: never panics, and whatever
 //! decodes re-encodes to records that decode to the same state. The same
-//! body runs in the test suite on a fixed corpus (`src/pool/snapshot.rs`).
+//! body runs in the test suite on a fixed corpus (`src/pool/records/`).
 
 #![no_main]
 

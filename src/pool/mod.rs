@@ -20,15 +20,17 @@ use rand_core::Rng;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+mod records;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use snapshot::{
-    ChangedRecords, DecodedState, META_RECORD, PlatformSnapshot, PoolSnapshot, SHARDS,
-    STATE_FORMAT_VERSION, StateDecodeError, StateRecords, canonical_snapshot, check_state_decoding,
-    decode_records, shard_of, shard_record_name,
+pub use records::{
+    ChangedRecords, DecodedState, META_RECORD, SHARDS, STATE_FORMAT_VERSION, StateDecodeError,
+    StateRecords, canonical_snapshot, check_state_decoding, decode_records, shard_of,
+    shard_record_name,
 };
+pub use snapshot::{PlatformSnapshot, PoolSnapshot};
 
 /// How [`KeyPool::assign`] chooses among the fresh keys of a platform.
 ///
@@ -257,7 +259,7 @@ pub struct KeyPool {
     index: HashMap<String, usize>,
     selection: Selection,
     /// What changed, for saving only that.
-    changes: snapshot::ChangeLog,
+    changes: records::ChangeLog,
 }
 
 impl KeyPool {

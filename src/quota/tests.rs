@@ -1,5 +1,6 @@
 use super::*;
 use crate::engine::{Engine, EngineConfig, Leased, Transmit};
+use crate::pool::Selection;
 use crate::protocol::{
     Announce, DEFAULT_MAX_PAYLOAD, Reply, ReplyMessage, Request, decode_announce, decode_request,
 };

@@ -44,8 +44,10 @@
 //! ```
 
 mod http_date;
+mod lease;
 
 pub use http_date::parse_http_date;
+pub use lease::{LeaseTerms, LeasedKey, RENEW_MARGIN, Step};
 
 use crate::time::Timestamp;
 use std::time::Duration;

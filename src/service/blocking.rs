@@ -8,7 +8,7 @@
 use super::KeyError;
 use super::{ClientConfig, KeyAdmin, KeySource, Next};
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{LeasedKey, RateLimit};
 use crate::time::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +116,38 @@ impl KeyClient {
                 .observe_within(platform, key, status, seen, deadline),
         )
     }
+
+    /// See [`KeySource::lease`].
+    pub fn lease(&self, platform: &str, calls: u64) -> Result<LeasedKey, KeyError> {
+        self.rt.block_on(self.inner.lease(platform, calls))
+    }
+
+    /// See [`KeySource::lease_within`].
+    pub fn lease_within(
+        &self,
+        platform: &str,
+        calls: u64,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
+        self.rt
+            .block_on(self.inner.lease_within(platform, calls, deadline))
+    }
+
+    /// See [`KeySource::observe_lease`].
+    pub fn observe_lease(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        self.rt
+            .block_on(self.inner.observe_lease(leased, status, seen))
+    }
+
+    /// See [`KeySource::release`].
+    pub fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
+        self.rt.block_on(self.inner.release(leased))
+    }
 }
 
 /// A blocking [`super::KeyPublisher`]. `Clone + Send + Sync`.
@@ -144,6 +176,18 @@ impl KeyPublisher {
     /// See [`KeyAdmin::publish`].
     pub fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
         self.rt.block_on(self.inner.publish(platform, key))
+    }
+
+    /// See [`KeyAdmin::publish_account`].
+    pub fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError> {
+        self.rt
+            .block_on(self.inner.publish_account(platform, key, account, limit))
     }
 
     /// See [`KeyAdmin::unpublish`].

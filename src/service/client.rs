@@ -2,12 +2,13 @@
 //! over any [`Bus`], ours or Augur's.
 
 use super::KeyError;
+use super::observe::LeaseWire;
 use super::rpc::{Expect, Rpc, RpcConfig, unique_requester_id};
 use super::{Bus, DEFAULT_DEADLINE, KeyAdmin, KeySource, Next, require_non_empty};
 use crate::protocol::{
     Announce, Channels, ErrorCode, PlatformStatus, Reply, ReplyMessage, ReplyTo, Request,
 };
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{LeaseTerms, LeasedKey, RateLimit};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -174,10 +175,7 @@ impl KeyClient {
         deadline: Duration,
     ) -> Result<String, KeyError> {
         let until = super::deadline_after(deadline);
-        let channel = &self.inner.config.channels.request;
-        self.inner
-            .publish_until(channel, &msg.encode(), until, deadline)
-            .await?;
+        self.send_until(&msg, until, deadline).await?;
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(KeyError::Timeout(deadline));
@@ -190,34 +188,39 @@ impl KeyClient {
             })
     }
 
-    /// The seam where the quota extension will tell the orchestrator what a
-    /// response's headers said (a REPORT: remaining, limit, reset, resource,
-    /// server date) and renew or return a lease. It sends nothing yet: the
-    /// orchestrator has no REPORT to receive, and today's fallback (EXPIRE,
-    /// INVALIDATE, NEW; all Augur's orchestrator knows) needs none.
-    async fn report_seen(
+    /// Publishes `msg` (which has no reply) on the request channel by `until`.
+    async fn send_until(
         &self,
-        _platform: &str,
-        _key: &str,
-        _status: u16,
-        _seen: &RateLimit,
-        _until: Instant,
+        msg: &Request,
+        until: Instant,
+        deadline: Duration,
     ) -> Result<(), KeyError> {
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl KeySource for KeyClient {
-    async fn request(&self, platform: &str) -> Result<String, KeyError> {
-        self.request_within(platform, self.inner.config.deadline)
+        let channel = &self.inner.config.channels.request;
+        self.inner
+            .publish_until(channel, &msg.encode(), until, deadline)
             .await
     }
 
-    async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
+    /// Whether the orchestrator is known to speak keyman's extensions (it
+    /// echoed a `request_id`): only then are REPORTs sent, for Augur's
+    /// orchestrator stops at a message type it does not know.
+    fn extended(&self) -> bool {
+        self.inner.rpc.echo_seen()
+    }
+
+    /// Asks for a key of `platform` (NEW; with `lease: n` when `lease` is
+    /// given) until one comes or `deadline` passes, sleeping through
+    /// `{"wait": n}` answers.
+    async fn ask_for_key(
+        &self,
+        platform: &str,
+        lease: Option<u64>,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
         require_non_empty("platform", platform)?;
         let inner = &self.inner;
         let until = super::deadline_after(deadline);
+        let wanted = lease.unwrap_or(0);
         loop {
             let id = inner.rpc.next_id();
             // Ask to be held while no key is fresh (ext; Augur's orchestrator ignores
@@ -226,10 +229,20 @@ impl KeySource for KeyClient {
             let margin = (left / 10).min(Duration::from_millis(500));
             let hold_ms =
                 u64::try_from(left.saturating_sub(margin).as_millis()).unwrap_or(u64::MAX);
-            let msg = Request::New {
-                platform: platform.to_string(),
-                reply: inner.reply_to(id),
-                hold_ms: (hold_ms > 0).then_some(hold_ms),
+            let hold_ms = (hold_ms > 0).then_some(hold_ms);
+            let (platform_name, reply_to) = (platform.to_string(), inner.reply_to(id));
+            let msg = match lease {
+                Some(calls) => Request::Lease {
+                    platform: platform_name,
+                    reply: reply_to,
+                    hold_ms,
+                    lease: calls.max(1),
+                },
+                None => Request::New {
+                    platform: platform_name,
+                    reply: reply_to,
+                    hold_ms,
+                },
             };
             let channel = &inner.config.channels.request;
             let ReplyMessage { reply, .. } = inner
@@ -241,7 +254,20 @@ impl KeySource for KeyClient {
                     other => other,
                 })?;
             match reply {
-                Reply::Key(k) => return Ok(k),
+                Reply::Key(k) => return Ok(LeasedKey::new(platform, k, wanted, None)),
+                Reply::Lease {
+                    key,
+                    calls,
+                    lease_id,
+                    lease_until,
+                } => {
+                    let terms = LeaseTerms {
+                        id: lease_id,
+                        calls,
+                        until: Timestamp::from_secs(lease_until),
+                    };
+                    return Ok(LeasedKey::new(platform, key, wanted, Some(terms)));
+                }
                 Reply::NullKey => return Err(KeyError::NoKeys(platform.to_string())),
                 Reply::Wait(secs) => {
                     let wake = super::deadline_after(Duration::from_secs(secs.max(1)));
@@ -257,6 +283,96 @@ impl KeySource for KeyClient {
                 other => return Err(unexpected(&other)),
             }
         }
+    }
+}
+
+#[async_trait]
+impl LeaseWire for KeyClient {
+    async fn send_report(&self, report: Request, until: Instant) -> Result<(), KeyError> {
+        if !self.extended() {
+            return Ok(());
+        }
+        let deadline = until.saturating_duration_since(Instant::now());
+        self.send_until(&report, until, deadline).await
+    }
+
+    async fn mark_expired(
+        &self,
+        platform: &str,
+        key: &str,
+        refresh_at: Timestamp,
+        until: Instant,
+    ) -> Result<(), KeyError> {
+        let msg = Request::Expire {
+            key: key.to_string(),
+            platform: platform.to_string(),
+            refresh_time: refresh_at,
+            requester_id: Some(self.inner.requester_id.clone().into()),
+        };
+        let deadline = until.saturating_duration_since(Instant::now());
+        self.send_until(&msg, until, deadline).await
+    }
+
+    async fn mark_invalid(
+        &self,
+        platform: &str,
+        key: &str,
+        until: Instant,
+    ) -> Result<(), KeyError> {
+        let msg = Request::Invalidate {
+            key: key.to_string(),
+            platform: platform.to_string(),
+            requester_id: Some(self.inner.requester_id.clone().into()),
+        };
+        let deadline = until.saturating_duration_since(Instant::now());
+        self.send_until(&msg, until, deadline).await
+    }
+}
+
+#[async_trait]
+impl KeySource for KeyClient {
+    async fn request(&self, platform: &str) -> Result<String, KeyError> {
+        self.request_within(platform, self.inner.config.deadline)
+            .await
+    }
+
+    async fn request_within(&self, platform: &str, deadline: Duration) -> Result<String, KeyError> {
+        let leased = self.ask_for_key(platform, None, deadline).await?;
+        Ok(leased.key().to_string())
+    }
+
+    /// NEW with `lease: calls` (ext): a key and the calls lent with it; a key
+    /// without a lease from an orchestrator that lends none (Augur's ignores
+    /// the field and answers with a key).
+    async fn lease(&self, platform: &str, calls: u64) -> Result<LeasedKey, KeyError> {
+        self.lease_within(platform, calls, self.inner.config.deadline)
+            .await
+    }
+
+    async fn lease_within(
+        &self,
+        platform: &str,
+        calls: u64,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
+        self.ask_for_key(platform, Some(calls), deadline).await
+    }
+
+    /// Sends REPORT (the lease returned, what the headers said) only to an
+    /// orchestrator known to speak the extension; against Augur's it is
+    /// EXPIRE or INVALIDATE and NEW, as [`observe`](KeySource::observe).
+    async fn observe_lease(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        let deadline = self.inner.config.deadline;
+        super::observe::observe_lease(self, leased, status, seen, deadline).await
+    }
+
+    async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
+        super::observe::release(self, leased, self.inner.config.deadline).await
     }
 
     async fn expire(
@@ -308,43 +424,6 @@ impl KeySource for KeyClient {
             requester_id: Some(self.inner.requester_id.clone().into()),
         };
         self.report_and_request(msg, platform, deadline).await
-    }
-
-    /// Judges the response by the wall clock (the orchestrator reads its own)
-    /// and sends EXPIRE or INVALIDATE and NEW as [`KeySource::observe`] says,
-    /// within the client's deadline. Sends no REPORT yet.
-    async fn observe(
-        &self,
-        platform: &str,
-        key: &str,
-        status: u16,
-        seen: &RateLimit,
-    ) -> Result<Next, KeyError> {
-        self.observe_within(platform, key, status, seen, self.inner.config.deadline)
-            .await
-    }
-
-    /// Like [`observe`](KeySource::observe), within `deadline`.
-    async fn observe_within(
-        &self,
-        platform: &str,
-        key: &str,
-        status: u16,
-        seen: &RateLimit,
-        deadline: Duration,
-    ) -> Result<Next, KeyError> {
-        require_non_empty("platform", platform)?;
-        require_non_empty("key", key)?;
-        let until = super::deadline_after(deadline);
-        let verdict = seen.verdict(status, self.now());
-        self.report_seen(platform, key, status, seen, until).await?;
-        let left = until.saturating_duration_since(Instant::now());
-        super::settle(self, platform, key, verdict, Some(left))
-            .await
-            .map_err(|e| match e {
-                KeyError::Timeout(_) => KeyError::Timeout(deadline),
-                other => other,
-            })
     }
 }
 
@@ -469,6 +548,29 @@ impl KeyAdmin for KeyPublisher {
         self.announce(Announce::Publish {
             key: key.to_string(),
             platform: platform.to_string(),
+        })
+        .await
+    }
+
+    async fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError> {
+        require_non_empty("platform", platform)?;
+        require_non_empty("key", key)?;
+        if account.is_some_and(str::is_empty) {
+            return Err(KeyError::InvalidArgument(
+                "account must not be empty".to_string(),
+            ));
+        }
+        self.announce(Announce::PublishWithQuota {
+            key: key.to_string(),
+            platform: platform.to_string(),
+            account: account.map(str::to_string),
+            limit,
         })
         .await
     }

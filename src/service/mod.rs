@@ -6,9 +6,8 @@
 //! (admins), so it does not care whether keys come from the same process, from
 //! Redis or from NATS.
 
-use crate::mask::Masked;
 use crate::protocol::PlatformStatus;
-use crate::ratelimit::{RateLimit, Verdict};
+use crate::ratelimit::{LeasedKey, RateLimit};
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::time::Duration;
@@ -30,7 +29,8 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
 /// [`invalidate`](Self::invalidate); the other calls have default bodies built
 /// on those (the `_within` ones bound the call with a timer, `observe` applies
 /// [`RateLimit::verdict`] at [`now`](Self::now)). [`KeyClient`] and
-/// [`EmbeddedPool`] override them all.
+/// [`EmbeddedPool`] override the `_within` calls (and the pool [`now`](Self::now),
+/// with its clock); `observe` is the same for every source.
 #[async_trait]
 pub trait KeySource: Send + Sync {
     /// A fresh key of `platform`, waiting (up to the source's deadline) while all
@@ -131,7 +131,7 @@ pub trait KeySource: Send + Sync {
         status: u16,
         seen: &RateLimit,
     ) -> Result<Next, KeyError> {
-        settle(self, platform, key, seen.verdict(status, self.now()), None).await
+        observe::observe(self, platform, key, status, seen, None).await
     }
 
     /// Like [`observe`](Self::observe), with `deadline` for the whole call.
@@ -143,76 +143,95 @@ pub trait KeySource: Send + Sync {
         seen: &RateLimit,
         deadline: Duration,
     ) -> Result<Next, KeyError> {
-        let verdict = seen.verdict(status, self.now());
-        settle(self, platform, key, verdict, Some(deadline)).await
-    }
-}
-
-/// What a worker does after a response, as [`KeySource::observe`] decided.
-///
-/// More cases may come with the quota extension (leases renewed or returned),
-/// so a `match` needs a wildcard arm. Its `Debug` output masks the key.
-#[derive(Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Next {
-    /// Keep using the key: the response said nothing against it.
-    Keep,
-    /// The old key was reported rate limited until `refresh_at` (on the
-    /// source's clock); use `key` from now on.
-    Expired {
-        /// The key to use instead.
-        key: String,
-        /// When the old key may be used again.
-        refresh_at: Timestamp,
-        /// Whether the old key hit a secondary limit (too many calls at once
-        /// or too fast) rather than the spent quota of its window.
-        secondary: bool,
-    },
-    /// The old key was reported invalid (HTTP 401); use `key` from now on.
-    Invalidated {
-        /// The key to use instead.
-        key: String,
-    },
-}
-
-impl Next {
-    /// The key that replaces the old one, or `None` to keep it.
-    pub fn new_key(&self) -> Option<&str> {
-        match self {
-            Next::Keep => None,
-            Next::Expired { key, .. } | Next::Invalidated { key } => Some(key),
-        }
+        observe::observe(self, platform, key, status, seen, Some(deadline)).await
     }
 
-    /// The key to use for the next call: the new one, or `current` when the
-    /// old one is kept.
-    pub fn into_key(self, current: String) -> String {
-        match self {
-            Next::Keep => current,
-            Next::Expired { key, .. } | Next::Invalidated { key } => key,
-        }
+    /// Lends a key of `platform` with up to `calls` calls (at least 1): the
+    /// worker makes at most [`LeasedKey::calls_left`] calls with it, and
+    /// [`observe_lease`](Self::observe_lease) returns the lease and takes
+    /// another when they are used up. The orchestrator never lends more than
+    /// the key's account has left above its floor, less what it lent already,
+    /// so workers with leases never overdraw a key together. Waits, like
+    /// [`request`](Self::request), up to the source's deadline while no key
+    /// can lend a call.
+    ///
+    /// Where calls are not lent (Augur's orchestrator, an orchestrator with
+    /// leases switched off, or a source that knows no quotas: the default
+    /// body), the key comes without a lease ([`LeasedKey::lease`] is `None`)
+    /// and is used until the platform refuses a call, as with
+    /// [`request`](Self::request).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), keyman::KeyError> {
+    /// use keyman::ratelimit::RateLimit;
+    /// use keyman::service::{KeyAdmin, KeySource, Next, embedded::EmbeddedPool};
+    ///
+    /// let pool = EmbeddedPool::new();
+    /// pool.publish("github_rest", "ghp_one").await?;
+    /// let mut leased = pool.lease("github_rest", 50).await?;
+    /// for _ in 0..3 {
+    ///     // call the API with leased.key(), then hand over what it answered:
+    ///     let headers = [("x-ratelimit-remaining", "4000"), ("x-ratelimit-limit", "5000")];
+    ///     let seen = RateLimit::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+    ///     let next = pool.observe_lease(&mut leased, 200, &seen).await?;
+    ///     assert!(matches!(next, Next::Keep | Next::Renewed { .. }));
+    /// }
+    /// pool.release(leased).await?; // the unused calls go back
+    /// # Ok(()) }
+    /// ```
+    async fn lease(&self, platform: &str, calls: u64) -> Result<LeasedKey, KeyError> {
+        let key = self.request(platform).await?;
+        Ok(LeasedKey::new(platform, key, calls, None))
     }
-}
 
-impl std::fmt::Debug for Next {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Next::Keep => f.write_str("Keep"),
-            Next::Expired {
-                key,
-                refresh_at,
-                secondary,
-            } => f
-                .debug_struct("Expired")
-                .field("key", &Masked(key))
-                .field("refresh_at", refresh_at)
-                .field("secondary", secondary)
-                .finish(),
-            Next::Invalidated { key } => f
-                .debug_struct("Invalidated")
-                .field("key", &Masked(key))
-                .finish(),
+    /// Like [`lease`](Self::lease) with an explicit deadline.
+    async fn lease_within(
+        &self,
+        platform: &str,
+        calls: u64,
+        deadline: Duration,
+    ) -> Result<LeasedKey, KeyError> {
+        let key = self.request_within(platform, deadline).await?;
+        Ok(LeasedKey::new(platform, key, calls, None))
+    }
+
+    /// What a worker with a [`LeasedKey`] calls after every response of the
+    /// API: the call is counted, and as [`LeasedKey::after_response`] decides
+    /// at [`now`](Self::now)
+    ///
+    /// - the worker carries on: [`Next::Keep`];
+    /// - the lease is used up or about to end: it is returned (a REPORT that
+    ///   also says what the last response's headers said), a new one is taken
+    ///   into `leased`: [`Next::Renewed`] (maybe the same key);
+    /// - the platform rate limited or rejected the key: the lease is
+    ///   returned, the key reported expired or invalid, and a new lease taken
+    ///   into `leased`: [`Next::Expired`] or [`Next::Invalidated`].
+    ///
+    /// For a key without a lease it is [`observe`](Self::observe). Within the
+    /// source's deadline. After an error the lease may have been returned
+    /// already: take a new one with [`lease`](Self::lease).
+    async fn observe_lease(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+    ) -> Result<Next, KeyError> {
+        let (platform, key) = (leased.platform().to_string(), leased.key().to_string());
+        leased.after_response(status, seen, self.now());
+        let next = self.observe(&platform, &key, status, seen).await?;
+        if let Some(new_key) = next.new_key() {
+            *leased = LeasedKey::new(platform, new_key, leased.wanted(), None);
         }
+        Ok(next)
+    }
+
+    /// Returns the unused calls of `leased`'s lease (a REPORT with `done`,
+    /// carrying what the last response said), for a worker that stops before
+    /// they are used. Nothing to do for a key without a lease. A lease never
+    /// returned ends at its deadline, counted as fully used.
+    async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
+        let _ = leased;
+        Ok(())
     }
 }
 
@@ -228,49 +247,25 @@ async fn within<T>(
     }
 }
 
-/// Acts on `verdict` for `key`: nothing, or EXPIRE / INVALIDATE and another key,
-/// within `deadline` if one is given (the source's own deadline otherwise).
-/// What [`KeySource::observe`] does once the verdict is known.
-pub(crate) async fn settle<S: KeySource + ?Sized>(
-    source: &S,
-    platform: &str,
-    key: &str,
-    verdict: Verdict,
-    deadline: Option<Duration>,
-) -> Result<Next, KeyError> {
-    require_non_empty("platform", platform)?;
-    require_non_empty("key", key)?;
-    match verdict {
-        Verdict::Continue => Ok(Next::Keep),
-        Verdict::Expire {
-            refresh_at,
-            secondary,
-        } => {
-            let key = match deadline {
-                Some(d) => source.expire_within(platform, key, refresh_at, d).await?,
-                None => source.expire(platform, key, refresh_at).await?,
-            };
-            Ok(Next::Expired {
-                key,
-                refresh_at,
-                secondary,
-            })
-        }
-        Verdict::Invalidate => {
-            let key = match deadline {
-                Some(d) => source.invalidate_within(platform, key, d).await?,
-                None => source.invalidate(platform, key).await?,
-            };
-            Ok(Next::Invalidated { key })
-        }
-    }
-}
-
 /// What admins do: publish and unpublish keys, look at the pool, stop the service.
 #[async_trait]
 pub trait KeyAdmin: Send + Sync {
     /// Adds `key` to `platform` (idempotent; revives an invalid key).
     async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError>;
+    /// Adds `key` to `platform` as a key of `account` (ext): the keys of one
+    /// account share one quota (the personal access tokens of one GitHub user
+    /// share that user's 5 000 calls an hour), and a rate limit of one is a
+    /// rate limit of all. With `None` the key stays in the account it has (its
+    /// own, unless it was published to one). `limit` is the account's calls per window, a hint until a worker's
+    /// report says otherwise. Augur's orchestrator ignores both and publishes
+    /// the key.
+    async fn publish_account(
+        &self,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) -> Result<(), KeyError>;
     /// Removes `key` from `platform`.
     async fn unpublish(&self, platform: &str, key: &str) -> Result<(), KeyError>;
     /// Waits until the orchestrator answers, having handled everything sent before.
@@ -355,12 +350,14 @@ pub mod embedded;
 mod error;
 mod log;
 pub mod metrics;
+mod observe;
 mod orchestrator;
 mod rpc;
 
 pub use client::{ClientConfig, KeyClient, KeyPublisher};
 pub use embedded::{BlockingEmbeddedPool, EmbeddedPool, EmbeddedPoolBuilder};
 pub use error::{IoError, KeyError};
+pub use observe::Next;
 pub use orchestrator::{
     DEFAULT_SAVE_INTERVAL, MAX_LEASE_TTL, MIN_LEASE_TTL, Orchestrator, OrchestratorError, Stopped,
 };

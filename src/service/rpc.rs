@@ -40,7 +40,11 @@ impl Expect {
         match self {
             Expect::Key => matches!(
                 reply,
-                Reply::Key(_) | Reply::NullKey | Reply::Wait(_) | Reply::Error { .. }
+                Reply::Key(_)
+                    | Reply::Lease { .. }
+                    | Reply::NullKey
+                    | Reply::Wait(_)
+                    | Reply::Error { .. }
             ),
             Expect::Ack => matches!(reply, Reply::Ack | Reply::Error { .. }),
             Expect::List => matches!(
@@ -224,6 +228,12 @@ impl Rpc {
         })
     }
 
+    /// Whether any reply ever echoed a `request_id`: the orchestrator is
+    /// keyman's (Augur's echoes none).
+    pub(crate) fn echo_seen(&self) -> bool {
+        self.shared.echo_seen.load(Ordering::Relaxed)
+    }
+
     /// A fresh request id, unique for this `Rpc`.
     pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
@@ -292,7 +302,12 @@ impl Rpc {
             let slice = left.min(self.config.resend_interval);
             match self.shared.bus.request(channel, payload, slice).await {
                 Ok(bytes) => {
-                    return Reply::decode(&bytes, self.config.max_reply).map_err(KeyError::Decode);
+                    let msg =
+                        Reply::decode(&bytes, self.config.max_reply).map_err(KeyError::Decode)?;
+                    if msg.request_id.is_some() {
+                        self.shared.echo_seen.store(true, Ordering::Relaxed);
+                    }
+                    return Ok(msg);
                 }
                 // Lost on the way or not answered yet: ask again while time is left.
                 Err(BusError::Timeout(_)) => continue,

@@ -1,7 +1,7 @@
 //! [`RedisBus`]: the publishing connection, commands on it, and subscribing.
 
 use crate::RedisOptions;
-use crate::subscription::{feed_subscription, feed_watching};
+use crate::subscription::feed_subscription;
 use crate::url::open_client;
 use async_trait::async_trait;
 use keyman_transport::adapter::{
@@ -179,16 +179,19 @@ impl BusShared {
     }
 
     /// Opens a pub/sub connection and subscribes it to `channels` and to the
-    /// glob patterns `patterns` (`PSUBSCRIBE`), on that one connection.
+    /// glob patterns `patterns` (`PSUBSCRIBE`, when there are any), on that one
+    /// connection.
     pub(crate) async fn open_watching(
         &self,
         channels: &[String],
         patterns: &[String],
     ) -> Result<(PubSubSink, PubSubStream), BusError> {
         let (mut sink, stream) = self.open_subscription(channels).await?;
-        sink.psubscribe(patterns)
-            .await
-            .map_err(|err| self.bus_error(&err))?;
+        if !patterns.is_empty() {
+            sink.psubscribe(patterns)
+                .await
+                .map_err(|err| self.bus_error(&err))?;
+        }
         Ok((sink, stream))
     }
 
@@ -243,7 +246,7 @@ impl Bus for RedisBus {
         let bus = Arc::clone(&self.shared);
         Ok(spawn_subscription(
             self.shared.options.queue_capacity,
-            |sender| feed_subscription(bus, unique, sink, stream, sender),
+            |sender| feed_subscription(bus, unique, Vec::new(), sink, stream, sender),
         ))
     }
 
@@ -265,7 +268,7 @@ impl Bus for RedisBus {
         let bus = Arc::clone(&self.shared);
         Ok(spawn_subscription(
             self.shared.options.queue_capacity,
-            |sender| feed_watching(bus, unique, patterns, sink, stream, sender),
+            |sender| feed_subscription(bus, unique, patterns, sink, stream, sender),
         ))
     }
 }

@@ -21,51 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Feeds one subscription until it is dropped: forwards messages, and after a
-/// lost connection reconnects, subscribes again and reports both.
+/// lost connection reconnects, subscribes the channels and the glob `patterns`
+/// (if any) again and reports both.
 pub(crate) async fn feed_subscription(
-    bus: Arc<BusShared>,
-    channels: Vec<String>,
-    mut sink: PubSubSink,
-    mut stream: PubSubStream,
-    sender: SubscriptionSender,
-) {
-    loop {
-        let Some(reason) = forward_messages(&bus, &mut sink, &mut stream, &sender).await else {
-            return;
-        };
-        tracing::warn!(server = %bus.server, %reason, "Redis subscription lost its connection");
-        if sender.send_disconnected(reason).await == Delivery::Closed {
-            return;
-        }
-        let mut attempt: u32 = 0;
-        (sink, stream) = loop {
-            attempt = attempt.saturating_add(1);
-            tokio::select! {
-                () = sender.closed() => return,
-                () = tokio::time::sleep(bus.options.reconnect.delay(attempt)) => {}
-            }
-            match bounded(
-                bus.options.operation_timeout,
-                bus.open_subscription(&channels),
-            )
-            .await
-            {
-                Ok(connection) => break connection,
-                Err(err) => {
-                    tracing::debug!(server = %bus.server, attempt, error = %err, "Redis subscription reconnect failed");
-                }
-            }
-        };
-        tracing::info!(server = %bus.server, attempt, "Redis subscription reconnected");
-        if sender.send_reconnected().await == Delivery::Closed {
-            return;
-        }
-    }
-}
-
-/// Like [`feed_subscription`], for a subscription with glob patterns: after a
-/// lost connection it subscribes the channels and the patterns again.
-pub(crate) async fn feed_watching(
     bus: Arc<BusShared>,
     channels: Vec<String>,
     patterns: Vec<String>,
