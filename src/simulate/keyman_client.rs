@@ -10,7 +10,7 @@
 use super::api::Response;
 use super::config::PLATFORM;
 use super::run::Simulation;
-use super::workers::{Giving, Seen};
+use super::workers::{Giving, Seen, WorkerState};
 use crate::protocol::Request;
 use crate::quota::{LeaseReturn, Observation};
 use crate::ratelimit::{RateLimit, Verdict};
@@ -18,10 +18,13 @@ use crate::time::Timestamp;
 
 impl Simulation {
     /// What a keyman-aware worker holding a lease does after `response`: count
-    /// the call, and end the lease (REPORT with `done`) when the headers'
-    /// verdict says the key is spent, limited or bad (then EXPIRE or
-    /// INVALIDATE it), or when the calls lent are made (then ask for another
-    /// lease at once).
+    /// the call, and end the lease (REPORT with `done`, once the call is done)
+    /// when the headers' verdict says the key is spent, limited or bad (then
+    /// EXPIRE or INVALIDATE it), when the calls lent are made, or when the
+    /// remaining count would not last another round of the calls made on the
+    /// key since its previous answer, above the floor (calls made outside
+    /// keyman, by the key's donor, spent what keyman lent); then it asks for
+    /// another lease.
     pub(super) fn lease_next(
         &mut self,
         now: u64,
@@ -36,16 +39,56 @@ impl Simulation {
         }
         self.leases[worker] = Some(lease);
         let seen = self.read_headers(response, now);
-        let giving = match seen.verdict(status_of(response), Timestamp::from_millis(now)) {
+        let before = self.seen[worker].take();
+        let then = match seen.verdict(status_of(response), Timestamp::from_millis(now)) {
             Verdict::Invalidate => Giving::Invalidate,
             Verdict::Expire { refresh_at, .. } => Giving::Expire {
                 reset: refresh_at.as_millis(),
             },
             Verdict::Continue if lease.left == 0 => Giving::Return,
-            Verdict::Continue => return None,
+            Verdict::Continue => {
+                let (Some(remaining), Some(reset)) = (seen.remaining, seen.reset) else {
+                    return None;
+                };
+                // The calls made on the key since this worker's previous
+                // answer (every holder's, and any made outside keyman).
+                let round = match before {
+                    Some(b) if b.reset == reset => b.remaining.saturating_sub(remaining),
+                    _ => 0,
+                };
+                self.seen[worker] = Some(Seen { remaining, reset });
+                // What keyman lent is there unless someone outside keyman spent
+                // it: when another round would not fit above the floor, hand
+                // the lease back (the REPORT tells keyman what is left).
+                if round == 0 || remaining >= round.saturating_add(self.floor) {
+                    return None;
+                }
+                Giving::Return
+            }
+        };
+        // The lease ends when the answer is in, at the end of the call.
+        self.returning[worker] = Some((key, seen, then));
+        Some(Giving::Return)
+    }
+
+    /// A worker's last call with its lease is done (a call interval after it
+    /// began, when its answer is in): it returns the lease (REPORT), then
+    /// asks for the next at once, or first reports the key with EXPIRE or
+    /// INVALIDATE and asks after the usual pause.
+    pub(super) fn return_lease(&mut self, now: u64, worker: usize) {
+        let Some((key, seen, then)) = self.returning[worker].take() else {
+            return;
         };
         self.end_lease(now, worker, key, &seen);
-        Some(giving)
+        match then {
+            Giving::Return => {
+                self.workers[worker] = WorkerState::Waiting { since: now };
+                self.count_waiting(now);
+                self.workers_waiting += 1;
+                self.ask(now, worker);
+            }
+            other => self.give_up(now, worker, key, other),
+        }
     }
 
     /// Ends the lease of `worker` with a REPORT of what `seen` said and the

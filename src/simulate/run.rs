@@ -6,10 +6,11 @@ use super::config::{
     ClientBehaviour, ConfigError, Orchestrator, PLATFORM, START, SimConfig, millis,
 };
 use super::report::{Report, Sample, Settings};
-use super::workers::{KeySide, LEASE_SPAN, LeaseHeld, Seen, WorkerState};
+use super::workers::{Giving, KeySide, LEASE_SPAN, LeaseHeld, Seen, WorkerState};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
 use crate::harness::drain_each;
 use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
+use crate::ratelimit::RateLimit;
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -60,6 +61,10 @@ pub(super) enum Action {
     Donor { key: usize },
     /// The engine's answer to a worker's held NEW is delivered to it.
     Deliver { worker: usize },
+    /// A worker's last call with a lease is done: it returns the lease.
+    /// `order` numbers the calls, so that the answers of calls made at the
+    /// same moment come in the order the platform served them.
+    ReturnLease { order: u64, worker: usize },
 }
 
 /// One simulation: the engine, the API, the keys and workers as the workers see
@@ -131,11 +136,14 @@ pub(super) struct Simulation {
     pub(super) leases: Vec<Option<LeaseHeld>>,
     /// Answers to held requests, waiting to be delivered to their worker.
     pub(super) mailbox: Vec<Option<Reply>>,
-    /// When a worker that returned a lease makes its next call.
-    pub(super) next_call: Vec<Option<u64>>,
+    /// What a worker ending its lease reports when its last call is done:
+    /// the key, the headers of that call and what it does next.
+    pub(super) returning: Vec<Option<(usize, RateLimit, Giving)>>,
     /// The calls a keyman-aware worker asks a lease for.
     pub(super) lease_size: u64,
     pub(super) leases_granted: u64,
+    /// How many leases were returned (orders their returns).
+    pub(super) returns: u64,
 }
 
 /// The engine's configuration: keyman's with the simulation's strategy,
@@ -295,9 +303,10 @@ impl Simulation {
             holders_at_run_out: Vec::new(),
             leases: vec![None; config.workers],
             mailbox: vec![None; config.workers],
-            next_call: vec![None; config.workers],
+            returning: vec![None; config.workers],
             lease_size: (millis(LEASE_SPAN) / interval).max(1),
             leases_granted: 0,
+            returns: 0,
         };
 
         sim.push(end, Action::End);
@@ -380,6 +389,7 @@ impl Simulation {
                         self.push(now.saturating_add(every), Action::Donor { key });
                     }
                 }
+                Action::ReturnLease { worker, .. } => self.return_lease(now, worker),
                 Action::Deliver { worker } => {
                     if let Some(reply) = self.mailbox[worker].take() {
                         self.on_reply(now, worker, reply);

@@ -55,13 +55,14 @@ pub(super) struct Seen {
 }
 
 /// How a worker gives its key up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Giving {
     /// EXPIRE until `reset`, and ask again after [`REASK_DELAY`].
     Expire { reset: u64 },
     /// INVALIDATE, and ask again after [`REASK_DELAY`].
     Invalidate,
-    /// Nothing to report on the key (its lease is used up and returned): ask
-    /// again at once.
+    /// Return the lease (REPORT) once the last call is done, then ask for the
+    /// next at once (or do what the worker stored with the lease).
     Return,
 }
 
@@ -172,10 +173,7 @@ impl Simulation {
 
     fn join(&mut self, now: u64, worker: usize, key: usize) {
         self.settle(key, now);
-        // A worker that returned a lease makes its next call on time, not
-        // at once.
-        let first = self.next_call[worker].take().map_or(now, |at| at.max(now));
-        self.keys[key].holders.join(first, worker);
+        self.keys[key].holders.join(now, worker);
         if let WorkerState::Waiting { since } = self.workers[worker] {
             self.waiting_total += now - since;
             self.count_waiting(now);
@@ -187,20 +185,23 @@ impl Simulation {
     }
 
     /// A worker gives its key up: reports it and asks again after Augur's
-    /// pause (at once when it returns a lease).
-    fn give_up(&mut self, now: u64, worker: usize, key: usize, giving: Giving) {
+    /// pause; or, returning a lease, makes its last call, then (when that call
+    /// is done, a call interval later) reports and asks for the next lease.
+    pub(super) fn give_up(&mut self, now: u64, worker: usize, key: usize, giving: Giving) {
+        if let Giving::Return = giving {
+            self.returns += 1;
+            let order = self.returns;
+            self.push(
+                now.saturating_add(self.interval),
+                Action::ReturnLease { order, worker },
+            );
+            return;
+        }
         self.leases[worker] = None;
         let text = self.key_text[key].clone();
         let requester_id = Some((worker as u64).into());
         let request = match giving {
-            Giving::Return => {
-                self.next_call[worker] = Some(now.saturating_add(self.interval));
-                self.workers[worker] = WorkerState::Waiting { since: now };
-                self.count_waiting(now);
-                self.workers_waiting += 1;
-                self.push(now, Action::Ask { worker });
-                return;
-            }
+            Giving::Return => return,
             Giving::Expire { reset } => {
                 self.expire_reports += 1;
                 Request::Expire {
