@@ -59,7 +59,9 @@ pub struct SimulateArgs {
     pub clients: ClientsArg,
     /// Whose wait policy answers NEW when no key is fresh: keyman's engine, a
     /// model of Augur's orchestrator (the same engine, 5 s added to every wait
-    /// hint), or both side by side.
+    /// hint for the earliest refresh, no extensions), both side by side, or
+    /// all three: keyman's, keyman's with its wait hints not staggered, and
+    /// Augur's.
     #[arg(long, value_enum, default_value_t = OrchestratorArg::Keyman)]
     pub orchestrator: OrchestratorArg,
     /// Calls per hour the donor of one key makes with it outside keyman.
@@ -141,6 +143,8 @@ pub enum OrchestratorArg {
     Augur,
     /// Both, side by side.
     Both,
+    /// keyman's, keyman's with exact (not staggered) wait hints, and Augur's.
+    All,
 }
 
 impl SimulateArgs {
@@ -163,7 +167,9 @@ impl SimulateArgs {
             },
             orchestrator: match self.orchestrator {
                 OrchestratorArg::Augur => Orchestrator::Augur,
-                OrchestratorArg::Keyman | OrchestratorArg::Both => Orchestrator::Keyman,
+                OrchestratorArg::Keyman | OrchestratorArg::Both | OrchestratorArg::All => {
+                    Orchestrator::Keyman
+                }
             },
             donor_calls: self.donor_calls,
             accounts: self.accounts,
@@ -176,24 +182,28 @@ impl SimulateArgs {
     }
 
     /// Every simulation these options ask for: one, or the combinations of
-    /// `--clients both` and `--orchestrator both` on the same traffic and seed
-    /// (orchestrators outer, clients inner).
+    /// `--clients both` and `--orchestrator both` (or `all`) on the same
+    /// traffic and seed (orchestrators outer, clients inner).
     pub fn configs(&self) -> Vec<SimConfig> {
         let base = self.config();
+        let keyman = (Orchestrator::Keyman, base.stagger_waits);
+        let augur = (Orchestrator::Augur, base.stagger_waits);
         let orchestrators = match self.orchestrator {
-            OrchestratorArg::Both => vec![Orchestrator::Keyman, Orchestrator::Augur],
-            _ => vec![base.orchestrator],
+            OrchestratorArg::Both => vec![keyman, augur],
+            OrchestratorArg::All => vec![keyman, (Orchestrator::Keyman, false), augur],
+            _ => vec![(base.orchestrator, base.stagger_waits)],
         };
         let clients = match self.clients {
             ClientsArg::Both => vec![ClientBehaviour::Augur, ClientBehaviour::Keyman],
             _ => vec![base.clients],
         };
         let mut out = Vec::new();
-        for &orchestrator in &orchestrators {
+        for &(orchestrator, stagger_waits) in &orchestrators {
             for &clients in &clients {
                 out.push(SimConfig {
                     orchestrator,
                     clients,
+                    stagger_waits,
                     ..base.clone()
                 });
             }
@@ -496,7 +506,8 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         },
         wall,
     );
-    let name = |o: Orchestrator| match o {
+    let name = |c: &SimConfig| match c.orchestrator {
+        Orchestrator::Keyman if !c.stagger_waits => "keyman, exact",
         Orchestrator::Keyman => "keyman",
         Orchestrator::Augur => "Augur",
     };
@@ -509,7 +520,7 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         .map(|c| {
             (
                 format!("{} clients", client(c.clients)),
-                format!("{} orch.", name(c.orchestrator)),
+                format!("{} orch.", name(c)),
             )
         })
         .collect();
@@ -660,11 +671,38 @@ mod tests {
             ]
         );
         for c in args.configs() {
+            assert!(c.stagger_waits);
             assert_eq!(c.skew_seconds, -30);
             assert_eq!(c.donor_calls, 600);
             assert_eq!(c.accounts, Some(10));
             assert_eq!(c.max_concurrent, Some(5));
             assert_eq!(c.seed, DEFAULT_SEED);
         }
+    }
+
+    #[test]
+    fn all_orchestrators_add_keyman_with_exact_wait_hints() {
+        let args = parse(&["--orchestrator", "all", "--ramp-up", "1m"]);
+        let runs: Vec<(Orchestrator, bool)> = args
+            .configs()
+            .iter()
+            .map(|c| (c.orchestrator, c.stagger_waits))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (Orchestrator::Keyman, true),
+                (Orchestrator::Keyman, false),
+                (Orchestrator::Augur, true),
+            ]
+        );
+        assert!(
+            args.configs()
+                .iter()
+                .all(|c| c.ramp_up == Duration::from_secs(60))
+        );
+        let exact = parse(&["--no-stagger", "--selection", "least-assigned"]).config();
+        assert!(!exact.stagger_waits);
+        assert_eq!(exact.selection, Selection::LeastAssigned);
     }
 }
