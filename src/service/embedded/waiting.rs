@@ -14,7 +14,8 @@ use std::time::Duration;
 
 /// What one look at the pool gave a request.
 enum Look {
-    Key(LeasedKey),
+    /// A key (boxed: it is much larger than a sleep).
+    Key(Box<LeasedKey>),
     /// No key is fresh: sleep this long (or until woken), then look again.
     Sleep(Duration),
 }
@@ -81,19 +82,24 @@ impl Shared {
         // may lend again.
         state.catch_up(now);
         let look = match want.ask(&mut state.engine, now, platform, waiter) {
-            Leased::Key(k) => Ok(Look::Key(LeasedKey::new(platform, k, want.wanted(), None))),
+            Leased::Key(k) => Ok(Look::Key(Box::new(LeasedKey::new(
+                platform,
+                k,
+                want.wanted(),
+                None,
+            )))),
             Leased::Granted { key, lease } => {
                 let terms = LeaseTerms {
                     id: lease.id,
                     calls: lease.calls,
                     until: lease.until,
                 };
-                Ok(Look::Key(LeasedKey::new(
+                Ok(Look::Key(Box::new(LeasedKey::new(
                     platform,
                     key,
                     want.wanted(),
                     Some(terms),
-                )))
+                ))))
             }
             Leased::Wait { refresh_at } => {
                 let left = give_up.saturating_duration_since(std::time::Instant::now());
@@ -132,7 +138,7 @@ impl Shared {
         let mut state = self.lock();
         loop {
             let sleep = match self.look(&mut state, platform, want, &waiter, give_up, deadline)? {
-                Look::Key(k) => return Ok(k),
+                Look::Key(k) => return Ok(*k),
                 Look::Sleep(sleep) => sleep,
             };
             state = self
@@ -160,7 +166,7 @@ impl Shared {
             notified.as_mut().enable();
             let look = self.look(&mut self.lock(), platform, want, &waiter, give_up, deadline)?;
             let sleep = match look {
-                Look::Key(k) => return Ok(k),
+                Look::Key(k) => return Ok(*k),
                 Look::Sleep(sleep) => sleep,
             };
             tokio::select! {
