@@ -3,6 +3,7 @@
 //! fleet of Augur-like workers. Needs no server.
 
 use format::{format_duration, hours, parse_duration, percent, sparkline, thousands};
+use keyman::Selection;
 use keyman::simulate::{
     self, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, Report, SimConfig,
 };
@@ -58,7 +59,9 @@ pub struct SimulateArgs {
     pub clients: ClientsArg,
     /// Whose wait policy answers NEW when no key is fresh: keyman's engine, a
     /// model of Augur's orchestrator (the same engine, 5 s added to every wait
-    /// hint), or both side by side.
+    /// hint for the earliest refresh, no extensions), both side by side, or
+    /// all three: keyman's, keyman's with its wait hints not staggered, and
+    /// Augur's.
     #[arg(long, value_enum, default_value_t = OrchestratorArg::Keyman)]
     pub orchestrator: OrchestratorArg,
     /// Calls per hour the donor of one key makes with it outside keyman.
@@ -75,6 +78,19 @@ pub struct SimulateArgs {
     /// 403 with Retry-After).
     #[arg(long)]
     pub max_concurrent: Option<u64>,
+    /// Start the workers one after another over this time (e.g. 1m), as
+    /// processes started in turn; by default all start within one call
+    /// interval.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub ramp_up: Duration,
+    /// How keyman's engine chooses among fresh keys (the model of Augur's
+    /// orchestrator always chooses uniformly).
+    #[arg(long, value_enum, default_value_t = SelectionArg::Uniform)]
+    pub selection: SelectionArg,
+    /// Let keyman's engine tell every waiting worker the earliest refresh, as
+    /// before wait hints were staggered over the upcoming refreshes.
+    #[arg(long)]
+    pub no_stagger: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -91,6 +107,33 @@ pub enum ClientsArg {
     Both,
 }
 
+/// `--selection`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectionArg {
+    /// Uniformly at random (Augur's; the default).
+    Uniform,
+    /// Each fresh key in turn.
+    RoundRobin,
+    /// The key with the most calls left (uniform when nothing is known).
+    MostRemaining,
+    /// At random, weighted by the calls left (uniform when nothing is known).
+    WeightedRemaining,
+    /// The fresh key handed out the fewest times since it became fresh.
+    LeastAssigned,
+}
+
+impl From<SelectionArg> for Selection {
+    fn from(s: SelectionArg) -> Self {
+        match s {
+            SelectionArg::Uniform => Selection::Uniform,
+            SelectionArg::RoundRobin => Selection::RoundRobin,
+            SelectionArg::MostRemaining => Selection::MostRemaining,
+            SelectionArg::WeightedRemaining => Selection::WeightedRemaining,
+            SelectionArg::LeastAssigned => Selection::LeastAssigned,
+        }
+    }
+}
+
 /// `--orchestrator`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrchestratorArg {
@@ -100,6 +143,8 @@ pub enum OrchestratorArg {
     Augur,
     /// Both, side by side.
     Both,
+    /// keyman's, keyman's with exact (not staggered) wait hints, and Augur's.
+    All,
 }
 
 impl SimulateArgs {
@@ -122,34 +167,43 @@ impl SimulateArgs {
             },
             orchestrator: match self.orchestrator {
                 OrchestratorArg::Augur => Orchestrator::Augur,
-                OrchestratorArg::Keyman | OrchestratorArg::Both => Orchestrator::Keyman,
+                OrchestratorArg::Keyman | OrchestratorArg::Both | OrchestratorArg::All => {
+                    Orchestrator::Keyman
+                }
             },
             donor_calls: self.donor_calls,
             accounts: self.accounts,
             skew_seconds: self.skew,
             max_concurrent: self.max_concurrent,
+            ramp_up: self.ramp_up,
+            selection: self.selection.into(),
+            stagger_waits: !self.no_stagger,
         }
     }
 
     /// Every simulation these options ask for: one, or the combinations of
-    /// `--clients both` and `--orchestrator both` on the same traffic and seed
-    /// (orchestrators outer, clients inner).
+    /// `--clients both` and `--orchestrator both` (or `all`) on the same
+    /// traffic and seed (orchestrators outer, clients inner).
     pub fn configs(&self) -> Vec<SimConfig> {
         let base = self.config();
+        let keyman = (Orchestrator::Keyman, base.stagger_waits);
+        let augur = (Orchestrator::Augur, base.stagger_waits);
         let orchestrators = match self.orchestrator {
-            OrchestratorArg::Both => vec![Orchestrator::Keyman, Orchestrator::Augur],
-            _ => vec![base.orchestrator],
+            OrchestratorArg::Both => vec![keyman, augur],
+            OrchestratorArg::All => vec![keyman, (Orchestrator::Keyman, false), augur],
+            _ => vec![(base.orchestrator, base.stagger_waits)],
         };
         let clients = match self.clients {
             ClientsArg::Both => vec![ClientBehaviour::Augur, ClientBehaviour::Keyman],
             _ => vec![base.clients],
         };
         let mut out = Vec::new();
-        for &orchestrator in &orchestrators {
+        for &(orchestrator, stagger_waits) in &orchestrators {
             for &clients in &clients {
                 out.push(SimConfig {
                     orchestrator,
                     clients,
+                    stagger_waits,
                     ..base.clone()
                 });
             }
@@ -248,8 +302,23 @@ fn heading(config: &SimConfig, wall: Duration) -> String {
         config.seed,
         wall.as_secs_f64(),
     );
+    let mut scenario = Vec::new();
+    if config.selection != Selection::Uniform {
+        scenario.push(format!(
+            "keyman chooses {}",
+            simulate::selection_name(config.selection)
+        ));
+    }
+    if !config.stagger_waits {
+        scenario.push("keyman's wait hints not staggered".to_string());
+    }
+    if !config.ramp_up.is_zero() {
+        scenario.push(format!(
+            "workers start over {}",
+            format_duration(config.ramp_up)
+        ));
+    }
     if config.is_extended() {
-        let mut scenario = Vec::new();
         if config.donor_calls > 0 {
             scenario.push(format!(
                 "a donor makes {} calls/hour outside keyman",
@@ -268,11 +337,11 @@ fn heading(config: &SimConfig, wall: Duration) -> String {
         if let Some(m) = config.max_concurrent {
             scenario.push(format!("at most {m} calls in flight per account"));
         }
-        if !scenario.is_empty() {
-            // Before the blank line that ends the heading.
-            out.truncate(out.len() - 1);
-            out.push_str(&format!("scenario: {}\n\n", scenario.join(", ")));
-        }
+    }
+    if !scenario.is_empty() {
+        // Before the blank line that ends the heading.
+        out.truncate(out.len() - 1);
+        out.push_str(&format!("scenario: {}\n\n", scenario.join(", ")));
     }
     out
 }
@@ -295,6 +364,10 @@ fn figure_rows(config: &SimConfig, report: &Report) -> Vec<(&'static str, String
             format!("{:.2}", per_served * 1000.0),
         ),
         ("calls below the floor", thousands(report.calls_below_floor)),
+        (
+            "holders of a key as it runs out",
+            format!("{} (median)", report.holders_at_run_out_median),
+        ),
     ];
     if config.max_concurrent.is_some() {
         rows.push((
@@ -313,6 +386,7 @@ fn figure_rows(config: &SimConfig, report: &Report) -> Vec<(&'static str, String
         ));
     }
     if report.reports_sent > 0 || report.engine_rejected > 0 {
+        rows.push(("leases granted (NEW)", thousands(report.leases_granted)));
         rows.push(("REPORT sent", thousands(report.reports_sent)));
         rows.push(("messages rejected", thousands(report.engine_rejected)));
     }
@@ -432,7 +506,8 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         },
         wall,
     );
-    let name = |o: Orchestrator| match o {
+    let name = |c: &SimConfig| match c.orchestrator {
+        Orchestrator::Keyman if !c.stagger_waits => "keyman, exact",
         Orchestrator::Keyman => "keyman",
         Orchestrator::Augur => "Augur",
     };
@@ -445,7 +520,7 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         .map(|c| {
             (
                 format!("{} clients", client(c.clients)),
-                format!("{} orch.", name(c.orchestrator)),
+                format!("{} orch.", name(c)),
             )
         })
         .collect();
@@ -478,6 +553,9 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
     add("calls below the floor", &|_, r| {
         thousands(r.calls_below_floor)
     });
+    add("holders of a key as it runs out", &|_, r| {
+        format!("{}", r.holders_at_run_out_median)
+    });
     if first.max_concurrent.is_some() {
         add("403 of the secondary limit", &|_, r| {
             thousands(r.secondary_limited)
@@ -502,6 +580,7 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         thousands(r.keys_handed_out)
     });
     add("wait hints (NEW)", &|_, r| thousands(r.wait_replies));
+    add("leases granted (NEW)", &|_, r| thousands(r.leases_granted));
     add("REPORT sent", &|_, r| thousands(r.reports_sent));
     add("messages rejected", &|_, r| thousands(r.engine_rejected));
     add("calls served over quota", &|_, r| {
@@ -592,11 +671,38 @@ mod tests {
             ]
         );
         for c in args.configs() {
+            assert!(c.stagger_waits);
             assert_eq!(c.skew_seconds, -30);
             assert_eq!(c.donor_calls, 600);
             assert_eq!(c.accounts, Some(10));
             assert_eq!(c.max_concurrent, Some(5));
             assert_eq!(c.seed, DEFAULT_SEED);
         }
+    }
+
+    #[test]
+    fn all_orchestrators_add_keyman_with_exact_wait_hints() {
+        let args = parse(&["--orchestrator", "all", "--ramp-up", "1m"]);
+        let runs: Vec<(Orchestrator, bool)> = args
+            .configs()
+            .iter()
+            .map(|c| (c.orchestrator, c.stagger_waits))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (Orchestrator::Keyman, true),
+                (Orchestrator::Keyman, false),
+                (Orchestrator::Augur, true),
+            ]
+        );
+        assert!(
+            args.configs()
+                .iter()
+                .all(|c| c.ramp_up == Duration::from_secs(60))
+        );
+        let exact = parse(&["--no-stagger", "--selection", "least-assigned"]).config();
+        assert!(!exact.stagger_waits);
+        assert_eq!(exact.selection, Selection::LeastAssigned);
     }
 }
