@@ -10,19 +10,40 @@
 //! - After `os.fork()` the child notices the new process id on its next call and
 //!   opens a runtime and connections of its own; the parent's are left untouched
 //!   (never dropped in the child: their threads do not exist there).
+//! - [`Lease`](lease::Lease): a key lent with calls, counted by `observe_lease`.
 
 #![warn(missing_docs)]
 mod call;
 mod conn;
+mod lease;
 
 use call::{Failure, INNER_DEADLINE, deadline, until_after, within};
 use conn::Conn;
 use keyman::protocol::Request;
+use keyman::ratelimit::RateLimit;
 use keyman::service::{KeyAdmin, KeySource};
 use keyman::time::Timestamp;
 use pyo3::prelude::*;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A row of `Connection.status()`.
+type StatusRow = (
+    String,
+    u64,
+    u64,
+    u64,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+);
+
+/// What `(name, value)` header pairs say about the key's quota.
+fn rate_limit(headers: &[(String, String)]) -> RateLimit {
+    RateLimit::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
+}
 
 /// Where a [`Connection`] stands: open in the process that opened it, or closed.
 enum State {
@@ -212,6 +233,90 @@ impl Connection {
         })
     }
 
+    /// Adds `key` to `platform` as a key of `account` (whose keys share one
+    /// quota) with `limit` calls per window as a hint.
+    #[pyo3(signature = (platform, key, account, limit, timeout))]
+    fn publish_account(
+        &self,
+        py: Python<'_>,
+        platform: String,
+        key: String,
+        account: Option<String>,
+        limit: Option<u64>,
+        timeout: f64,
+    ) -> PyResult<()> {
+        self.run(py, timeout, |conn, d| {
+            let admin = conn.admin()?;
+            conn.block_on(within(until_after(d), d, |_| {
+                admin.publish_account(&platform, &key, account.as_deref(), limit)
+            }))
+        })
+    }
+
+    /// A key of `platform` lent with up to `calls` calls.
+    fn lease(
+        &self,
+        py: Python<'_>,
+        platform: String,
+        calls: u64,
+        timeout: f64,
+    ) -> PyResult<lease::Lease> {
+        self.run(py, timeout, |conn, d| {
+            require("platform", &platform)?;
+            if calls == 0 {
+                return Err(Failure::Argument("calls must be at least 1".into()));
+            }
+            lease::take(conn, &platform, calls, d)
+        })
+    }
+
+    /// What a response made with the plain `key` of `platform` said
+    /// (`status`, `headers` as `(name, value)` pairs): the key for the next
+    /// call, the same or another after EXPIRE or INVALIDATE.
+    fn observe(
+        &self,
+        py: Python<'_>,
+        platform: String,
+        key: String,
+        status: u16,
+        headers: Vec<(String, String)>,
+        timeout: f64,
+    ) -> PyResult<String> {
+        let seen = rate_limit(&headers);
+        self.run(py, timeout, |conn, d| {
+            require("platform", &platform)?;
+            require("key", &key)?;
+            let client = conn.worker()?;
+            let next = conn.block_on(within(until_after(d), d, |left| {
+                client.observe_within(&platform, &key, status, &seen, left)
+            }))?;
+            Ok(next.into_key(key))
+        })
+    }
+
+    /// Counts one response made with `lease` (`status`, `headers` as
+    /// `(name, value)` pairs) and returns the key for the next call; the
+    /// lease is renewed, or the key reported and another leased, as the
+    /// response says. If this fails, the lease has ended.
+    fn observe_lease(
+        &self,
+        py: Python<'_>,
+        lease: Py<lease::Lease>,
+        status: u16,
+        headers: Vec<(String, String)>,
+        timeout: f64,
+    ) -> PyResult<String> {
+        let seen = rate_limit(&headers);
+        self.run(py, timeout, |conn, d| {
+            lease::observe(conn, lease.get(), status, &seen, d)
+        })
+    }
+
+    /// Returns the unused calls of `lease`; it has ended afterwards.
+    fn release(&self, py: Python<'_>, lease: Py<lease::Lease>, timeout: f64) -> PyResult<()> {
+        self.run(py, timeout, |conn, d| lease::release(conn, lease.get(), d))
+    }
+
     /// Removes `key` from `platform`.
     fn unpublish(
         &self,
@@ -270,14 +375,28 @@ impl Connection {
         })
     }
 
-    /// Key counts per platform: `(platform, fresh, expired, invalid)`.
-    fn status(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u64, u64, u64)>> {
+    /// Key counts and quota figures per platform: `(platform, fresh,
+    /// expired, invalid, next_refresh, remaining, leased, burn_per_hour,
+    /// dry_at)`, the last five `None` when unknown.
+    fn status(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<StatusRow>> {
         self.run(py, timeout, |conn, d| {
             let admin = conn.admin()?;
             let status = conn.block_on(within(until_after(d), d, |_| admin.status()))?;
             Ok(status
                 .into_iter()
-                .map(|s| (s.platform, s.fresh, s.expired, s.invalid))
+                .map(|s| {
+                    (
+                        s.platform,
+                        s.fresh,
+                        s.expired,
+                        s.invalid,
+                        s.next_refresh,
+                        s.remaining,
+                        s.leased,
+                        s.burn_per_hour,
+                        s.dry_at,
+                    )
+                })
                 .collect())
         })
     }
@@ -308,6 +427,7 @@ impl Connection {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Connection>()?;
+    m.add_class::<lease::Lease>()?;
     m.add("INNER_DEADLINE_SECONDS", INNER_DEADLINE.as_secs())?;
     Ok(())
 }
