@@ -43,7 +43,9 @@ from ._errors import (
     UnknownPlatform,
 )
 from ._native import Connection as _Connection
-from ._quota import HeadersLike, Lease, header_pairs, status_code
+from ._quota import HeadersLike, Lease
+from ._quota import header_pairs as _header_pairs
+from ._quota import status_code as _status_code
 
 __all__ = [
     "KeyClient",
@@ -281,8 +283,8 @@ class KeyClient(_Closing):
                 already be reported, and a lease has ended: take a new key
                 (:meth:`request`) or lease (:meth:`lease`).
         """
-        code = status_code(status)
-        pairs = header_pairs(headers)
+        code = _status_code(status)
+        pairs = _header_pairs(headers)
         seconds = _seconds(timeout, self.timeout)
         if isinstance(key, Lease):
             if platform is not None and platform != key.platform:
@@ -333,13 +335,17 @@ class KeyClient(_Closing):
     def release(self, lease: Lease, *, timeout: Optional[float] = None) -> None:
         """Returns the unused calls of ``lease`` to its key's account (for a
         worker that stops before they are used); the lease has ended
-        afterwards, even if this raises (its calls then count as used until
-        ``lease.until``). Nothing to do for a lease that has ended, a key
-        without a lease, or a lease taken by another process (before a fork).
+        afterwards, also when the return could not be sent in time (its calls
+        then count as used until ``lease.until``). Nothing to do for a lease
+        that has ended, a key without a lease, or a lease taken by another
+        process (before a fork).
 
         Raises:
             InvalidArgument: (a ``ValueError``) if ``lease`` is not a :class:`Lease`.
-            Timeout, Disconnected: the return could not be sent in time.
+            Timeout: the return could not be sent in time, or another thread's
+                ``observe`` of the lease took all of it (then the lease is as it was).
+            Disconnected: the broker could not be reached in time (the lease
+                has ended), or the client is closed (the lease is as it was).
         """
         if not isinstance(lease, Lease):
             raise InvalidArgument(f"lease must be a Lease, not {type(lease).__name__}")
