@@ -1,7 +1,10 @@
-//! A worker that calls a rate-limited HTTP API and lets keyman read the
-//! response headers: after every call it hands the status and an
-//! `http::HeaderMap` to `KeySource::observe`, which keeps the key, or expires
-//! or invalidates it and returns another.
+//! A worker that calls a rate-limited HTTP API with leased calls and lets
+//! keyman read the response headers: it borrows a few calls of a key
+//! (`KeySource::lease`), and after every call hands the status and an
+//! `http::HeaderMap` to `KeySource::observe_lease`, which keeps the lease,
+//! returns it and takes another once its calls are used, or expires or
+//! invalidates the key and leases another. The pool never lends more calls
+//! than a key has left, so leases never overdraw a key.
 //!
 //! The API is a small fake of GitHub's REST API on a loopback port, started by
 //! this example: each key has 5 calls per window of one to two seconds
@@ -10,8 +13,9 @@
 //! (403 with `Retry-After: 1`), and the platform's clock runs 30 s behind ours
 //! (its `Date` and `x-ratelimit-reset` are 30 s "early"), as in Augur #3598.
 //!
-//! The worker never gets a 403 for a spent quota: it retires each key on the
-//! 200 that says no call remains, until the reset converted to its own clock.
+//! The worker never gets a 403 for a spent quota: the pool lends no call a key
+//! does not have, and a key is retired on the 200 that says no call remains,
+//! until the reset converted to its own clock.
 //!
 //! ```text
 //! cargo run --example worker --features http
@@ -40,6 +44,8 @@ const LIMIT: u64 = 5;
 /// How far the platform's clock is behind ours.
 const PLATFORM_LAG: Duration = Duration::from_secs(30);
 const CALLS: usize = 30;
+/// Calls asked for with each lease.
+const LEASE: u64 = 3;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -50,15 +56,19 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         .with_deadline(Duration::from_secs(10))
         .build();
     for key in KEYS {
-        pool.publish(PLATFORM, key).await?;
+        // The limit is a hint until the first response says more.
+        pool.publish_account(PLATFORM, key, None, Some(LIMIT))
+            .await?;
     }
     let source: &dyn KeySource = &pool;
 
     let started = Instant::now();
     let mut tally: HashMap<u16, usize> = HashMap::new();
-    let (mut expired, mut invalidated, mut spent_403) = (0, 0, 0);
-    let mut key = source.request(PLATFORM).await?;
+    let (mut expired, mut invalidated, mut renewed, mut spent_403) = (0, 0, 0, 0);
+    let mut leased = source.lease(PLATFORM, LEASE).await?;
     for n in 1..=CALLS {
+        let key = leased.key().to_string();
+        let lent = leased.lease().map_or(0, |l| l.calls);
         let (status, headers) = {
             let key = key.clone();
             tokio::task::spawn_blocking(move || get(api, "/repos/chaoss/augur", &key)).await??
@@ -70,7 +80,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         }
         let remaining = seen.remaining.map_or("?".to_string(), |r| r.to_string());
         let (before, asked) = (wall_clock(), Instant::now());
-        let next = source.observe(PLATFORM, &key, status, &seen).await?;
+        let next = source.observe_lease(&mut leased, status, &seen).await?;
         let waited = match asked.elapsed() {
             w if w >= Duration::from_millis(50) => {
                 format!(" (waited {:.1}s for it)", w.as_secs_f32())
@@ -105,13 +115,23 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
                     name(new)
                 );
             }
+            Next::Renewed { key: new } => {
+                renewed += 1;
+                println!(
+                    "{t:5.2}s call {n:2}: {status} remaining {remaining:>2} with {} -> its {lent} leased calls used; next lease: {} calls of {}{waited}",
+                    name(&key),
+                    leased.lease().map_or(0, |l| l.calls),
+                    name(new)
+                );
+            }
             _ => println!(
-                "{t:5.2}s call {n:2}: {status} remaining {remaining:>2} with {}",
-                name(&key)
+                "{t:5.2}s call {n:2}: {status} remaining {remaining:>2} with {} ({} of {lent} leased calls left)",
+                name(&key),
+                leased.calls_left().unwrap_or(0)
             ),
         }
-        key = next.into_key(key);
     }
+    source.release(leased).await?;
 
     let count = |s: u16| tally.get(&s).copied().unwrap_or(0);
     println!(
@@ -122,7 +142,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         count(401)
     );
     println!(
-        "keys switched: {} ({expired} expired, {invalidated} invalidated); 403 for a spent quota: {spent_403}",
+        "leases renewed: {renewed}; keys switched: {} ({expired} expired, {invalidated} invalidated); 403 for a spent quota: {spent_403}",
         expired + invalidated
     );
     if spent_403 > 0 {

@@ -469,3 +469,62 @@ fn sigterm_ends_serve_at_once_while_it_waits_for_its_broker() {
         "{stderr}"
     );
 }
+
+#[test]
+fn keys_published_to_one_account_are_rate_limited_together() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let _serve = Serve::start(&broker);
+    ok(keyman(&url, &["ping"]));
+    let out = ok(keyman(
+        &url,
+        &[
+            "publish",
+            "--platform",
+            "github_rest",
+            "--account",
+            "octocat",
+            "--limit",
+            "5000",
+            KEY_A,
+            KEY_B,
+        ],
+    ));
+    assert!(out.contains("published 2 key(s) on github_rest"), "{out}");
+    let o = keyman(
+        &url,
+        &[
+            "publish",
+            "--platform",
+            "github_rest",
+            "--limit",
+            "x",
+            KEY_A,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "a limit that is not a number");
+
+    // One key of the account is rate limited: so is the other.
+    let reset = (keyman::service::wall_clock().as_secs() + 600).to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_keyman"))
+        .args([
+            "expire",
+            "--platform",
+            "github_rest",
+            KEY_A,
+            "--reset",
+            &reset,
+        ])
+        .args(["--redis-url", &url, "--timeout", "1"])
+        .output()
+        .expect("run keyman");
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "no key of the account is left: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let status = json(keyman(&url, &["status", "--json"]));
+    assert_eq!(status[0]["fresh"], 0, "{status}");
+    assert_eq!(status[0]["expired"], 2, "{status}");
+}

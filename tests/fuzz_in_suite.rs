@@ -1,5 +1,7 @@
-//! The fuzz targets' bodies on a fixed, seeded set of inputs, so that every test
-//! run covers what the fuzzers check (without a fuzzer, and reproducibly).
+//! The fuzz targets' bodies (protocol decoding, the engine, saved state
+//! records with their quota entries) on a fixed, seeded set of inputs, so
+//! that every test run covers what the fuzzers check (without a fuzzer, and
+//! reproducibly).
 //! The engine body reads its bytes as `Operation`s through `arbitrary`, so it
 //! runs with the feature `arbitrary` (`--all-features`).
 
@@ -72,7 +74,14 @@ fn below(rng: &mut SplitMix64, n: usize) -> usize {
 }
 
 fn mutated(rng: &mut SplitMix64) -> Vec<u8> {
-    let mut bytes = SAMPLES[below(rng, SAMPLES.len())].to_vec();
+    let sample = SAMPLES[below(rng, SAMPLES.len())];
+    mutate(rng, sample)
+}
+
+/// `sample` with a few random changes: bits flipped, bytes dropped, tokens
+/// and repeated spans inserted.
+fn mutate(rng: &mut SplitMix64, sample: &[u8]) -> Vec<u8> {
+    let mut bytes = sample.to_vec();
     for _ in 0..=below(rng, 4) {
         let at = below(rng, bytes.len() + 1);
         match below(rng, 5) {
@@ -141,6 +150,80 @@ fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
     assert!(total.handled > total.rejected, "{total:?}");
 }
 
+/// Saved state records with keys in every state and quota entries of every
+/// kind (views with a skew, a named account, outstanding leases).
+fn saved_state() -> keyman::pool::StateRecords {
+    use keyman::quota::Observation;
+    use keyman::{Engine, EngineConfig, Timestamp};
+    let mut e = Engine::new(EngineConfig::default(), SplitMix64::new(3));
+    let t = Timestamp::from_secs;
+    for k in ["ghp_a", "ghp_b", "ghp_c", "ghp_d"] {
+        e.publish(t(0), "github_rest", k);
+    }
+    e.publish_account(t(0), "github_rest", "ghp_c", Some("alice"), Some(5000));
+    e.publish_account(t(0), "github_rest", "ghp_d", Some("alice"), None);
+    e.expire(t(0), "github_rest", "ghp_b", t(3_600));
+    e.publish(t(0), "gitlab_rest", "glpat_a");
+    e.invalidate(t(0), "gitlab_rest", "glpat_a");
+    let seen = |remaining, date| Observation {
+        remaining: Some(remaining),
+        limit: Some(5000),
+        reset: Some(t(3_600)),
+        resource: Some("core".into()),
+        server_date: Some(t(date)),
+    };
+    e.report(t(1), "github_rest", "ghp_a", &seen(4_000, 31), None);
+    e.report(t(1), "github_rest", "ghp_d", &seen(900, 0), None);
+    e.lease(t(2), "github_rest", 50);
+    e.lease(t(2), "github_rest", 50);
+    e.encode_all_records()
+}
+
+/// `records` as the state fuzz target reads them: `1`, then `name \0 value \0 ...`.
+fn framed<'a>(records: impl IntoIterator<Item = (&'a String, &'a Vec<u8>)>) -> Vec<u8> {
+    let mut out = vec![1u8];
+    for (name, value) in records {
+        out.extend(name.as_bytes());
+        out.push(0);
+        out.extend(value);
+        out.push(0);
+    }
+    out
+}
+
+#[test]
+fn decoding_any_saved_state_never_panics_and_round_trips() {
+    let records = saved_state();
+    let text: String = records
+        .values()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    for part in [
+        "\"quota\"",
+        "\"leases\"",
+        "\"members\"",
+        "\"Named\"",
+        "offset_ms",
+    ] {
+        assert!(text.contains(part), "{part} not in the sample: {text}");
+    }
+    keyman::pool::check_state_decoding(&framed(&records));
+    let names: Vec<&String> = records.keys().collect();
+    let mut rng = SplitMix64::new(0x57A7E);
+    for _ in 0..3_000 {
+        // One record changed, the others as saved.
+        let name = names[below(&mut rng, names.len())];
+        let changed = mutate(&mut rng, &records[name]);
+        let input = framed(
+            records
+                .iter()
+                .map(|(n, v)| (n, if n == name { &changed } else { v })),
+        );
+        keyman::pool::check_state_decoding(&input);
+        keyman::pool::check_state_decoding(&random_bytes(&mut rng, 96));
+    }
+}
+
 /// Inputs the fuzzers once found a fault with (`fuzz/regressions/`, named
 /// after their target), replayed so that the fault stays fixed.
 #[test]
@@ -153,6 +236,9 @@ fn inputs_the_fuzzers_found_faults_with_stay_fixed() {
         let bytes = std::fs::read(&path).expect("a regression input");
         if name.starts_with("decode-") {
             decode_bytes(&bytes);
+            replayed += 1;
+        } else if name.starts_with("state-") {
+            keyman::pool::check_state_decoding(&bytes);
             replayed += 1;
         }
     }

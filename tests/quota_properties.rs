@@ -7,9 +7,12 @@
 //! - no key is handed out (with or without a lease) at or under its floor;
 //! - with no quota information at all, the engine chooses exactly as
 //!   [`KeyPool`]'s uniform choice does for the same seed;
-//! - a report out of order never raises the remaining count of its window.
+//! - a report out of order never raises the remaining count of its window;
+//! - the records a save writes after each step (only those that changed),
+//!   laid over those written before, restore the quota state as it is.
 
-use keyman::pool::{Selection, Weight};
+use keyman::engine::StateGeneration;
+use keyman::pool::{Selection, StateRecords, Weight, decode_records};
 use keyman::quota::{Account, LeaseReturn, Observation, Quotas, Reported};
 use keyman::{Assignment, Engine, EngineConfig, KeyPool, Leased, SplitMix64, Timestamp};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
@@ -189,7 +192,37 @@ fn taint_if_leased(e: &Engine<SplitMix64>, seen: &mut Seen, key: &str) {
     }
 }
 
-fn run_quota(run: &Run) -> Result<(), String> {
+/// The records saved so far, as a store holds them, and the generation of
+/// the state they hold.
+#[derive(Default)]
+struct Saved {
+    records: StateRecords,
+    generation: StateGeneration,
+}
+
+impl Saved {
+    /// Saves what changed since the last save, as the orchestrator does, and
+    /// checks that the records restore the engine's quota state.
+    fn save_and_check(&mut self, e: &Engine<SplitMix64>) -> Result<(), String> {
+        let changed = e.changed_since(self.generation);
+        self.records.extend(e.encode_records(&changed));
+        self.generation = e.state_generation();
+        let decoded = decode_records(&self.records).map_err(|err| err.to_string())?;
+        let restored = Quotas::from_snapshot(&decoded.quotas);
+        restored.check_consistency()?;
+        if restored.snapshot() != e.quotas().snapshot() {
+            return Err(format!(
+                "the saved records restore {:?}, not {:?}",
+                restored.snapshot(),
+                e.quotas().snapshot()
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn run_quota(run: &Run, check_saves: bool) -> Result<(), String> {
+    let mut saved = check_saves.then(Saved::default);
     let mut e = Engine::new(config(run), SplitMix64::new(11));
     let mut now = Timestamp::from_secs(START);
     let at = |s: u64| Timestamp::from_secs(START + s);
@@ -315,6 +348,9 @@ fn run_quota(run: &Run) -> Result<(), String> {
         while e.poll_transmit().is_some() {}
         while e.poll_event().is_some() {}
         check_reservations(&e, now, &mut seen)?;
+        if let Some(saved) = saved.as_mut() {
+            saved.save_and_check(&e)?;
+        }
     }
     Ok(())
 }
@@ -322,7 +358,7 @@ fn run_quota(run: &Run) -> Result<(), String> {
 #[test]
 fn leases_never_overdraw_an_account_and_no_key_is_handed_out_at_its_floor() {
     fn prop(run: Run) -> TestResult {
-        match run_quota(&run) {
+        match run_quota(&run, false) {
             Ok(()) => TestResult::passed(),
             Err(e) => TestResult::error(e),
         }
@@ -336,6 +372,20 @@ fn leases_never_overdraw_an_account_and_no_key_is_handed_out_at_its_floor() {
         seen.iter().all(|&n| n > 0),
         "granted, waited, reports taken, ignored: {seen:?}"
     );
+}
+
+#[test]
+fn saving_only_what_changed_after_every_step_restores_the_quota_state() {
+    fn prop(run: Run) -> TestResult {
+        match run_quota(&run, true) {
+            Ok(()) => TestResult::passed(),
+            Err(e) => TestResult::error(e),
+        }
+    }
+    QuickCheck::new()
+        .rng(Gen::new(60))
+        .tests(200)
+        .quickcheck(prop as fn(Run) -> TestResult);
 }
 
 /// Operations that carry no quota information.

@@ -15,6 +15,8 @@ mod bounds;
 mod bursts;
 #[path = "reliability/lifecycle.rs"]
 mod lifecycle;
+#[path = "reliability/quota_state.rs"]
+mod quota_state;
 #[path = "reliability/split_brain.rs"]
 mod split_brain;
 #[path = "reliability/state.rs"]

@@ -36,6 +36,7 @@ mod config;
 mod events;
 mod held;
 mod quota;
+mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ mod wire;
 pub use config::{DEFAULT_MAX_KEYS_PER_PLATFORM, DEFAULT_MAX_PLATFORMS, EngineConfig};
 pub use events::{Event, KeyEvent, Level, Transmit};
 pub use quota::Leased;
+pub use state::StateGeneration;
 pub use stats::Stats;
 
 use held::{HeldRequests, HoldClock};
@@ -73,6 +75,11 @@ use held::{HeldRequests, HoldClock};
 /// - **Inspection**: [`pool`](Self::pool) (read only), [`held`](Self::held),
 ///   [`stats`](Self::stats), [`config`](Self::config); and
 ///   [`restore`](Self::restore) to load a saved state.
+/// - **Saving** (state): [`state_generation`](Self::state_generation),
+///   [`changed_since`](Self::changed_since),
+///   [`encode_records`](Self::encode_records),
+///   [`encode_all_records`](Self::encode_all_records) and
+///   [`restore_state`](Self::restore_state).
 #[derive(Debug)]
 pub struct Engine<R> {
     pool: KeyPool,

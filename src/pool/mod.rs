@@ -27,8 +27,8 @@ mod tests;
 
 pub use records::{
     ChangedRecords, DecodedState, META_RECORD, SHARDS, STATE_FORMAT_VERSION, StateDecodeError,
-    StateRecords, canonical_snapshot, check_state_decoding, decode_records, shard_of,
-    shard_record_name,
+    StateRecords, canonical_quotas, canonical_snapshot, check_state_decoding, decode_records,
+    shard_of, shard_record_name,
 };
 pub use snapshot::{PlatformSnapshot, PoolSnapshot};
 

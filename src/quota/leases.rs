@@ -74,6 +74,7 @@ impl Quotas {
             },
         );
         self.deadlines.insert((until, id));
+        self.touch_key(platform, key);
         Some(LeaseGrant { id, calls, until })
     }
 
@@ -81,6 +82,16 @@ impl Quotas {
     /// of them when `None`). Returns the lease, or `None` if it is not
     /// outstanding.
     pub fn end_lease(&mut self, now: Timestamp, id: u64, used: Option<u64>) -> Option<Lease> {
+        let lease = self.leases.get(&id)?;
+        let (platform, account) = (lease.platform.clone(), lease.account.clone());
+        let lease = self.tracking(&platform, &account, |q| {
+            q.end_lease_untracked(now, id, used)
+        })?;
+        self.touch_key(&lease.platform, &lease.key);
+        Some(lease)
+    }
+
+    fn end_lease_untracked(&mut self, now: Timestamp, id: u64, used: Option<u64>) -> Option<Lease> {
         let lease = self.leases.remove(&id)?;
         self.deadlines.remove(&(lease.until, id));
         let spent = used.unwrap_or(lease.calls);

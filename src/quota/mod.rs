@@ -24,6 +24,7 @@ use crate::time::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
+mod changes;
 mod config;
 mod forecast;
 mod leases;
@@ -84,6 +85,8 @@ pub struct Quotas {
     leases: BTreeMap<u64, Lease>,
     deadlines: BTreeSet<(Timestamp, u64)>,
     next_lease: u64,
+    /// Which shard records' quota entries changed, for saving.
+    changes: changes::QuotaChanges,
 }
 
 impl Quotas {
@@ -143,6 +146,30 @@ impl Quotas {
         })
     }
 
+    /// The accounts of `platform` with what is known of each. In no
+    /// particular order.
+    pub fn accounts_of(&self, platform: &str) -> impl Iterator<Item = (&Account, &AccountQuota)> {
+        self.platforms
+            .get(platform)
+            .into_iter()
+            .flat_map(|q| q.accounts.iter())
+    }
+
+    /// The named account of every key of `platform` that has one: (key,
+    /// account). In no particular order.
+    pub fn members_of(&self, platform: &str) -> impl Iterator<Item = (&str, &str)> {
+        self.platforms
+            .get(platform)
+            .into_iter()
+            .flat_map(|q| q.members.iter().map(|(k, a)| (k.as_str(), a.as_str())))
+    }
+
+    /// The id of the last lease granted (0 before the first): ids are never
+    /// given twice, across restarts too (it is saved).
+    pub fn last_lease_id(&self) -> u64 {
+        self.next_lease
+    }
+
     /// The leases outstanding, by id.
     pub fn leases(&self) -> impl Iterator<Item = (u64, &Lease)> {
         self.leases.iter().map(|(id, l)| (*id, l))
@@ -157,6 +184,27 @@ impl Quotas {
     /// takes `limit` as a hint of the account's calls per window when nothing
     /// better is known.
     pub fn set_account(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        account: Option<&str>,
+        limit: Option<u64>,
+    ) {
+        let was = self.account_of(platform, key);
+        let new = match account {
+            Some(name) => Account::Named(name.to_string()),
+            None => Account::Key(key.to_string()),
+        };
+        if was != new {
+            self.touch_key(platform, key);
+        }
+        self.tracking(platform, &new, |q| {
+            q.set_account_untracked(now, platform, key, account, limit);
+        });
+    }
+
+    fn set_account_untracked(
         &mut self,
         now: Timestamp,
         platform: &str,
@@ -205,6 +253,19 @@ impl Quotas {
     /// Forgets `key` of `platform` (unpublished): its own account's view, or its
     /// membership of a named account. Its leases run on until they end.
     pub fn forget_key(&mut self, platform: &str, key: &str) {
+        if !self.platforms.contains_key(platform) {
+            return;
+        }
+        let account = self.account_of(platform, key);
+        if let Account::Named(_) = account {
+            self.touch_key(platform, key);
+        }
+        self.tracking(platform, &account, |q| {
+            q.forget_key_untracked(platform, key)
+        });
+    }
+
+    fn forget_key_untracked(&mut self, platform: &str, key: &str) {
         let Some(p) = self.platforms.get_mut(platform) else {
             return;
         };
@@ -264,6 +325,19 @@ impl Quotas {
     /// none is known, which then becomes the view's reset time). `None` when the
     /// account is above its floor or nothing is known.
     pub fn withhold_until(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        account: &Account,
+        floor: u64,
+        window: Duration,
+    ) -> Option<Timestamp> {
+        self.tracking(platform, account, |q| {
+            q.withhold_until_untracked(now, platform, account, floor, window)
+        })
+    }
+
+    fn withhold_until_untracked(
         &mut self,
         now: Timestamp,
         platform: &str,

@@ -41,6 +41,28 @@ impl Quotas {
         obs: &Observation,
         lease: Option<LeaseReturn>,
     ) -> Reported {
+        let account = self.account_of(platform, key);
+        self.tracking(platform, &account, |q| {
+            q.report_untracked(now, platform, key, obs, lease)
+        })
+    }
+
+    fn report_untracked(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        key: &str,
+        obs: &Observation,
+        lease: Option<LeaseReturn>,
+    ) -> Reported {
+        // Older than what is known: an earlier `Date` than a report already
+        // taken, or than calls counted since (a response that waited to be
+        // reported while another lease ended). Judged before the lease this
+        // report returns is ended (the response came after that lease's calls,
+        // so it is not older than their count), and with the skew known before
+        // it, unless none is known yet: the first `Date` teaches it. Such a
+        // report teaches no skew.
+        let older = self.is_older(now, platform, key, obs);
         if let Some(ret) = lease
             && ret.done
             && self
@@ -61,20 +83,6 @@ impl Quotas {
         p.burn_since.get_or_insert(now);
         let state = p.accounts.entry(account).or_default();
         state.roll(now);
-        // Older than what is known: an earlier `Date` than a report already
-        // taken, or than calls counted since (a response that waited to be
-        // reported while a lease ended). Judged with the skew known before it,
-        // and such a report teaches no skew.
-        let older = match (obs.server_date, &state.view) {
-            (Some(date), Some(view)) => {
-                view.server_date.is_some_and(|known| date < known)
-                    || view.spent_at.is_some_and(|t| {
-                        date.as_millis().saturating_add(1000)
-                            < state.skew.to_platform(t).as_millis()
-                    })
-            }
-            _ => false,
-        };
         if let Some(date) = obs.server_date
             && !older
         {
@@ -140,9 +148,8 @@ impl Quotas {
                 resource,
                 ..fresh_view
             };
-            if let Some(b) = before.filter(|_| order == std::cmp::Ordering::Equal) {
-                p.record_burn(now, b.saturating_sub(remaining));
-            }
+            // A new window, or the first report after a hint: what it says
+            // less what was assumed is no call spent.
             return Reported::Updated;
         }
         let outcome = if older {
@@ -172,5 +179,30 @@ impl Quotas {
             p.record_burn(now, b.saturating_sub(remaining));
         }
         outcome
+    }
+}
+
+impl Quotas {
+    /// Whether `obs`, received at `now` for `key`, is older than what is known
+    /// of its account: see [`report`](Self::report).
+    fn is_older(&self, now: Timestamp, platform: &str, key: &str, obs: &Observation) -> bool {
+        let Some(date) = obs.server_date else {
+            return false;
+        };
+        let account = self.account_of(platform, key);
+        let Some(state) = self.account(platform, &account) else {
+            return false;
+        };
+        let Some(view) = &state.view else {
+            return false;
+        };
+        let mut skew = state.skew;
+        if skew.samples == 0 {
+            skew.observe(date, now);
+        }
+        view.server_date.is_some_and(|known| date < known)
+            || view.spent_at.is_some_and(|t| {
+                date.as_millis().saturating_add(1000) < skew.to_platform(t).as_millis()
+            })
     }
 }

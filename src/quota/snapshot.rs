@@ -39,7 +39,8 @@ pub struct LeaseSnapshot {
 /// history is not kept (the forecast learns it again in minutes).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaSnapshot {
-    /// Every account with a view or a skew.
+    /// Every account with a view or a skew (an account known only by its
+    /// leases is rebuilt from them).
     pub accounts: Vec<AccountSnapshot>,
     /// The named account of keys that have one: (platform, key, account).
     pub members: Vec<(String, String, String)>,
@@ -54,6 +55,7 @@ impl Quotas {
     pub fn snapshot(&self) -> QuotaSnapshot {
         let mut accounts: Vec<AccountSnapshot> = self
             .accounts()
+            .filter(|(_, _, state)| state.view.is_some() || state.skew != Skew::default())
             .map(|(platform, account, state)| AccountSnapshot {
                 platform: platform.to_string(),
                 account: account.clone(),
@@ -93,7 +95,15 @@ impl Quotas {
         let mut q = Quotas::new();
         for (platform, key, account) in &s.members {
             let p = q.platforms.entry(platform.clone()).or_default();
-            p.members.insert(key.clone(), account.clone());
+            // A key listed twice is in the account listed last.
+            if let Some(old) = p.members.insert(key.clone(), account.clone())
+                && let Some(set) = p.named.get_mut(&old)
+            {
+                set.remove(key);
+                if set.is_empty() {
+                    p.named.remove(&old);
+                }
+            }
             p.named
                 .entry(account.clone())
                 .or_default()
@@ -105,7 +115,7 @@ impl Quotas {
                 a.account.clone(),
                 AccountQuota {
                     view: a.view.clone(),
-                    skew: a.skew,
+                    skew: a.skew.bounded(),
                     leases: 0,
                     leased: 0,
                 },

@@ -233,6 +233,14 @@ fn forecast_gives_remaining_burn_rate_and_dry_time() {
     assert_eq!(f.burn_per_hour, Some(600));
     assert_eq!(f.dry_at, Some(t(600 + 5400)));
     assert_eq!(q.forecast(t(0), "other"), Forecast::default());
+    // A first report after PUBLISH's `limit` hint spends nothing: the hint
+    // was a guess.
+    let mut q = Quotas::new();
+    q.set_account(t(0), P, "k", None, Some(5000));
+    q.report(t(60), P, "k", &obs(1000, 36_000), None);
+    assert_eq!(q.forecast(t(60), P).burn_per_hour, None);
+    q.report(t(120), P, "k", &obs(900, 36_000), None);
+    assert_eq!(q.forecast(t(120), P).burn_per_hour, Some(6_000));
 }
 
 // -- the engine's quota paths --
@@ -550,4 +558,67 @@ fn a_snapshot_restores_views_accounts_and_leases() {
     assert_eq!(r.next_lease_end(), Some(g.until));
     let next = r.grant(t(1), P, "k", 1, 0, 10, DEFAULT_LEASE_TTL).unwrap();
     assert!(next.id > g.id);
+}
+
+#[test]
+fn a_restarted_engine_keeps_views_accounts_and_leases_from_its_records() {
+    let mut e = engine_with(floored(10));
+    e.publish_account(t(0), P, "a", None, None);
+    e.publish_account(t(0), P, "b1", Some("bob"), None);
+    e.publish_account(t(0), P, "b2", Some("bob"), None);
+    e.report(t(1), P, "a", &obs(300, 3600), None);
+    e.report(t(1), P, "b1", &obs(1000, 3600), None);
+    let lease = match e.lease(t(2), P, 10_000) {
+        Leased::Granted { lease, .. } => lease,
+        other => panic!("{other:?}"),
+    };
+    let before = e.status(t(3));
+    let records = e.encode_all_records();
+
+    let decoded = crate::pool::decode_records(&records).unwrap();
+    let mut r = engine_with(floored(10));
+    r.restore_state(&decoded);
+    assert_eq!(r.status(t(3)), before);
+    assert_eq!(r.quotas().account_of(P, "b2"), Account::Named("bob".into()));
+    // Only what was not lent before the restart can be lent after it.
+    let mut lent = 0;
+    while let Leased::Granted { lease: l, .. } = r.lease(t(4), P, 10_000) {
+        assert!(l.id > lease.id, "lease ids are not given twice");
+        lent += l.calls;
+    }
+    assert_eq!(lent + lease.calls, (300 - 10) + (1000 - 10));
+    // The lease from before the restart ends at its deadline, fully used.
+    assert_eq!(r.poll_timeout(), Some(lease.until));
+    r.handle_timeout(lease.until);
+    assert_eq!(r.quotas().lease(lease.id), None);
+    r.quotas().check_consistency().unwrap();
+}
+
+#[test]
+fn the_report_that_returns_a_lease_counts_from_a_platform_whose_clock_lags() {
+    // The platform's clock is 30 s behind ours and nothing is known of it yet:
+    // the report that returns a lease carries the response to the lease's
+    // last call, which is not older than the lease it returns.
+    let mut q = Quotas::new();
+    q.set_account(t(1000), P, "k", None, Some(10));
+    let lease = q
+        .grant(t(1000), P, "k", 4, 0, 100, Duration::from_secs(600))
+        .expect("a lease");
+    let ret = LeaseReturn {
+        lease_id: lease.id,
+        used: Some(4),
+        done: true,
+    };
+    assert_eq!(
+        q.report(t(1001), P, "k", &dated(6, 4000, 971), Some(ret)),
+        Reported::Updated
+    );
+    assert_eq!(q.remaining_now(t(1001), P, "k"), Some(6));
+    let skew = q.account(P, &Account::Key("k".into())).map(|a| a.skew);
+    assert_eq!(skew.map(|s| s.offset_ms), Some(-29_500));
+    // The next lease is bounded by what the platform said, not by a guess.
+    let next = q
+        .grant(t(1001), P, "k", 10, 0, 100, Duration::from_secs(600))
+        .expect("another lease");
+    assert_eq!(next.calls, 6);
 }

@@ -85,6 +85,15 @@ impl Skew {
         self.samples = self.samples.saturating_add(1);
     }
 
+    /// This skew within [`MAX_SKEW`] (a saved one is read through it).
+    pub fn bounded(self) -> Skew {
+        let max = MAX_SKEW.as_millis() as i64;
+        Skew {
+            offset_ms: self.offset_ms.clamp(-max, max),
+            samples: self.samples,
+        }
+    }
+
     /// A platform time on our clock.
     pub fn to_local(&self, platform_time: Timestamp) -> Timestamp {
         shift(platform_time, -self.offset_ms)
@@ -118,30 +127,38 @@ fn shift(t: Timestamp, ms: i64) -> Timestamp {
 }
 
 /// What is known of one account's quota window. Times are ours (converted with
-/// the account's [`Skew`]).
+/// the account's [`Skew`]). Saved with the state (fields unknown or 0 are left
+/// out of the saved form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuotaView {
     /// Calls per window, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
     /// Calls left when it was observed.
     pub remaining: u64,
     /// When the window resets, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset: Option<Timestamp>,
     /// The reset time as the platform said it (its clock): the window's name.
     /// Kept when the window has ended and `reset` is `None`, for the next
     /// window's reports are known by a later one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reset_header: Option<Timestamp>,
     /// When it was observed.
     pub observed_at: Timestamp,
     /// From what.
     pub source: Source,
     /// Calls counted against it since: leases ended after the observation.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub spent: u64,
     /// The latest `Date` of a report of this window, on the platform's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_date: Option<Timestamp>,
     /// The latest time calls were counted in `spent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent_at: Option<Timestamp>,
     /// The resource the reports are about (the first one said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
 }
 
@@ -160,6 +177,10 @@ impl QuotaView {
     pub fn has_reset(&self, now: Timestamp) -> bool {
         self.reset.is_some_and(|r| now >= r)
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One account's state.

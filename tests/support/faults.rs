@@ -578,6 +578,23 @@ pub fn admin_call(broker: &Broker, body: serde_json::Value, limit: Duration) -> 
     sub.next(limit).map(|(_, payload, _)| payload)
 }
 
+/// One worker request by raw PUBLISH on the request channel (a NEW, with
+/// `lease` or not; a REPORT with `request_id`), its reply read raw and parsed:
+/// `None` if there was none within `limit`.
+pub fn worker_call(
+    broker: &Broker,
+    body: serde_json::Value,
+    limit: Duration,
+) -> Option<serde_json::Value> {
+    let id = unique();
+    let sub = RawSub::channels(broker, &[format!("{REQ}-{id}")]);
+    let mut body = body;
+    body["requester_id"] = serde_json::Value::from(id);
+    Raw::connect(broker).publish(REQ, body.to_string().as_bytes());
+    let (_, payload, _) = sub.next(limit)?;
+    serde_json::from_slice(&payload).ok()
+}
+
 /// Waits until `keyman serve` answers an ACK (sent again every 100 ms), at
 /// most `limit`; whether it did.
 pub fn wait_ack(broker: &Broker, limit: Duration) -> bool {

@@ -32,18 +32,27 @@ pub(crate) async fn announce_keys(
     platform: &str,
     keys: Vec<String>,
     from: &KeysFrom,
-    publish: bool,
+    how: Announce,
 ) -> Result<(), KeyError> {
     let keys = input::keys(keys, from.keys_from.as_deref())?;
     let p = publisher(conn).await?;
     for key in &keys {
-        if publish {
-            p.publish(platform, key).await?;
-        } else {
-            p.unpublish(platform, key).await?;
+        match &how {
+            Announce::Publish {
+                account: None,
+                limit: None,
+            } => p.publish(platform, key).await?,
+            Announce::Publish { account, limit } => {
+                p.publish_account(platform, key, account.as_deref(), *limit)
+                    .await?
+            }
+            Announce::Unpublish => p.unpublish(platform, key).await?,
         }
     }
-    let verb = if publish { "published" } else { "unpublished" };
+    let verb = match how {
+        Announce::Publish { .. } => "published",
+        Announce::Unpublish => "unpublished",
+    };
     if conn.json {
         println!(
             "{}",
@@ -53,6 +62,17 @@ pub(crate) async fn announce_keys(
         println!("{verb} {} key(s) on {platform}", keys.len());
     }
     Ok(())
+}
+
+/// What `keyman publish` and `keyman unpublish` announce for each key.
+pub(crate) enum Announce {
+    /// PUBLISH, in `account` (ext) with `limit` calls per window (ext).
+    Publish {
+        account: Option<String>,
+        limit: Option<u64>,
+    },
+    /// UNPUBLISH.
+    Unpublish,
 }
 
 /// `keyman forget`: every key off every platform, then an ACK, so that the
@@ -128,16 +148,7 @@ pub(crate) async fn status(conn: &Connection, watch: bool) -> Result<(), KeyErro
     }
     let status = publisher.status().await?;
     if conn.json {
-        let items: Vec<serde_json::Value> = status
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "platform": p.platform, "fresh": p.fresh, "expired": p.expired,
-                    "invalid": p.invalid, "next_refresh": p.next_refresh,
-                })
-            })
-            .collect();
-        println!("{}", serde_json::Value::from(items));
+        println!("{}", watch::json_status(&status));
     } else {
         print!("{}", watch::table(&status));
     }

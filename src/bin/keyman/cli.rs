@@ -119,8 +119,10 @@ pub(crate) struct StateOptions {
     /// serving one dies.
     #[arg(long)]
     pub(crate) standby: bool,
-    /// With `--standby`: seconds the lease lasts without renewal. A standby
-    /// takes over within about 1.3 times this after the serving one died.
+    /// With `--standby`: seconds the leadership lease (which orchestrator
+    /// serves) lasts without renewal. A standby takes over within about 1.3
+    /// times this after the serving one died. Not the quota leases lent to
+    /// workers (that is --quota-lease-duration).
     #[arg(long, default_value_t = 3.0, requires = "standby")]
     pub(crate) lease_ttl: f64,
 }
@@ -147,6 +149,8 @@ pub(crate) enum Command {
         max_keys_per_platform: usize,
         #[command(flatten)]
         state: StateOptions,
+        #[command(flatten)]
+        quota: crate::quota_options::QuotaOptions,
         /// Give up (exit 6) when the broker cannot be reached within this many
         /// seconds of starting. By default `serve` waits for its broker as long
         /// as it takes, trying again with a growing delay (up to 5 s) and
@@ -173,6 +177,15 @@ pub(crate) enum Command {
         keys: Vec<String>,
         #[command(flatten)]
         from: KeysFrom,
+        /// The account the keys belong to: keys of one account share one
+        /// quota (the tokens of one GitHub user), and a rate limit of one is
+        /// a rate limit of all. Without it each key is its own account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Calls per window of the account (a hint until a worker's report
+        /// says otherwise), e.g. 5000 for GitHub's REST API.
+        #[arg(long)]
+        limit: Option<u64>,
     },
     /// Remove keys from a platform.
     Unpublish {

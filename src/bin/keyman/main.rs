@@ -12,6 +12,7 @@ mod cli;
 mod exit;
 mod input;
 mod logging;
+mod quota_options;
 mod serve;
 mod simulate;
 mod watch;
@@ -77,15 +78,19 @@ async fn run(command: Command) -> Result<(), Failure> {
             max_platforms,
             max_keys_per_platform,
             state,
+            quota,
             connect_timeout,
             metrics_addr,
         } => {
+            let (selection, quota) = quota.config()?;
             let config = EngineConfig {
                 channels: conn.channels(),
                 max_payload,
                 max_expiry: Duration::from_secs(max_expiry),
                 max_platforms,
                 max_keys_per_platform,
+                selection,
+                quota,
                 ..EngineConfig::default()
             };
             let give_up = serve::connect_limit(connect_timeout)?;
@@ -98,13 +103,18 @@ async fn run(command: Command) -> Result<(), Failure> {
             platform,
             keys,
             from,
-        } => admin::announce_keys(&conn, &platform, keys, &from, true).await,
+            account,
+            limit,
+        } => {
+            let how = admin::Announce::Publish { account, limit };
+            admin::announce_keys(&conn, &platform, keys, &from, how).await
+        }
         Command::Unpublish {
             conn,
             platform,
             keys,
             from,
-        } => admin::announce_keys(&conn, &platform, keys, &from, false).await,
+        } => admin::announce_keys(&conn, &platform, keys, &from, admin::Announce::Unpublish).await,
         Command::Forget { conn, keys } => admin::forget(&conn, &keys).await,
         Command::Platforms { conn } => admin::platforms(&conn).await,
         Command::Keys { conn, platform } => admin::keys(&conn, &platform).await,

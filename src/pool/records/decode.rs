@@ -1,6 +1,8 @@
 //! Reading saved records back ([`decode_records`]), of any version up to
 //! [`STATE_FORMAT_VERSION`], and why they could not be ([`StateDecodeError`]).
 
+use crate::quota::QuotaSnapshot;
+
 use super::{
     META_RECORD, MetaRecord, PlatformSnapshot, PoolSnapshot, SHARDS, STATE_FORMAT_VERSION,
     ShardRecord, StateRecords, shard_record_name,
@@ -36,6 +38,9 @@ pub enum StateDecodeError {
 pub struct DecodedState {
     /// The state they describe.
     pub snapshot: PoolSnapshot,
+    /// The quota views, named accounts and outstanding leases they hold
+    /// (none from records of a keyman that knew no quotas).
+    pub quotas: QuotaSnapshot,
     /// The format version they were written in (0: an older keyman's; the
     /// next save writes the current format).
     pub version: u64,
@@ -93,16 +98,17 @@ fn record_version(
 /// Decodes saved records (any version up to [`STATE_FORMAT_VERSION`]). Never
 /// panics; a record that is not keyman's, or of a newer version, is an error.
 pub fn decode_records(records: &StateRecords) -> Result<DecodedState, StateDecodeError> {
-    let (platform_order, version) = match records.get(META_RECORD) {
+    let (platform_order, version, last_lease_id) = match records.get(META_RECORD) {
         None if records.is_empty() => {
             return Ok(DecodedState {
                 snapshot: PoolSnapshot::default(),
+                quotas: QuotaSnapshot::default(),
                 version: STATE_FORMAT_VERSION,
             });
         }
         // Shards without their meta record (a first save cut short before
         // it): the shards say their platforms.
-        None => (Vec::new(), STATE_FORMAT_VERSION),
+        None => (Vec::new(), STATE_FORMAT_VERSION, 0),
         Some(meta) => {
             let (value, version) = record_version(META_RECORD, meta)?;
             let Some(version) = version else {
@@ -117,6 +123,7 @@ pub fn decode_records(records: &StateRecords) -> Result<DecodedState, StateDecod
                 })?;
                 return Ok(DecodedState {
                     snapshot,
+                    quotas: QuotaSnapshot::default(),
                     version: 0,
                 });
             };
@@ -135,10 +142,14 @@ pub fn decode_records(records: &StateRecords) -> Result<DecodedState, StateDecod
                     format!("{} shards per platform, not {SHARDS}", meta.shards),
                 ));
             }
-            (meta.platforms, version)
+            (meta.platforms, version, meta.last_lease_id)
         }
     };
     let mut platforms: Vec<PlatformSnapshot> = Vec::new();
+    let mut quotas = QuotaSnapshot {
+        last_lease_id,
+        ..QuotaSnapshot::default()
+    };
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for name in platform_order {
         if !index.contains_key(&name) {
@@ -172,9 +183,11 @@ pub fn decode_records(records: &StateRecords) -> Result<DecodedState, StateDecod
         p.fresh.extend(shard.fresh);
         p.expired.extend(shard.expired);
         p.invalid.extend(shard.invalid);
+        shard.quota.decode_into(&shard.platform, &mut quotas);
     }
     Ok(DecodedState {
         snapshot: PoolSnapshot { platforms },
+        quotas,
         version,
     })
 }

@@ -9,12 +9,16 @@ use crate::time::Timestamp;
 mod changes;
 mod decode;
 mod encode;
+mod quota;
+#[cfg(test)]
+mod quota_tests;
 #[cfg(test)]
 mod tests;
 
 pub(super) use changes::ChangeLog;
 pub use changes::ChangedRecords;
 pub use decode::{DecodedState, StateDecodeError, decode_records};
+pub use quota::canonical_quotas;
 
 /// The format version of the records [`KeyPool::encode_records`] writes.
 ///
@@ -25,6 +29,18 @@ pub use decode::{DecodedState, StateDecodeError, decode_records};
 ///   by [`shard_record_name`], each `{"version": 1, "platform": .., "shard": ..,
 ///   "fresh": [..], "expired": [[key, refresh_ms], ..], "invalid": [..]}`. A key
 ///   lives in shard [`shard_of`] of its platform.
+///
+///   Quota entries are optional fields of the same version: a keyman that
+///   does not know them ignores them (and loses only the quota views, never
+///   a key), and records without them read as no quota known. A shard
+///   record may carry `"quota": {"accounts": [{"account": {"Key": k} |
+///   {"Named": name}, "view": {..}, "skew": {..}}, ..], "members": [[key,
+///   name], ..], "leases": [{"id", "key", "account", "calls", "until"}, ..],
+///   "last_lease_id": n}`: an account's view lives in the shard of its key
+///   or name ([`Account::shard`](crate::quota::Account::shard)), a key's
+///   named account and its outstanding leases in the key's shard. The meta
+///   record may carry `"last_lease_id"`; the largest one read is the last
+///   lease id given.
 pub const STATE_FORMAT_VERSION: u64 = 1;
 
 /// How many shard records each platform is split into (version 1): with
@@ -63,6 +79,13 @@ struct MetaRecord {
     version: u64,
     shards: u16,
     platforms: Vec<String>,
+    /// The last lease id given when it was written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    last_lease_id: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -76,6 +99,8 @@ struct ShardRecord {
     expired: Vec<(String, Timestamp)>,
     #[serde(default)]
     invalid: Vec<String>,
+    #[serde(default, skip_serializing_if = "quota::QuotaEntries::is_empty")]
+    quota: quota::QuotaEntries,
 }
 
 /// A snapshot in a canonical form: platforms in order, each list sorted and
@@ -94,7 +119,8 @@ pub fn canonical_snapshot(snapshot: &PoolSnapshot) -> PoolSnapshot {
 /// The check the state fuzz target and its in-suite corpus run on arbitrary
 /// bytes: they are read as saved records (the first byte says how: even, one
 /// meta record; odd, `name \0 value \0 ...`), decoding never panics, and
-/// whatever decodes re-encodes to records that decode to the same state.
+/// whatever decodes (keys and quota entries) re-encodes to records that
+/// decode to the same state.
 pub fn check_state_decoding(data: &[u8]) {
     let mut records = StateRecords::new();
     match data.split_first() {
@@ -113,7 +139,11 @@ pub fn check_state_decoding(data: &[u8]) {
         return;
     };
     let pool = KeyPool::from_snapshot(&decoded.snapshot, Selection::default());
-    let encoded = pool.encode_all_records();
+    let quotas = crate::quota::Quotas::from_snapshot(&decoded.quotas);
+    if let Err(e) = quotas.check_consistency() {
+        panic!("restored quotas are inconsistent: {e}");
+    }
+    let encoded = pool.encode_all_records_with(&quotas);
     let again = match decode_records(&encoded) {
         Ok(again) => again,
         Err(e) => panic!("re-encoded records do not decode: {e}"),
@@ -124,4 +154,41 @@ pub fn check_state_decoding(data: &[u8]) {
         canonical_snapshot(&decoded.snapshot),
         "re-encoded records decode to another state"
     );
+    assert_eq!(
+        canonical_quotas(&again.quotas, &again.snapshot),
+        canonical_quotas(&decoded.quotas, &decoded.snapshot),
+        "re-encoded records decode to other quotas"
+    );
+    exercise(quotas);
+}
+
+/// Uses restored quotas as the engine would (estimates, forecasts, leases
+/// reaching their deadline), early and late: none of it may panic.
+fn exercise(mut quotas: crate::quota::Quotas) {
+    let platforms: Vec<String> = quotas.accounts().map(|(p, _, _)| p.to_owned()).collect();
+    let keys: Vec<(String, String)> = quotas
+        .leases()
+        .map(|(_, l)| (l.platform.clone(), l.key.clone()))
+        .chain(
+            quotas
+                .memberships()
+                .map(|(p, k, _)| (p.to_owned(), k.to_owned())),
+        )
+        .collect();
+    for now in [
+        Timestamp::EPOCH,
+        Timestamp::from_millis(u64::MAX / 2),
+        Timestamp::MAX,
+    ] {
+        for (p, k) in &keys {
+            let _ = quotas.available(now, p, k, 1);
+        }
+        for p in &platforms {
+            let _ = quotas.forecast(now, p);
+        }
+    }
+    quotas.end_due_leases(Timestamp::MAX);
+    if let Err(e) = quotas.check_consistency() {
+        panic!("quotas are inconsistent after their leases ended: {e}");
+    }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 /// What one look at the pool gave a request.
 enum Look {
-    Key(LeasedKey),
+    Key(Box<LeasedKey>),
     /// No key is fresh: sleep this long (or until woken), then look again.
     Sleep(Duration),
 }
@@ -73,19 +73,24 @@ impl Shared {
         // may lend again.
         state.catch_up(now);
         let look = match want.ask(&mut state.engine, now, platform) {
-            Leased::Key(k) => Ok(Look::Key(LeasedKey::new(platform, k, want.wanted(), None))),
+            Leased::Key(k) => Ok(Look::Key(Box::new(LeasedKey::new(
+                platform,
+                k,
+                want.wanted(),
+                None,
+            )))),
             Leased::Granted { key, lease } => {
                 let terms = LeaseTerms {
                     id: lease.id,
                     calls: lease.calls,
                     until: lease.until,
                 };
-                Ok(Look::Key(LeasedKey::new(
+                Ok(Look::Key(Box::new(LeasedKey::new(
                     platform,
                     key,
                     want.wanted(),
                     Some(terms),
-                )))
+                ))))
             }
             Leased::Wait { refresh_at } => {
                 let left = give_up.saturating_duration_since(std::time::Instant::now());
@@ -115,7 +120,7 @@ impl Shared {
         let mut state = self.lock();
         loop {
             let sleep = match self.look(&mut state, platform, want, give_up, deadline)? {
-                Look::Key(k) => return Ok(k),
+                Look::Key(k) => return Ok(*k),
                 Look::Sleep(sleep) => sleep,
             };
             state = self
@@ -142,7 +147,7 @@ impl Shared {
             notified.as_mut().enable();
             let look = self.look(&mut self.lock(), platform, want, give_up, deadline)?;
             let sleep = match look {
-                Look::Key(k) => return Ok(k),
+                Look::Key(k) => return Ok(*k),
                 Look::Sleep(sleep) => sleep,
             };
             tokio::select! {

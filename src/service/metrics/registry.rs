@@ -58,6 +58,11 @@ struct KeyLabels {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlatformLabels {
+    platform: String,
+}
+
 /// The metrics of one orchestrator, shared by its clones: counters of the
 /// messages handled and answered, gauges of the pool and of the
 /// orchestrator's role, and the time from a request to its reply. Give it to
@@ -72,6 +77,8 @@ struct KeyLabels {
 /// | `keyman_new_answered_total` | counter | `platform`, `answer` | NEW answered: `key`, `wait`, or the error code (`unknown_platform`, `no_keys`, …) |
 /// | `keyman_rejected_messages_total` | counter | `reason` | messages dropped: `too_large`, `not_json`, `missing_type`, `unknown_type`, `unknown_channel`, … |
 /// | `keyman_keys` | gauge | `platform`, `state` | keys `fresh`, `expired`, `invalid` |
+/// | `keyman_remaining_calls` | gauge | `platform` | the known remaining calls less those lent (absent while none is known) |
+/// | `keyman_leased_calls` | gauge | `platform` | calls lent in quota leases outstanding |
 /// | `keyman_held_requests` | gauge | | NEW requests held for a key now |
 /// | `keyman_leader` | gauge | | 1 while serving (holding the lease, if any), 0 standing by |
 /// | `keyman_ready` | gauge | | 1 while serving, subscribed and connected (what `/readyz` says) |
@@ -90,6 +97,8 @@ struct Inner {
     answered: Family<AnswerLabels, Counter>,
     rejected: Family<ReasonLabels, Counter>,
     keys: Family<KeyLabels, Gauge>,
+    remaining: Family<PlatformLabels, Gauge>,
+    leased: Family<PlatformLabels, Gauge>,
     held: Gauge,
     leader: Gauge,
     ready: Gauge,
@@ -163,6 +172,18 @@ impl Metrics {
             "Keys by platform and state (fresh, expired, invalid)",
             keys.clone(),
         );
+        let remaining = Family::<PlatformLabels, Gauge>::default();
+        registry.register(
+            "remaining_calls",
+            "The known remaining calls of the platform's accounts, less the calls lent (absent while none is known)",
+            remaining.clone(),
+        );
+        let leased = Family::<PlatformLabels, Gauge>::default();
+        registry.register(
+            "leased_calls",
+            "Calls lent in quota leases outstanding",
+            leased.clone(),
+        );
         let held = Gauge::default();
         registry.register(
             "held_requests",
@@ -202,6 +223,8 @@ impl Metrics {
                 answered,
                 rejected,
                 keys,
+                remaining,
+                leased,
                 held,
                 leader,
                 ready,
@@ -393,6 +416,23 @@ impl Metrics {
                     })
                     .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
+            let labels = PlatformLabels { platform };
+            match status.remaining {
+                Some(n) => {
+                    self.inner
+                        .remaining
+                        .get_or_create(&labels)
+                        .set(i64::try_from(n).unwrap_or(i64::MAX));
+                }
+                None => {
+                    self.inner.remaining.remove(&labels);
+                }
+            }
+            let leased = status.leased.unwrap_or(0);
+            self.inner
+                .leased
+                .get_or_create(&labels)
+                .set(i64::try_from(leased).unwrap_or(i64::MAX));
         }
     }
 }
@@ -444,5 +484,29 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains(&last) && !text.contains("ghp_key"), "{text}");
+        // Remaining calls once a report says them; calls lent in leases.
+        assert!(!text.contains("keyman_remaining_calls{"), "{text}");
+        assert!(
+            text.contains(r#"keyman_leased_calls{platform="p0"} 0"#),
+            "{text}"
+        );
+        let seen = crate::quota::Observation {
+            remaining: Some(4_000),
+            reset: Some(Timestamp::from_secs(3_600)),
+            ..Default::default()
+        };
+        engine.report(now, "p1", "ghp_key_1_0123456789", &seen, None);
+        engine.lease(now, "p1", 250);
+        *lock(&metrics.inner.observed) = None;
+        metrics.observe(&mut engine, now);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"keyman_remaining_calls{platform="p1"} 3750"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"keyman_leased_calls{platform="p1"} 250"#),
+            "{text}"
+        );
     }
 }

@@ -159,8 +159,10 @@ impl Orchestrator {
     }
 
     /// Keeps the pool's state in `store`: loaded when [`run`](Self::run)
-    /// starts, saved after changes (at most every save interval, and once more
-    /// on the way out), so that keys and their states survive a restart.
+    /// starts (and on each takeover), saved after changes (at most every save
+    /// interval, and once more on the way out), so that keys and their states,
+    /// the quota views, named accounts and outstanding leases survive a
+    /// restart.
     pub fn with_store(mut self, store: Arc<dyn StateStore>) -> Self {
         self.store = Some(store);
         self
@@ -279,12 +281,13 @@ impl Orchestrator {
         result
     }
 
-    /// A fresh engine with the same pool: after stepping down, requests held
-    /// and replies not yet sent belong to the term that ended.
+    /// A fresh engine with the same pool and quotas: after stepping down,
+    /// requests held and replies not yet sent belong to the term that ended.
     fn reset_engine(&mut self) {
         let snapshot = self.engine.pool().snapshot();
         let mut engine = Engine::new(self.engine.config().clone(), SplitMix64::new(random_seed()));
         engine.restore(&snapshot);
+        engine.restore_quotas(self.engine.quotas().clone());
         self.engine = engine;
     }
 }

@@ -5,8 +5,8 @@
 
 use super::super::{Saved, StateStore, StateWrite};
 use super::OrchestratorError;
-use crate::engine::Engine;
-use crate::pool::{PoolSnapshot, STATE_FORMAT_VERSION, decode_records};
+use crate::engine::{Engine, StateGeneration};
+use crate::pool::{DecodedState, STATE_FORMAT_VERSION, decode_records};
 use crate::rng::SplitMix64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,12 +49,12 @@ pub(super) async fn load_state(
     };
     let Some(records) = store.load(fence).await.map_err(load_error)? else {
         tracing::info!(store = %store.describe(), "no saved state; starting empty");
-        engine.restore(&PoolSnapshot::default());
+        engine.restore_state(&empty_state());
         return Ok(Loaded { replace: false });
     };
     match decode_records(&records) {
         Ok(decoded) => {
-            engine.restore(&decoded.snapshot);
+            engine.restore_state(&decoded);
             let keys: usize = decoded
                 .snapshot
                 .platforms
@@ -66,6 +66,8 @@ pub(super) async fn load_state(
                 store = %store.describe(),
                 platforms = decoded.snapshot.platforms.len(),
                 keys,
+                accounts = decoded.quotas.accounts.len(),
+                leases = decoded.quotas.leases.len(),
                 records = records.len(),
                 format_version = decoded.version,
                 "state restored{}",
@@ -86,7 +88,7 @@ pub(super) async fn load_state(
                     copy = %copy,
                     "the saved state is unreadable; discarding it as asked and starting empty (a copy is kept at {copy})"
                 );
-                engine.restore(&PoolSnapshot::default());
+                engine.restore_state(&empty_state());
                 Ok(Loaded { replace: true })
             } else {
                 Err(OrchestratorError::UnreadableState {
@@ -99,10 +101,19 @@ pub(super) async fn load_state(
     }
 }
 
+/// Nothing saved: no key, no quota view.
+fn empty_state() -> DecodedState {
+    DecodedState {
+        snapshot: Default::default(),
+        quotas: Default::default(),
+        version: STATE_FORMAT_VERSION,
+    }
+}
+
 /// One save on its way to the saver.
 struct SaveJob {
-    /// The pool's change generation it saves.
-    generation: u64,
+    /// The state's generation it saves.
+    generation: StateGeneration,
     write: StateWrite,
     /// The lease holder, for a fenced save.
     fence: Option<String>,
@@ -111,17 +122,18 @@ struct SaveJob {
     valid_until: Option<Instant>,
 }
 
-/// The saving of one serving term: the pool's change generation as last
-/// saved, when the next save is due, and the task that writes to the store.
+/// The saving of one serving term: the state's generation as last saved,
+/// when the next save is due, and the task that writes to the store.
 pub(super) struct Saving {
     /// The saver, when there is a store.
     saver: Option<(mpsc::Sender<SaveJob>, JoinHandle<()>)>,
-    /// The pool's change generation of the last save that landed in the store.
+    /// The changes counted by the state's generation of the last save that
+    /// landed in the store ([`StateGeneration::changes`]).
     landed: Arc<AtomicU64>,
     interval: Duration,
     fence: Option<String>,
-    /// The pool's change generation when its records were last handed to the saver.
-    saved_generation: u64,
+    /// The state's generation when its records were last handed to the saver.
+    saved_generation: StateGeneration,
     /// Whether the next save writes everything (and replaces what is stored).
     replace: bool,
     /// When the changes made since are saved.
@@ -132,20 +144,20 @@ pub(super) struct Saving {
 }
 
 impl Saving {
-    /// Starts saving to `store` (if any) the changes made to `engine`'s pool
-    /// from now on, each within `interval`; `fence` is the lease holder (with
+    /// Starts saving to `store` (if any) the changes made to `engine`'s state
+    /// (keys and quotas) from now on, each within `interval`; `fence` is the lease holder (with
     /// a lease). After `loaded` asked for it, the first save (at once) writes
     /// everything.
-    /// `generation` is the pool's change generation that the store already
+    /// `generation` is the state's generation that the store already
     /// holds (the one right after loading): later changes are saved.
     pub(super) fn start(
         store: Option<Arc<dyn StateStore>>,
         interval: Duration,
-        generation: u64,
+        generation: StateGeneration,
         fence: Option<String>,
         loaded: Loaded,
     ) -> Self {
-        let landed = Arc::new(AtomicU64::new(generation));
+        let landed = Arc::new(AtomicU64::new(generation.changes()));
         let saver = store.map(|store| {
             let (tx, rx) = mpsc::channel::<SaveJob>(1);
             (tx, tokio::spawn(save_loop(store, rx, landed.clone())))
@@ -169,24 +181,23 @@ impl Saving {
     }
 
     fn job(&self, engine: &Engine<SplitMix64>, valid_until: Option<Instant>) -> Option<SaveJob> {
-        let pool = engine.pool();
         let write = if self.replace {
             StateWrite {
-                records: pool.encode_all_records(),
+                records: engine.encode_all_records(),
                 replace: true,
             }
         } else {
-            let changed = pool.changed_since(self.saved_generation);
+            let changed = engine.changed_since(self.saved_generation);
             if changed.is_empty() {
                 return None;
             }
             StateWrite {
-                records: pool.encode_records(&changed),
+                records: engine.encode_records(&changed),
                 replace: false,
             }
         };
         Some(SaveJob {
-            generation: pool.change_generation(),
+            generation: engine.state_generation(),
             write,
             fence: self.fence.clone(),
             valid_until,
@@ -198,7 +209,7 @@ impl Saving {
     /// until when this term may write (with a lease).
     pub(super) fn handle_due(&mut self, engine: &Engine<SplitMix64>, valid_until: Option<Instant>) {
         self.save_at = None;
-        let generation = engine.pool().change_generation();
+        let generation = engine.state_generation();
         let started = Instant::now();
         if let Some((tx, _)) = &self.saver
             && let Ok(permit) = tx.try_reserve()
@@ -214,7 +225,7 @@ impl Saving {
     }
 
     fn dirty(&self, engine: &Engine<SplitMix64>) -> bool {
-        self.replace || engine.pool().change_generation() != self.saved_generation
+        self.replace || engine.state_generation() != self.saved_generation
     }
 
     /// After the engine handled something: schedules a save if it changed
@@ -245,7 +256,7 @@ impl Saving {
         limit: Duration,
     ) -> Result<(), Unsaved> {
         let job = self.job(engine, valid_until);
-        let generation = engine.pool().change_generation();
+        let generation = engine.state_generation().changes();
         let Some((tx, mut saver)) = self.saver else {
             return Ok(());
         };
@@ -299,7 +310,7 @@ async fn save_loop(
             let started = Instant::now();
             match store.save(&job.write, job.fence.as_deref()).await {
                 Ok(Saved::Written) => {
-                    landed.store(job.generation, Ordering::Release);
+                    landed.store(job.generation.changes(), Ordering::Release);
                     tracing::debug!(
                         store = %store.describe(),
                         records = job.write.records.len(),

@@ -61,7 +61,7 @@ impl Orchestrator {
         };
         // What the store holds now: the changes replayed from the standby's
         // window below come after it and must be saved.
-        let stored_generation = self.engine.pool().change_generation();
+        let stored_generation = self.engine.state_generation();
         let channels = self.engine.config().channels.clone();
         let both = [channels.announce.clone(), channels.request.clone()];
         let mut replayed = false;

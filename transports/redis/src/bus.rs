@@ -1,14 +1,14 @@
 //! [`RedisBus`]: the publishing connection, commands on it, and subscribing.
 
 use crate::RedisOptions;
-use crate::subscription::feed_subscription;
+use crate::subscription::{SubscriberConnection, Topics, feed};
 use crate::url::open_client;
 use async_trait::async_trait;
 use keyman_transport::adapter::{
     bounded, spawn_subscription, subscribe_channels, subscribe_prefixes,
 };
 use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -161,42 +161,22 @@ impl BusShared {
         }
     }
 
-    /// Opens a pub/sub connection and subscribes it to `channels`.
-    pub(crate) async fn open_subscription(
-        &self,
-        channels: &[String],
-    ) -> Result<(PubSubSink, PubSubStream), BusError> {
-        let pubsub = self
-            .client
-            .get_async_pubsub()
-            .await
-            .map_err(|err| self.bus_error(&err))?;
-        let (mut sink, stream) = pubsub.split();
-        sink.subscribe(channels)
-            .await
-            .map_err(|err| self.bus_error(&err))?;
-        Ok((sink, stream))
-    }
-
-    /// Opens a pub/sub connection and subscribes it to `channels` and to the
-    /// glob patterns `patterns` (`PSUBSCRIBE`, when there are any), on that one
-    /// connection.
-    pub(crate) async fn open_watching(
-        &self,
-        channels: &[String],
-        patterns: &[String],
-    ) -> Result<(PubSubSink, PubSubStream), BusError> {
-        let (mut sink, stream) = self.open_subscription(channels).await?;
-        if !patterns.is_empty() {
-            sink.psubscribe(patterns)
-                .await
-                .map_err(|err| self.bus_error(&err))?;
-        }
-        Ok((sink, stream))
+    /// Opens a subscription connection for `topics` (within the operation
+    /// timeout) and spawns the task that feeds the subscription from it.
+    async fn subscribe(self: &Arc<Self>, topics: Topics) -> Result<Subscription, BusError> {
+        let connection = bounded(
+            self.options.operation_timeout,
+            SubscriberConnection::open(self, &topics),
+        )
+        .await?;
+        let bus = Arc::clone(self);
+        Ok(spawn_subscription(self.options.queue_capacity, |sender| {
+            feed(bus, topics, connection, sender)
+        }))
     }
 
     /// Translates an error of the Redis client.
-    fn bus_error(&self, err: &RedisError) -> BusError {
+    pub(crate) fn bus_error(&self, err: &RedisError) -> BusError {
         let server = &self.server;
         let detail = |message: String| ErrorDetail::with_source(message, err.clone());
         match err.kind() {
@@ -237,17 +217,16 @@ impl Bus for RedisBus {
         result
     }
 
-    /// Opens a pub/sub connection, subscribes it and waits for the server's
-    /// confirmation, so the subscription is live when this returns.
+    /// Opens a pub/sub connection of its own, subscribes it and waits for the
+    /// server's confirmation, so the subscription is live when this returns.
+    /// While the subscription's queue is full nothing more is read from the
+    /// connection, and Redis buffers what comes meanwhile (see the crate docs).
     async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
-        let unique = subscribe_channels(channels)?;
-        let timeout = self.shared.options.operation_timeout;
-        let (sink, stream) = bounded(timeout, self.shared.open_subscription(&unique)).await?;
-        let bus = Arc::clone(&self.shared);
-        Ok(spawn_subscription(
-            self.shared.options.queue_capacity,
-            |sender| feed_subscription(bus, unique, Vec::new(), sink, stream, sender),
-        ))
+        let topics = Topics {
+            channels: subscribe_channels(channels)?,
+            patterns: Vec::new(),
+        };
+        self.shared.subscribe(topics).await
     }
 
     /// Subscribes the channels (`SUBSCRIBE`) and one glob pattern per prefix
@@ -260,16 +239,12 @@ impl Bus for RedisBus {
         channels: &[String],
         prefixes: &[String],
     ) -> Result<Subscription, BusError> {
-        let (unique, prefixes) = subscribe_prefixes(channels, prefixes)?;
-        let patterns: Vec<String> = prefixes.iter().map(|p| prefix_pattern(p)).collect();
-        let timeout = self.shared.options.operation_timeout;
-        let (sink, stream) =
-            bounded(timeout, self.shared.open_watching(&unique, &patterns)).await?;
-        let bus = Arc::clone(&self.shared);
-        Ok(spawn_subscription(
-            self.shared.options.queue_capacity,
-            |sender| feed_subscription(bus, unique, patterns, sink, stream, sender),
-        ))
+        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
+        let topics = Topics {
+            channels,
+            patterns: prefixes.iter().map(|p| prefix_pattern(p)).collect(),
+        };
+        self.shared.subscribe(topics).await
     }
 }
 

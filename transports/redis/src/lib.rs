@@ -10,6 +10,21 @@
 //! [`BusEvent::Reconnected`](keyman_transport::BusEvent). The task ends when the
 //! [`Subscription`](keyman_transport::Subscription) is dropped, which closes its connection.
 //!
+//! **Backpressure.** A subscription's connection is keyman's own (the Redis
+//! client's pub/sub connection reads the socket in a task of its own into an
+//! unbounded queue): it is read one value at a time, with the client's RESP
+//! parser, and only while the subscription's queue
+//! ([`RedisOptions::queue_capacity`]) has room. A subscriber that falls behind
+//! leaves the rest in the kernel's socket buffers and in Redis's output buffer
+//! for it, so keyman's memory is bounded by the queue, whatever the burst.
+//! Redis keeps up to its `client-output-buffer-limit pubsub` (by default
+//! `32mb 8mb 60`); beyond it Redis closes the connection, and the
+//! subscription reports `Disconnected` (with how many messages came, that its
+//! reading was held back, and that the limit was most likely hit), reconnects
+//! and reports `Reconnected`; what was published in between is lost for it.
+//! The subscription connection speaks RESP2 and authenticates with the URL's
+//! user and password.
+//!
 //! Redis pub/sub keeps nothing: a message published while a subscriber is
 //! disconnected is lost for it. Pub/sub channels are global, so the database
 //! number of the URL does not matter to them.
@@ -20,7 +35,9 @@
 //! # Modules
 //!
 //! - `bus`: [`RedisBus`], its publishing connection and commands, and subscribing.
-//! - `subscription`: the task behind each subscription (messages, `PING`, reconnecting).
+//! - `subscription`: the task behind each subscription (messages read at the
+//!   subscriber's pace, `PING`, reconnecting), its connection, and the TCP or
+//!   TLS stream under it.
 //! - `options`: [`RedisOptions`].
 //! - `store`: [`RedisStore`], state in one Redis key.
 //! - `lease`: [`RedisLease`], the serving orchestrator's lease in one Redis key.

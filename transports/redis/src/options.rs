@@ -15,10 +15,15 @@ pub struct RedisOptions {
     /// doubling up to 1 s.
     pub reconnect: Backoff,
     /// How many events a subscription queues for a slow reader before the task
-    /// that feeds it waits for room (see [`SubscriptionSender`]). Default 4096.
+    /// that feeds it waits for room (see [`SubscriptionSender`]) and stops
+    /// reading its connection, leaving what comes meanwhile to Redis's output
+    /// buffer for the subscriber. Default 4096.
     pub queue_capacity: usize,
-    /// How often an idle subscription connection is checked with `PING`, so a
-    /// connection that died silently is noticed; `None` never checks. Default 15 s.
+    /// After how long without anything received a subscription connection is
+    /// checked with `PING`, so a connection that died silently is noticed (it
+    /// counts as lost when nothing comes within the operation timeout after
+    /// the `PING`; time spent waiting for room in the queue counts as
+    /// neither). `None` never checks. Default 15 s.
     pub health_check_interval: Option<Duration>,
 }
 
