@@ -13,6 +13,7 @@
 //! - [`Lease`](lease::Lease): a key lent with calls, counted by `observe_lease`.
 
 #![warn(missing_docs)]
+
 mod call;
 mod conn;
 mod lease;
