@@ -137,8 +137,12 @@ pub(crate) fn observe(
             ));
         };
         let mut leased = current.clone();
-        let outcome =
-            tokio::time::timeout_at(until, client.observe_lease(&mut leased, status, seen)).await;
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        let outcome = tokio::time::timeout_at(
+            until,
+            client.observe_lease_within(&mut leased, status, seen, left),
+        )
+        .await;
         match outcome {
             Ok(Ok(_)) => {
                 let key = leased.key().to_string();
