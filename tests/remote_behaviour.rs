@@ -88,6 +88,17 @@ impl KeySource for Worker {
     ) -> Result<keyman::service::Next, KeyError> {
         self.0.observe_lease(leased, status, seen).await
     }
+    async fn observe_lease_within(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &keyman::ratelimit::RateLimit,
+        deadline: Duration,
+    ) -> Result<keyman::service::Next, KeyError> {
+        self.0
+            .observe_lease_within(leased, status, seen, deadline)
+            .await
+    }
     async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
         self.0.release(leased).await
     }

@@ -29,6 +29,16 @@ pub struct EngineConfig {
     /// wrong header, a bad client) is cut to `now + max_expiry`, so that no key
     /// is lost for years. One day and an hour by default (daily quotas).
     pub max_expiry: Duration,
+    /// Spread the waits of a platform over its upcoming refreshes: when many
+    /// requests find no fresh key, each rate-limited key is the one they are
+    /// told to wait for (`{"wait": n}`, or the time [`Engine::assign`]
+    /// answers) for about its share of them, earliest first, instead of all of
+    /// them waking at the earliest refresh onto the one key that came back. A
+    /// lone waiter is told the earliest refresh. On by default; off, every
+    /// wait names the earliest refresh.
+    ///
+    /// [`Engine::assign`]: super::Engine::assign
+    pub stagger_waits: bool,
     /// Quota awareness (issue 10): floors per platform and account, the choice
     /// strategy per platform, the lease cap per account and lease duration.
     pub quota: QuotaConfig,
@@ -53,6 +63,7 @@ impl Default for EngineConfig {
             max_hold: Duration::from_secs(60),
             max_held: 10_000,
             max_expiry: Duration::from_secs(25 * 3600),
+            stagger_waits: true,
             quota: QuotaConfig::default(),
             max_platforms: DEFAULT_MAX_PLATFORMS,
             max_keys_per_platform: DEFAULT_MAX_KEYS_PER_PLATFORM,

@@ -8,8 +8,8 @@
 //! [`HoldClock`], which only moves forward: a wall clock stepped back does not
 //! make a request wait longer.
 
-use super::{Engine, Transmit, wait_seconds};
-use crate::pool::Assignment;
+use super::{Engine, Leased, Transmit, wait_seconds};
+use crate::pool::{Assignment, Pick};
 use crate::protocol::{ErrorCode, Id, Reply, ReplyTo};
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -59,6 +59,8 @@ pub(super) struct Held {
     pub(super) request_id: Option<Id>,
     /// The end of its hold, on the [`HoldClock`].
     pub(super) until: Timestamp,
+    /// For a NEW with `lease` (quota extension): the calls it wants.
+    pub(super) lease: Option<u64>,
 }
 
 /// The held requests and their indexes.
@@ -73,6 +75,12 @@ pub(super) struct HeldRequests {
     by_request: HashMap<(Id, Id), u64>,
     /// `(until, seq)`: the earliest end first.
     deadlines: BTreeSet<(Timestamp, u64)>,
+    /// Per platform, what the pool and the held requests were when a release
+    /// last left requests held (keys made fresh, changes, requests held so
+    /// far, the second): until one of them moves, no more can be released
+    /// (the second, for what time alone changes: a quota window that resets),
+    /// so a stream of messages does not look at every held request each time.
+    blocked: HashMap<String, (u64, u64, u64, u64)>,
 }
 
 impl HeldRequests {
@@ -94,6 +102,14 @@ impl HeldRequests {
     /// The oldest held request of `platform`.
     fn oldest(&self, platform: &str) -> Option<u64> {
         self.by_platform.get(platform)?.first().copied()
+    }
+
+    /// The held requests of `platform`, oldest first.
+    fn of_platform(&self, platform: &str) -> Vec<u64> {
+        self.by_platform
+            .get(platform)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The held request that `reply` re-sends, if it is held for `platform`.
@@ -170,38 +186,177 @@ impl HeldRequests {
 }
 
 impl<R: Rng> Engine<R> {
-    /// Answers held requests: with a key, oldest first, while the platform has a
-    /// fresh key; with an error once it has no keys at all; and, when
-    /// `expire` is set, with `{"wait": n}` once their hold has ended.
+    /// Answers held requests, oldest first: with a key (or a lease) while the
+    /// platform has one to give, spread over the fresh keys (see
+    /// [`serve_held_of`](Self::serve_held_of)); with an error once it has no
+    /// keys at all; and, when `expire` is set, those whose hold has ended
+    /// with a key if one is fresh, else `{"wait": n}`.
     pub(super) fn serve_held(&mut self, now: Timestamp, expire: bool) {
         let reading = self.hold_clock.observe(now);
         for platform in self.held.platforms() {
-            while let Some(seq) = self.held.oldest(&platform) {
-                let answer = match self.draw(now, &platform) {
-                    Assignment::Key(k) => Reply::Key(k.to_string()),
-                    Assignment::Wait { .. } => break,
-                    Assignment::NoKeys | Assignment::UnknownPlatform => Reply::Error {
-                        code: ErrorCode::NoKeys,
-                        message: format!("no usable keys for platform: {platform}"),
-                    },
-                };
-                if !matches!(answer, Reply::Key(_)) {
-                    self.stats.errors += 1;
-                }
-                if let Some(h) = self.held.remove(seq) {
-                    self.send(h.dest, &answer, h.request_id.as_ref());
-                }
-            }
+            self.serve_held_of(now, &platform, true);
         }
         if expire {
             for h in self.held.take_due(reading) {
-                let next = self.pool.next_refresh_of(&h.platform).unwrap_or(now);
-                self.stats.waits += 1;
+                let answer = match self.serve_one(now, &h, None) {
+                    Some(Reply::Wait(_)) | None => {
+                        let next = self.pool.next_refresh_of(&h.platform).unwrap_or(now);
+                        self.stats.waits += 1;
+                        Reply::Wait(wait_seconds(now, next))
+                    }
+                    Some(answer) => {
+                        if matches!(answer, Reply::Error { .. }) {
+                            self.stats.errors += 1;
+                        }
+                        answer
+                    }
+                };
                 self.transmits.push_back(Transmit {
                     channel: h.dest,
-                    payload: Reply::Wait(wait_seconds(now, next)).encode(h.request_id.as_ref()),
+                    payload: answer.encode(h.request_id.as_ref()),
                 });
             }
+        }
+    }
+
+    /// Answers every held request that can get a key now, without spreading
+    /// (at SHUTDOWN).
+    pub(super) fn serve_held_everything(&mut self, now: Timestamp) {
+        self.hold_clock.observe(now);
+        for platform in self.held.platforms() {
+            self.serve_held_of(now, &platform, false);
+        }
+    }
+
+    /// Answers the held requests of `platform` that can be answered now,
+    /// oldest first. With `spread`, a release shares the keys out: while keys
+    /// of the platform are still rate limited, each fresh key takes at most
+    /// its share of the held plain requests (held ÷ keys, rounded up, counting
+    /// the times it was handed out since it became fresh), so that a key that
+    /// refreshes with many requests held does not get them all (the rest wait
+    /// for the next keys to refresh); and the held lease requests share the
+    /// calls the fresh keys can lend (each is granted at most the calls
+    /// available ÷ the lease requests held). Without `spread` (SHUTDOWN),
+    /// every request that can get a key gets one.
+    pub(super) fn serve_held_of(&mut self, now: Timestamp, platform: &str, spread: bool) {
+        let Some(counts) = self.pool.counts(platform, now) else {
+            return;
+        };
+        let memo = (
+            self.pool.freshened(platform),
+            self.stats.changes,
+            self.held.next,
+            now.as_secs(),
+        );
+        if spread && self.held.blocked.get(platform) == Some(&memo) {
+            return;
+        }
+        let seqs = self.held.of_platform(platform);
+        let leases = seqs
+            .iter()
+            .filter(|&&s| self.held.entries.get(&s).is_some_and(|h| h.lease.is_some()))
+            .count();
+        let plain = seqs.len() - leases;
+        let keys = counts.fresh + counts.expired;
+        let share = (spread && counts.expired > 0 && keys > 0)
+            .then(|| u32::try_from(plain.div_ceil(keys)).unwrap_or(u32::MAX));
+        let calls = if spread && leases > 1 {
+            self.lendable(now, platform)
+                .map(|a| (a / leases as u64).max(1))
+        } else {
+            None
+        };
+        let (mut plain_blocked, mut lease_blocked) = (plain == 0, leases == 0);
+        for seq in seqs {
+            if plain_blocked && lease_blocked {
+                break;
+            }
+            let Some(h) = self.held.entries.get(&seq) else {
+                continue;
+            };
+            let is_lease = h.lease.is_some();
+            if (is_lease && lease_blocked) || (!is_lease && plain_blocked) {
+                continue;
+            }
+            let h = h.clone();
+            let cap = if is_lease {
+                calls
+            } else {
+                share.map(u64::from)
+            };
+            match self.serve_one(now, &h, cap) {
+                Some(Reply::Wait(_)) | None => {
+                    if is_lease {
+                        lease_blocked = true;
+                    } else {
+                        plain_blocked = true;
+                    }
+                }
+                Some(answer) => {
+                    if matches!(answer, Reply::Error { .. }) {
+                        self.stats.errors += 1;
+                    }
+                    if let Some(h) = self.held.remove(seq) {
+                        self.send(h.dest, &answer, h.request_id.as_ref());
+                    }
+                }
+            }
+        }
+        if self.held.oldest(platform).is_some() {
+            let memo = (
+                self.pool.freshened(platform),
+                self.stats.changes,
+                self.held.next,
+                now.as_secs(),
+            );
+            self.held.blocked.insert(platform.to_string(), memo);
+        } else {
+            self.held.blocked.remove(platform);
+        }
+    }
+
+    /// What held request `h` gets now: a key (plain), a lease of at most
+    /// `cap` calls (lease), or an error when its platform has no keys;
+    /// `Some(Reply::Wait)` or `None` when it must go on waiting. For a plain
+    /// request, `cap` is the most times a key may have been handed out since it
+    /// became fresh.
+    fn serve_one(&mut self, now: Timestamp, h: &Held, cap: Option<u64>) -> Option<Reply> {
+        let no_keys = || Reply::Error {
+            code: ErrorCode::NoKeys,
+            message: format!("no usable keys for platform: {}", h.platform),
+        };
+        if let Some(want) = h.lease {
+            let want = cap.map_or(want, |c| want.min(c));
+            return match self.lease(now, &h.platform, want) {
+                Leased::Granted { key, lease } => Some(Reply::Lease {
+                    key,
+                    calls: lease.calls,
+                    lease_id: lease.id,
+                    lease_until: lease.until.as_secs(),
+                }),
+                Leased::Key(key) => Some(Reply::Key(key)),
+                Leased::Wait { .. } => None,
+                Leased::UnknownPlatform | Leased::NoKeys => Some(no_keys()),
+            };
+        }
+        let cap = cap.map(|c| u32::try_from(c).unwrap_or(u32::MAX));
+        match self.draw_capped(now, &h.platform, cap) {
+            pick @ Pick::Key(_) => match self.pool.picked(&h.platform, pick) {
+                Assignment::Key(k) => Some(Reply::Key(k.to_string())),
+                _ => Some(no_keys()),
+            },
+            Pick::Wait(_) => None,
+            // Fresh keys that have had their share are not "no keys".
+            Pick::NoKeys | Pick::UnknownPlatform
+                if cap.is_some()
+                    && self
+                        .pool
+                        .counts(&h.platform, now)
+                        .is_some_and(|c| c.fresh > 0) =>
+            {
+                None
+            }
+            Pick::NoKeys | Pick::UnknownPlatform => Some(no_keys()),
         }
     }
 
@@ -221,6 +376,8 @@ impl<R: Rng> Engine<R> {
 
     /// Holds a NEW that found no fresh key, if it asked to be held and there is
     /// room; returns whether it was held (or was a duplicate of a held one).
+    /// A lease request (`lease`: the calls it wants) is held the same way and
+    /// answered with a lease.
     pub(super) fn hold(
         &mut self,
         now: Timestamp,
@@ -228,6 +385,7 @@ impl<R: Rng> Engine<R> {
         dest: &str,
         reply: &ReplyTo,
         hold_ms: u64,
+        lease: Option<u64>,
     ) -> bool {
         let reading = self.hold_clock.observe(now);
         if hold_ms == 0 {
@@ -249,6 +407,7 @@ impl<R: Rng> Engine<R> {
             requester_id: reply.requester_id.clone(),
             request_id: reply.request_id.clone(),
             until: reading.saturating_add(hold),
+            lease,
         });
         self.stats.holds_total += 1;
         true

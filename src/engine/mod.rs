@@ -25,8 +25,8 @@
 
 use crate::mask::Masked;
 use crate::pool::Counts;
-use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Published};
-use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus};
+use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Pick, Published};
+use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus, ReplyTo};
 use crate::quota::Quotas;
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -35,8 +35,11 @@ use std::collections::VecDeque;
 mod config;
 mod events;
 mod held;
+#[cfg(test)]
+mod herd_tests;
 mod probe;
 mod quota;
+mod stagger;
 mod state;
 mod stats;
 #[cfg(test)]
@@ -51,6 +54,7 @@ pub use state::StateGeneration;
 pub use stats::Stats;
 
 use held::{HeldRequests, HoldClock};
+use stagger::{Stagger, Waiter};
 
 /// The orchestrator's state machine. See the [module docs](self) for the run
 /// loop, the order in which to drain outputs, and time going backwards.
@@ -99,6 +103,8 @@ pub struct Engine<R> {
     quota: Quotas,
     /// Probes of the platforms (`None`: probing is off).
     probe: Option<Box<probe::ProbeState>>,
+    /// When the requests told to wait ask again.
+    stagger: Stagger,
 }
 
 impl<R: Rng> Engine<R> {
@@ -124,6 +130,7 @@ impl<R: Rng> Engine<R> {
             held: HeldRequests::default(),
             hold_clock: HoldClock::default(),
             quota: Quotas::new(),
+            stagger: Stagger::default(),
             probe,
         };
         engine.probe_restored();
@@ -178,6 +185,7 @@ impl<R: Rng> Engine<R> {
         self.settle_withheld(now);
         self.end_due_leases(now);
         self.pool.refresh_due(now);
+        self.stagger.forget_due(now);
         self.hold_clock.observe(now);
         if self.held.len() > 0 {
             self.serve_held(now, true);
@@ -228,45 +236,154 @@ impl<R: Rng> Engine<R> {
         self.events.pop_front()
     }
 
-    /// Hands out a fresh key of `platform` at `now`, or says why not: the
-    /// earliest refresh time when every key is rate limited, or that the
-    /// platform is unknown or has no usable key (which is also reported as an
+    /// Hands out a fresh key of `platform` at `now`, or says why not: when
+    /// every key is rate limited, when to ask again (a refresh time: the
+    /// earliest, or a later one when many wait, see
+    /// [`EngineConfig::stagger_waits`]); or that the platform is unknown or
+    /// has no usable key (which is also reported as an
     /// [`Event::UnknownPlatform`]). The answer a NEW gets, without the wire.
+    /// Each call that waits counts as one more waiter; a caller that asks
+    /// again for the same waiter uses [`assign_for`](Self::assign_for).
     pub fn assign(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
-        let unknown = !self.pool.has_platform(platform);
-        if unknown {
+        let pick = self.assign_pick(now, platform, None);
+        self.pool.picked(platform, pick)
+    }
+
+    /// [`assign`](Self::assign) for the waiter `waiter` (its requester and
+    /// request ids): when it must wait, asking again before its time replaces
+    /// its earlier place among the waiters instead of adding one.
+    pub fn assign_for(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        waiter: &ReplyTo,
+    ) -> Assignment<'_> {
+        let waiter = (waiter.requester_id.clone(), waiter.request_id.clone());
+        let pick = self.assign_pick(now, platform, Some(waiter));
+        self.pool.picked(platform, pick)
+    }
+
+    /// [`assign`](Self::assign) with the key as its place in the pool.
+    fn assign_pick(&mut self, now: Timestamp, platform: &str, waiter: Option<Waiter>) -> Pick {
+        match self.request_pick(now, platform, waiter.as_ref()) {
+            Pick::Wait(refresh_at) => {
+                Pick::Wait(self.wait_until(now, platform, waiter, refresh_at))
+            }
+            other => other,
+        }
+    }
+
+    /// A request's draw: an unknown platform is reported; a waiter that comes
+    /// back at the time it was told gets the key it was told to wait for, if
+    /// that key is fresh and may be chosen; else the platform's strategy
+    /// chooses, and a wait is for the earliest time anything can change.
+    fn request_pick(&mut self, now: Timestamp, platform: &str, waiter: Option<&Waiter>) -> Pick {
+        if !self.pool.has_platform(platform) {
             self.events.push_back(Event::UnknownPlatform {
                 platform: platform.to_string(),
             });
         }
-        self.draw(now, platform)
+        if let Some(w) = waiter
+            && let Some(key) = self.stagger.take(now, platform, w)
+            && self.may_choose(now, platform, &key)
+            && let Some(pick) = self.pool.pick_key(platform, &key, now)
+        {
+            self.stats.assigned += 1;
+            return pick;
+        }
+        let pick = self.draw(now, platform);
+        if let (Pick::Key(_), Some(w)) = (pick, waiter) {
+            self.stagger.forget(now, platform, w);
+        }
+        pick
+    }
+
+    /// Whether the platform's strategy may choose `key` now: what it knows of
+    /// the key's quota leaves it calls to lend.
+    fn may_choose(&self, now: Timestamp, platform: &str, key: &str) -> bool {
+        if !self.quota.knows(platform) {
+            return true;
+        }
+        let floor = self
+            .config
+            .quota
+            .floor(platform, &self.quota.account_of(platform, key));
+        self.quota.available(now, platform, key, floor) != Some(0)
+    }
+
+    /// When a waiter of `platform` that found no fresh key at `now` should ask
+    /// again: `earliest` (the platform's earliest refresh, or end of a lease),
+    /// or, with [`EngineConfig::stagger_waits`], the refresh of the key whose
+    /// share of the waiters it falls in.
+    fn wait_until(
+        &mut self,
+        now: Timestamp,
+        platform: &str,
+        waiter: Option<Waiter>,
+        earliest: Timestamp,
+    ) -> Timestamp {
+        // A wait for something before the next refresh (a lease's end) is
+        // not staggered.
+        if !self.config.stagger_waits || self.pool.next_refresh_of(platform) != Some(earliest) {
+            return earliest;
+        }
+        let keys = self.pool.counts(platform, now).map_or(0, |c| c.expired);
+        let aimed = self.stagger.aim(
+            now,
+            platform,
+            waiter,
+            keys,
+            self.pool.expired_keys(platform),
+        );
+        aimed.map_or(earliest, |at| at.max(earliest))
     }
 
     /// [`KeyPool::assign`], counted in [`Stats::assigned`]; quota-aware
     /// ([`KeyPool::choose`]) once anything is known of the platform's quotas or
     /// it has a strategy of its own, so that with nothing known the choice is
     /// exactly what it was without quotas.
-    fn draw(&mut self, now: Timestamp, platform: &str) -> Assignment<'_> {
+    fn draw(&mut self, now: Timestamp, platform: &str) -> Pick {
+        self.draw_capped(now, platform, None)
+    }
+
+    /// [`draw`](Self::draw), passing over the keys handed out `max_handouts`
+    /// times since they became fresh.
+    fn draw_capped(&mut self, now: Timestamp, platform: &str, max_handouts: Option<u32>) -> Pick {
         self.settle_withheld(now);
         let selection = self.config.quota.selection(platform, self.config.selection);
-        let answer = if self.quota.knows(platform) || selection != self.config.selection {
+        let answer = if self.quota.knows(platform)
+            || selection != self.config.selection
+            || max_handouts.is_some()
+        {
             let fallback = self.quota.next_lease_end_of(platform);
             let (quota, config) = (&self.quota, &self.config.quota);
-            self.pool
-                .choose(platform, now, &mut self.rng, selection, fallback, |key| {
+            self.pool.pick_weighted(
+                platform,
+                now,
+                &mut self.rng,
+                selection,
+                fallback,
+                max_handouts,
+                |key| {
                     let floor = config.floor(platform, &quota.account_of(platform, key));
                     match quota.available(now, platform, key, floor) {
                         Some(n) => crate::pool::Weight::Calls(n),
                         None => crate::pool::Weight::Unknown,
                     }
-                })
+                },
+            )
         } else {
-            self.pool.assign(platform, now, &mut self.rng)
+            self.pool.pick(platform, now, &mut self.rng)
         };
-        if let Assignment::Key(_) = answer {
+        if let Pick::Key(_) = answer {
             self.stats.assigned += 1;
+            if let (Some(p), Assignment::Key(key)) = (
+                self.probe.as_deref_mut(),
+                self.pool.picked(platform, answer),
+            ) {
+                p.mark_used(now, platform, key);
+            }
         }
-        probe::mark_assigned(self.probe.as_deref_mut(), now, platform, &answer);
         answer
     }
 
@@ -392,7 +509,7 @@ impl<R: Rng> Engine<R> {
             return;
         }
         if self.held.len() > 0 {
-            self.serve_held(now, false);
+            self.serve_held_everything(now);
         }
         self.release_held(now);
         self.shutdown = true;

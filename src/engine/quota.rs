@@ -63,10 +63,8 @@ impl<R: Rng> Engine<R> {
         self.settle_withheld(now);
         let cfg = &self.config.quota;
         if cfg.max_leases == 0 {
-            return match self.draw(now, platform) {
-                Assignment::Key(k) => Leased::Key(k.to_string()),
-                other => unleased(other),
-            };
+            let pick = self.draw(now, platform);
+            return unleased(self.pool.picked(platform, pick));
         }
         let selection = cfg.selection(platform, self.config.selection);
         let fallback = self.quota.next_lease_end_of(platform);
@@ -178,6 +176,23 @@ impl<R: Rng> Engine<R> {
         outcome
     }
 
+    /// The calls the fresh keys of `platform` can lend at `now`, each account
+    /// counted once; `None` when nothing is known of any of them.
+    pub(super) fn lendable(&self, now: Timestamp, platform: &str) -> Option<u64> {
+        let mut seen = BTreeSet::new();
+        let mut total: Option<u64> = None;
+        for key in self.pool.fresh_keys(platform) {
+            let account = self.quota.account_of(platform, key);
+            let floor = self.config.quota.floor(platform, &account);
+            if seen.insert(account)
+                && let Some(n) = self.quota.available(now, platform, key, floor)
+            {
+                total = Some(total.unwrap_or(0).saturating_add(n));
+            }
+        }
+        total
+    }
+
     /// Ends the leases due at `now` (counted as fully used) and withholds the
     /// accounts this takes to their floor.
     pub(super) fn end_due_leases(&mut self, now: Timestamp) {
@@ -258,9 +273,10 @@ impl<R: Rng> Engine<R> {
                 platform,
                 reply,
                 lease,
-                ..
+                hold_ms,
             } => {
                 let dest = self.destination(&reply, reply_subject, false);
+                let want = lease;
                 let answer = match self.lease(now, &platform, lease) {
                     Leased::Granted { key, lease } => Reply::Lease {
                         key,
@@ -270,6 +286,11 @@ impl<R: Rng> Engine<R> {
                     },
                     Leased::Key(key) => Reply::Key(key),
                     Leased::Wait { refresh_at } => {
+                        if let Some(ms) = hold_ms
+                            && self.hold(now, &platform, &dest, &reply, ms, Some(want))
+                        {
+                            return;
+                        }
                         self.stats.waits += 1;
                         Reply::Wait(wait_seconds(now, refresh_at))
                     }

@@ -129,16 +129,19 @@ impl<R: Rng> Engine<R> {
                 hold_ms,
             } => {
                 let dest = self.destination(&reply, reply_subject, false);
-                let answer = match self.assign(now, &platform) {
+                let waiter = (reply.requester_id.clone(), reply.request_id.clone());
+                let pick = self.request_pick(now, &platform, Some(&waiter));
+                let answer = match self.pool.picked(&platform, pick) {
                     Assignment::Key(k) => Reply::Key(k.to_string()),
                     Assignment::Wait { refresh_at } => {
                         if let Some(ms) = hold_ms
-                            && self.hold(now, &platform, &dest, &reply, ms)
+                            && self.hold(now, &platform, &dest, &reply, ms, None)
                         {
                             return;
                         }
+                        let at = self.wait_until(now, &platform, Some(waiter), refresh_at);
                         self.stats.waits += 1;
-                        Reply::Wait(wait_seconds(now, refresh_at))
+                        Reply::Wait(wait_seconds(now, at))
                     }
                     Assignment::UnknownPlatform => {
                         let message = format!("unknown platform: {platform}");

@@ -7,7 +7,8 @@
 //! one direct reply, and only on `{channel}-{requester_id}` for a message with a
 //! usable `requester_id`, echoing its `request_id`; a key handed out is fresh
 //! (never invalid, never expired before its refresh time); a `wait` hint is the
-//! earliest refresh time rounded up to a whole second and never 0; no event
+//! refresh time of an expired key (the earliest, or a later one when waits are
+//! staggered) rounded up to a whole second and never 0; no event
 //! shows a key; held requests are answered where they asked, with what the pool
 //! holds. After a timer tick: it answers held requests only.
 
@@ -340,7 +341,8 @@ impl Checker {
 }
 
 /// A reply to NEW on `platform` matches the platform's state at `now`: a key
-/// handed out is fresh, a wait counts whole seconds to the earliest refresh, an
+/// handed out is fresh, a wait counts whole seconds to the refresh of an
+/// expired key (the earliest, or a later one when waits are staggered), an
 /// error names the real cause.
 pub fn check_new_reply<R: Rng>(
     engine: &mut Engine<R>,
@@ -366,12 +368,16 @@ pub fn check_new_reply<R: Rng>(
             let until = next_refresh
                 .ok_or_else(|| Violation(format!("wait {n} without an expired key")))?
                 .as_millis();
-            let now = now.as_millis();
-            ensure(until > now, || "wait for a refresh that is due".into())?;
+            let now_ms = now.as_millis();
+            ensure(until > now_ms, || "wait for a refresh that is due".into())?;
             ensure(*n >= 1, || "wait 0".into())?;
-            ensure(*n == (until - now).div_ceil(1000), || {
-                format!("wait {n} at {now} for a refresh at {until}")
-            })
+            // The earliest refresh, or (staggered) that of another expired key.
+            let mut refreshes = engine.pool().expired_keys(platform).map(|(t, _)| t);
+            ensure(
+                refreshes
+                    .any(|t| t > now && t.as_millis().saturating_sub(now_ms).div_ceil(1000) == *n),
+                || format!("wait {n} at {now_ms} names no refresh (the earliest at {until})"),
+            )
         }
         Reply::Error {
             code: ErrorCode::NoKeys,

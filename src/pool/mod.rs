@@ -54,6 +54,11 @@ pub enum Selection {
     /// with nothing known weighs as the mean of the known ones): spreads the
     /// load without a herd on one key. Uniform when nothing is known. `O(n)`.
     WeightedRemaining,
+    /// The fresh key handed out the fewest times since it became fresh (was
+    /// refreshed, published or revived); ties uniformly at random. Spreads
+    /// workers that keep a key until it is spent (Augur's) over the fresh
+    /// keys instead of piling them on one. `O(n)`.
+    LeastAssigned,
 }
 
 /// What a quota-aware choice ([`KeyPool::choose`]) knows of a fresh key.
@@ -93,6 +98,21 @@ pub enum Assignment<'a> {
     /// No key was ever published for this platform.
     UnknownPlatform,
     /// The platform has no fresh and no expired key (all invalid or unpublished).
+    NoKeys,
+}
+
+/// What [`KeyPool::assign`] and [`KeyPool::choose`] decided, with the fresh
+/// key as its place in the platform's fresh keys: it borrows nothing, so the
+/// engine may do more before it reads the key ([`KeyPool::picked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// The fresh key at this index.
+    Key(usize),
+    /// As [`Assignment::Wait`].
+    Wait(Timestamp),
+    /// As [`Assignment::UnknownPlatform`].
+    UnknownPlatform,
+    /// As [`Assignment::NoKeys`].
     NoKeys,
 }
 
@@ -168,24 +188,32 @@ struct PlatformPool {
     slots: HashMap<Arc<str>, Slot>,
     /// Dense array of the fresh keys: `O(1)` random choice and removal.
     fresh: Vec<Arc<str>>,
+    /// How many times each fresh key (same index) was handed out since it
+    /// became fresh.
+    handouts: Vec<u32>,
     /// Expired keys ordered by refresh time: `O(log n)` refresh of the earliest.
     expired: BTreeSet<(Timestamp, Arc<str>)>,
     /// Invalid keys, ordered for stable listing.
     invalid: BTreeSet<Arc<str>>,
     /// Cursor of [`Selection::RoundRobin`].
     cursor: usize,
+    /// How many times a key became fresh (published, revived, refreshed).
+    freshened: u64,
 }
 
 impl PlatformPool {
     fn push_fresh(&mut self, key: Arc<str>) {
         let idx = self.fresh.len();
         self.fresh.push(key.clone());
+        self.handouts.push(0);
+        self.freshened += 1;
         self.slots.insert(key, Slot::Fresh(idx));
     }
 
     /// Removes `fresh[idx]` in `O(1)` and fixes the index of the key moved into its place.
     fn remove_fresh(&mut self, idx: usize) -> Arc<str> {
         let key = self.fresh.swap_remove(idx);
+        self.handouts.swap_remove(idx);
         if let Some(slot) = self
             .fresh
             .get(idx)
@@ -322,16 +350,42 @@ impl KeyPool {
         now: Timestamp,
         rng: &mut R,
     ) -> Assignment<'_> {
+        let pick = self.pick(platform, now, rng);
+        self.picked(platform, pick)
+    }
+
+    /// The answer that `pick` (of [`pick`](Self::pick) or
+    /// [`pick_weighted`](Self::pick_weighted)) stands for, with nothing
+    /// changed since.
+    pub(crate) fn picked(&self, platform: &str, pick: Pick) -> Assignment<'_> {
+        match pick {
+            Pick::Key(idx) => match self.platform(platform).and_then(|p| p.fresh.get(idx)) {
+                Some(key) => Assignment::Key(key),
+                None => Assignment::NoKeys,
+            },
+            Pick::Wait(refresh_at) => Assignment::Wait { refresh_at },
+            Pick::UnknownPlatform => Assignment::UnknownPlatform,
+            Pick::NoKeys => Assignment::NoKeys,
+        }
+    }
+
+    /// [`assign`](Self::assign), answering with the key's place.
+    pub(crate) fn pick<R: Rng + ?Sized>(
+        &mut self,
+        platform: &str,
+        now: Timestamp,
+        rng: &mut R,
+    ) -> Pick {
         let selection = self.selection;
         let Some(pool) = self.platform_mut(platform) else {
-            return Assignment::UnknownPlatform;
+            return Pick::UnknownPlatform;
         };
         pool.refresh(now);
         let len = pool.fresh.len();
         if len == 0 {
             return match pool.earliest_refresh() {
-                Some(refresh_at) => Assignment::Wait { refresh_at },
-                None => Assignment::NoKeys,
+                Some(refresh_at) => Pick::Wait(refresh_at),
+                None => Pick::NoKeys,
             };
         }
         let idx = match selection {
@@ -343,8 +397,10 @@ impl KeyPool {
                 pool.cursor = i + 1;
                 i
             }
+            Selection::LeastAssigned => least_assigned(&pool.handouts, rng, |_| true),
         };
-        Assignment::Key(&pool.fresh[idx])
+        pool.handouts[idx] = pool.handouts[idx].saturating_add(1);
+        Pick::Key(idx)
     }
 
     /// Like [`assign`](Self::assign), with `selection` and what `weight` says of
@@ -361,20 +417,46 @@ impl KeyPool {
         rng: &mut R,
         selection: Selection,
         fallback: Option<Timestamp>,
-        mut weight: impl FnMut(&str) -> Weight,
+        weight: impl FnMut(&str) -> Weight,
     ) -> Assignment<'_> {
+        let pick = self.pick_weighted(platform, now, rng, selection, fallback, None, weight);
+        self.picked(platform, pick)
+    }
+
+    /// [`choose`](Self::choose), answering with the key's place; with
+    /// `max_handouts`, a key handed out that many times since it became fresh
+    /// is passed over too.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn pick_weighted<R: Rng + ?Sized>(
+        &mut self,
+        platform: &str,
+        now: Timestamp,
+        rng: &mut R,
+        selection: Selection,
+        fallback: Option<Timestamp>,
+        max_handouts: Option<u32>,
+        mut weight: impl FnMut(&str) -> Weight,
+    ) -> Pick {
         let Some(pool) = self.platform_mut(platform) else {
-            return Assignment::UnknownPlatform;
+            return Pick::UnknownPlatform;
         };
         pool.refresh(now);
         let len = pool.fresh.len();
         if len == 0 {
             return match pool.earliest_refresh() {
-                Some(refresh_at) => Assignment::Wait { refresh_at },
-                None => Assignment::NoKeys,
+                Some(refresh_at) => Pick::Wait(refresh_at),
+                None => Pick::NoKeys,
             };
         }
-        let weights: Vec<Weight> = pool.fresh.iter().map(|k| weight(k)).collect();
+        let weights: Vec<Weight> = pool
+            .fresh
+            .iter()
+            .zip(&pool.handouts)
+            .map(|(k, &n)| match max_handouts {
+                Some(max) if n >= max => Weight::Calls(0),
+                _ => weight(k),
+            })
+            .collect();
         let eligible = |w: &Weight| !matches!(w, Weight::Calls(0));
         let count = weights.iter().filter(|w| eligible(w)).count();
         if count == 0 {
@@ -383,8 +465,8 @@ impl KeyPool {
                 (a, b) => a.or(b),
             };
             return match at {
-                Some(refresh_at) => Assignment::Wait { refresh_at },
-                None => Assignment::NoKeys,
+                Some(refresh_at) => Pick::Wait(refresh_at),
+                None => Pick::NoKeys,
             };
         }
         let nth_eligible = |n: usize| {
@@ -445,11 +527,15 @@ impl KeyPool {
                 }
                 pick
             }
+            Selection::LeastAssigned => {
+                least_assigned(&pool.handouts, rng, |i| eligible(&weights[i]))
+            }
             // Uniform, or a quota strategy with nothing known.
             _ if count == len => uniform_index(rng.next_u64(), len),
             _ => nth_eligible(uniform_index(rng.next_u64(), count)),
         };
-        Assignment::Key(&pool.fresh[idx])
+        pool.handouts[idx] = pool.handouts[idx].saturating_add(1);
+        Pick::Key(idx)
     }
 
     /// Marks `key` of `platform` rate limited refresh_at `refresh_at`. A fresh key becomes
@@ -639,6 +725,45 @@ impl KeyPool {
             .min()
     }
 
+    /// How many times a key of `platform` became fresh (was published,
+    /// revived or refreshed) so far: when it has not moved, no key came back.
+    /// `O(1)`; due keys are not refreshed by it.
+    pub fn freshened(&self, platform: &str) -> u64 {
+        self.platform(platform).map_or(0, |p| p.freshened)
+    }
+
+    /// The fresh keys of `platform`, in no particular order (without
+    /// refreshing due keys). `O(1)` per key.
+    pub fn fresh_keys(&self, platform: &str) -> impl Iterator<Item = &str> + '_ {
+        self.platform(platform)
+            .into_iter()
+            .flat_map(|p| p.fresh.iter().map(|k| &**k))
+    }
+
+    /// The expired keys of `platform` with their refresh times, earliest
+    /// first (keys whose time has come but that were not refreshed yet
+    /// included). `O(1)` per key.
+    pub fn expired_keys(&self, platform: &str) -> impl Iterator<Item = (Timestamp, &str)> + '_ {
+        self.platform(platform)
+            .into_iter()
+            .flat_map(|p| p.expired.iter().map(|(t, k)| (*t, &**k)))
+    }
+
+    /// `key` of `platform`, if it is fresh at `now` (after refreshing the
+    /// platform's due keys). `O(1)` plus the refresh of due keys.
+    pub(crate) fn pick_key(&mut self, platform: &str, key: &str, now: Timestamp) -> Option<Pick> {
+        let pool = self.platform_mut(platform)?;
+        pool.refresh(now);
+        match pool.slots.get(key)? {
+            Slot::Fresh(idx) => {
+                let idx = *idx;
+                pool.handouts[idx] = pool.handouts[idx].saturating_add(1);
+                Some(Pick::Key(idx))
+            }
+            _ => None,
+        }
+    }
+
     /// The earliest refresh time of `platform`'s expired keys. `O(log n)`.
     pub fn next_refresh_of(&self, platform: &str) -> Option<Timestamp> {
         self.platform(platform)?.earliest_refresh()
@@ -655,6 +780,11 @@ impl KeyPool {
                 return Err(format!("platform {name} is not indexed at {i}"));
             }
             let c = pool.counts();
+            if pool.handouts.len() != pool.fresh.len() {
+                return Err(format!(
+                    "platform {name}: handouts and fresh keys differ in length"
+                ));
+            }
             if c.total() != pool.slots.len() {
                 return Err(format!(
                     "platform {name}: {} fresh + {} expired + {} invalid != {} keys",
@@ -697,6 +827,28 @@ impl KeyPool {
                 .push((platform.to_string(), PlatformPool::default()));
             self.touched_platforms();
         }
+    }
+}
+
+/// The index with the fewest handouts among those `eligible` allows (at least
+/// one must), ties uniformly at random.
+fn least_assigned<R: Rng + ?Sized>(
+    handouts: &[u32],
+    rng: &mut R,
+    eligible: impl Fn(usize) -> bool,
+) -> usize {
+    let fewest = (0..handouts.len())
+        .filter(|&i| eligible(i))
+        .map(|i| handouts[i])
+        .min()
+        .unwrap_or(0);
+    let tied: Vec<usize> = (0..handouts.len())
+        .filter(|&i| eligible(i) && handouts[i] == fewest)
+        .collect();
+    match tied.len() {
+        0 => 0,
+        1 => tied[0],
+        n => tied[uniform_index(rng.next_u64(), n)],
     }
 }
 

@@ -82,7 +82,9 @@ pub enum Request {
         reply: ReplyTo,
         /// (ext) How long, in milliseconds, the orchestrator may hold the request
         /// when no key is fresh, answering as soon as one is (published or
-        /// refreshed) instead of sending `{"wait": n}` at once. Our clients send
+        /// refreshed) instead of sending `{"wait": n}` at once; a key that
+        /// refreshes while keys are still rate limited takes about its share
+        /// of the held requests, the rest wait for the next. Our clients send
         /// it; Augur's do not, and Augur's orchestrator ignores it.
         hold_ms: Option<u64>,
     },
@@ -115,7 +117,9 @@ pub enum Request {
         platform: String,
         /// Where to answer.
         reply: ReplyTo,
-        /// As NEW's (ext); a lease request that finds no key is answered at once.
+        /// As NEW's (ext): a lease request that finds no key to lend is held
+        /// for up to this long and answered with a lease when one can be
+        /// granted.
         hold_ms: Option<u64>,
         /// The most calls wanted (≥ 1).
         lease: u64,

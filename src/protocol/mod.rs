@@ -1,5 +1,12 @@
 //! The wire protocol of Augur's key orchestrator, as typed messages.
 //!
+//! `{"wait": n}` keeps Augur's shape (whole seconds, at least 1), but not its
+//! meaning "the earliest refresh plus 5 s": when many requests wait, each is
+//! told the refresh of one rate-limited key, about an equal share of them per
+//! key, earliest first, and a worker that asks again at that time gets that
+//! key if it is fresh ([`EngineConfig::stagger_waits`](crate::EngineConfig::stagger_waits));
+//! a lone waiter is told the earliest refresh.
+//!
 //! Requests are JSON objects with a `"type"` field, published on one of two
 //! channels (see [`Channels`]). Replies go to `"{channel}-{requester_id}"`.
 //! [`decode_announce`] and [`decode_request`] turn any bytes into a typed message
@@ -31,8 +38,11 @@
 //!   most `max_leases` (100 by default) leases outstanding per account; or
 //!   `{"wait": n}` until a key refreshes or a lease ends; or the errors of NEW. A
 //!   client that reads only `key` (Augur's) sees a key. When nothing is known of
-//!   a key's quota, a lease is of 1 call (its REPORT teaches the rest). A lease
-//!   request is not held (`hold_ms` is ignored): it is answered at once.
+//!   a key's quota, a lease is of 1 call (its REPORT teaches the rest). With
+//!   `hold_ms`, a lease request that finds no key to lend is held like a NEW
+//!   and answered with a lease as soon as one can be granted; lease requests
+//!   released together share the calls the fresh keys can lend (each gets at
+//!   most their sum ÷ the lease requests held).
 //! - **REPORT** (request channel): `key_str`, `key_platform` (required), and
 //!   what the last response said, each optional: `remaining`, `limit`,
 //!   `reset` (`x-ratelimit-reset`), `resource` (`x-ratelimit-resource`; reports

@@ -110,7 +110,7 @@ impl Quotas {
             }
             return Reported::Ignored;
         };
-        let reset = obs.reset.map(|r| skew.to_local(r));
+        let reset = obs.reset.map(|r| skew.reset_to_local(r));
         // A window that has ended says nothing of the current one.
         if reset.is_some_and(|r| r <= now) {
             return Reported::Ignored;

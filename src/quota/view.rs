@@ -99,6 +99,18 @@ impl Skew {
         shift(platform_time, -self.offset_ms)
     }
 
+    /// A reset time of the platform on our clock, erring late: a `Date` is
+    /// rounded down to the second, so a skew learnt from dates may be off by
+    /// up to half a second either way, and the reset is then taken that much
+    /// later. A window is never counted reset before the platform resets it.
+    pub fn reset_to_local(&self, platform_reset: Timestamp) -> Timestamp {
+        let local = self.to_local(platform_reset);
+        if self.samples == 0 {
+            return local;
+        }
+        local.saturating_add(std::time::Duration::from_millis(500))
+    }
+
     /// One of our times on the platform's clock.
     pub fn to_platform(&self, local: Timestamp) -> Timestamp {
         shift(local, self.offset_ms)

@@ -371,6 +371,16 @@ impl KeySource for KeyClient {
         super::observe::observe_lease(self, leased, status, seen, deadline).await
     }
 
+    async fn observe_lease_within(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        super::observe::observe_lease(self, leased, status, seen, deadline).await
+    }
+
     async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
         super::observe::release(self, leased, self.inner.config.deadline).await
     }

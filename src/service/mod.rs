@@ -225,6 +225,20 @@ pub trait KeySource: Send + Sync {
         Ok(next)
     }
 
+    /// Like [`observe_lease`](Self::observe_lease), with `deadline` for the
+    /// whole call (returning the lease, reporting the key, and waiting for
+    /// the next lease, which the orchestrator may hold until a key can lend):
+    /// [`KeyError::Timeout`]`(deadline)` after it.
+    async fn observe_lease_within(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        within(deadline, self.observe_lease(leased, status, seen)).await
+    }
+
     /// Returns the unused calls of `leased`'s lease (a REPORT with `done`,
     /// carrying what the last response said), for a worker that stops before
     /// they are used. Nothing to do for a key without a lease. A lease never

@@ -1,6 +1,7 @@
 //! What to simulate: the scenario's settings, their checks and the fixed
 //! constants of every simulation.
 
+use crate::pool::Selection;
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -59,6 +60,18 @@ pub struct SimConfig {
     /// account are in flight (a call is in flight for one call interval) gets a
     /// 403 with `Retry-After`.
     pub max_concurrent: Option<u64>,
+    /// Workers start one after another over this time (worker `i` of `n` at
+    /// `i × ramp_up / n`, plus a random part of a call interval), as a fleet of
+    /// processes started in turn does; zero (the default): all within the first
+    /// call interval.
+    pub ramp_up: Duration,
+    /// How keyman's engine chooses among fresh keys (the model of Augur's
+    /// orchestrator always chooses uniformly).
+    pub selection: Selection,
+    /// Whether keyman's engine staggers its wait hints over the upcoming
+    /// refreshes ([`EngineConfig::stagger_waits`](crate::EngineConfig::stagger_waits));
+    /// on by default, as in `serve`.
+    pub stagger_waits: bool,
     /// Whether the engine probes the simulated API about each key (its
     /// `/rate_limit`, answered in virtual time after [`PROBE_LATENCY`]), with
     /// the default [`ProbeConfig`](crate::probe::ProbeConfig).
@@ -77,15 +90,11 @@ pub enum ClientBehaviour {
     /// reset header as it reads; learn nothing else from the headers.
     #[default]
     Augur,
-    /// Keyman-aware: read the rate-limit headers of every answer with
-    /// [`RateLimit`](crate::ratelimit::RateLimit), give the key up (EXPIRE with
-    /// the skew-corrected reset) as soon as its verdict says so or as soon as the
-    /// remaining count would not last another round of calls of the key's
-    /// holders together (above the floor): the calls seen on the key since the
-    /// worker's previous answer or, on its first answer with the key, the
-    /// window's average burn so far (`x-ratelimit-used` over the time since the
-    /// window opened) per call interval; and send REPORT messages with what the
-    /// headers said.
+    /// Keyman-aware: borrow calls in leases (NEW with `lease` and `hold_ms`),
+    /// end each with a REPORT of the rate-limit headers and the calls made,
+    /// stop early when the headers say the key is spent, limited or bad; with
+    /// a key that comes without a lease, read the headers alone (see the
+    /// [module docs](super)).
     Keyman,
 }
 
@@ -96,9 +105,11 @@ pub enum Orchestrator {
     /// keyman's engine as it is.
     #[default]
     Keyman,
-    /// A model of Augur's orchestrator: the same engine (uniform choice among
-    /// fresh keys), with [`AUGUR_WAIT_EXTRA`] added to every wait hint, as
-    /// Augur's hint is the seconds until the earliest refresh plus 5.
+    /// A model of Augur's orchestrator: the same engine with uniform choice
+    /// among fresh keys, every wait hint for the earliest refresh with
+    /// [`AUGUR_WAIT_EXTRA`] added (Augur's hint is the seconds until the
+    /// earliest refresh plus 5), and none of the extensions: no held requests,
+    /// no leases (a NEW with `lease` gets a plain key), no floors or accounts.
     Augur,
 }
 
@@ -124,6 +135,9 @@ impl Default for SimConfig {
             accounts: None,
             skew_seconds: 0,
             max_concurrent: None,
+            ramp_up: Duration::ZERO,
+            selection: Selection::Uniform,
+            stagger_waits: true,
             probe: false,
         }
     }
@@ -173,6 +187,9 @@ pub enum ConfigError {
     /// The concurrency limit is zero.
     #[error("the concurrency limit must be at least one call")]
     MaxConcurrent,
+    /// The ramp-up is not shorter than the duration.
+    #[error("the ramp-up must be shorter than the duration")]
+    RampUp,
 }
 
 const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
@@ -218,6 +235,9 @@ impl SimConfig {
         }
         if self.max_concurrent == Some(0) {
             return Err(ConfigError::MaxConcurrent);
+        }
+        if self.ramp_up >= self.duration {
+            return Err(ConfigError::RampUp);
         }
         Ok(())
     }

@@ -17,20 +17,23 @@
 //!   after 20 s), call the API at a fixed rate until a 403 (or, with a floor, until
 //!   the remaining count falls under it), then report the key with EXPIRE and the
 //!   reset time, sleep 0.1 s and ask again; on a 401 report it with INVALIDATE.
-//! - or, with [`ClientBehaviour::Keyman`], **keyman-aware workers**: they read
-//!   the rate-limit headers of every answer with
-//!   [`RateLimit`](crate::ratelimit::RateLimit) and give the key up (EXPIRE
-//!   with the skew-corrected reset) as soon as its verdict says so, or as soon
-//!   as the remaining count would not last another round of the calls the key's
-//!   holders make (above the floor; the round measured between the worker's
-//!   last two answers, or on its first answer estimated from the window's
-//!   average burn so far), before any 403. They send REPORT messages (the quota extension's); an engine
-//!   without the extension rejects them harmlessly, and the report counts the
-//!   rejections. [`ClientBehaviour`] is the seam for leases once the engine
-//!   grants them.
+//! - or, with [`ClientBehaviour::Keyman`], **keyman-aware workers**: they
+//!   ask for a lease (NEW with `lease`: the calls they make in
+//!   [`LEASE_SPAN`], and `hold_ms`: the engine holds the request until a key
+//!   can lend, and its answer is delivered to the worker when it comes), make
+//!   the calls lent, and end the lease with a REPORT (the quota extension's)
+//!   of what the last response's rate-limit headers said
+//!   ([`RateLimit`](crate::ratelimit::RateLimit)) and the calls made; they stop
+//!   early, with EXPIRE or INVALIDATE as well, when the headers' verdict says
+//!   the key is spent, limited or bad. Given a key without a lease (the model
+//!   of Augur's orchestrator), they fall back to the headers alone and send no
+//!   REPORT: give the key up (EXPIRE with the skew-corrected reset) as soon as
+//!   the verdict says so or the remaining count would not last another round of
+//!   the calls of the key's holders (above the floor).
 //!
-//! Scenarios ([`SimConfig`]): a model of Augur's orchestrator's wait policy
-//! ([`Orchestrator::Augur`]: the same engine, 5 s more on every wait hint), a
+//! Scenarios ([`SimConfig`]): a model of Augur's orchestrator
+//! ([`Orchestrator::Augur`]: the same engine with uniform choice, wait hints
+//! for the earliest refresh and 5 s more, no holds, no leases), a
 //! donor using their key outside keyman (their calls spend the quota; the
 //! workers' 403s they cause are counted apart), keys grouped in accounts that
 //! share one quota, the platform's clock skewed from ours (its `Date` and
@@ -61,13 +64,16 @@
 //!
 //! The parts, one a file: `config` (what to simulate, [`SimConfig`]), `api` (the
 //! simulated API), `holders` (the calls of a key's holders in time order, for
-//! the batches), `workers` (what an Augur worker does), `run` (the event loop,
+//! the batches), `workers` (what a worker does: asking, calling, giving a key
+//! up; Augur's behaviour), `keyman_client` (what a keyman-aware worker does
+//! with a key), `run` (the event loop,
 //! [`run`]) and `report` (what comes out, [`Report`]). The command line's
 //! formatting (durations, tables, charts) is the CLI's, not this module's.
 
 mod api;
 mod config;
 mod holders;
+mod keyman_client;
 mod report;
 mod run;
 mod workers;
@@ -76,6 +82,6 @@ pub use config::{
     AUGUR_WAIT_EXTRA, ClientBehaviour, ConfigError, DEFAULT_SEED, Orchestrator, PLATFORM,
     PROBE_LATENCY, START, SimConfig,
 };
-pub use report::{Report, Sample, Settings};
+pub use report::{Report, Sample, Settings, selection_name};
 pub use run::run;
-pub use workers::{ERROR_RETRY, REASK_DELAY};
+pub use workers::{ERROR_RETRY, HOLD, LEASE_SPAN, REASK_DELAY};

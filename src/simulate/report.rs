@@ -2,6 +2,7 @@
 //! time, serializable as JSON.
 
 use super::config::{ClientBehaviour, Orchestrator, SimConfig};
+use crate::pool::Selection;
 use serde::Serialize;
 
 /// The settings a [`Report`] was made with, in plain numbers.
@@ -39,6 +40,13 @@ pub struct Settings {
     pub skew_seconds: i64,
     /// The secondary limit on calls of one account in flight, if any.
     pub max_concurrent: Option<u64>,
+    /// The time over which the workers started, in seconds.
+    pub ramp_up_seconds: f64,
+    /// How keyman's engine chose among fresh keys: `uniform`, `round-robin`,
+    /// `most-remaining`, `weighted-remaining` or `least-assigned`.
+    pub selection: String,
+    /// Whether keyman's engine staggered its wait hints.
+    pub stagger_waits: bool,
     /// Whether the engine probed the API about its keys.
     pub probe: bool,
 }
@@ -62,8 +70,22 @@ impl From<&SimConfig> for Settings {
             accounts: c.accounts,
             skew_seconds: c.skew_seconds,
             max_concurrent: c.max_concurrent,
+            ramp_up_seconds: c.ramp_up.as_secs_f64(),
+            selection: selection_name(c.selection).to_string(),
+            stagger_waits: c.stagger_waits,
             probe: c.probe,
         }
+    }
+}
+
+/// The name of a choice strategy, as the command line spells it.
+pub fn selection_name(selection: Selection) -> &'static str {
+    match selection {
+        Selection::Uniform => "uniform",
+        Selection::RoundRobin => "round-robin",
+        Selection::MostRemaining => "most-remaining",
+        Selection::WeightedRemaining => "weighted-remaining",
+        Selection::LeastAssigned => "least-assigned",
     }
 }
 
@@ -113,11 +135,20 @@ pub struct Report {
     pub donor_calls_served: u64,
     /// Of them, calls refused (the quota spent).
     pub donor_forbidden: u64,
+    /// NEW answered with a lease (keyman-aware workers).
+    pub leases_granted: u64,
     /// REPORT messages the keyman-aware workers sent.
     pub reports_sent: u64,
     /// Messages the engine rejected (an engine without the quota extension
     /// rejects every REPORT).
     pub engine_rejected: u64,
+    /// Times a key ran out: the first 403 of the workers' own calls in a
+    /// window of the key's account.
+    pub key_run_outs: u64,
+    /// How many workers held a key when it ran out (the median over
+    /// `key_run_outs`; 0 when no key ran out). Each of them gets a 403 with
+    /// Augur's clients: a herd on one key makes this high.
+    pub holders_at_run_out_median: f64,
     /// API calls answered with a 401 (bad key).
     pub unauthorized: u64,
     /// Probes the engine made (0 without probes); they spend no quota.

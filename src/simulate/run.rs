@@ -6,11 +6,12 @@ use super::config::{
     ClientBehaviour, ConfigError, Orchestrator, PLATFORM, PROBE_LATENCY, START, SimConfig, millis,
 };
 use super::report::{Report, Sample, Settings};
-use super::workers::{KeySide, Seen, WorkerState};
+use super::workers::{Giving, KeySide, LEASE_SPAN, LeaseHeld, Seen, WorkerState};
 use crate::engine::{Engine, EngineConfig, Event, KeyEvent};
 use crate::harness::drain_each;
 use crate::probe::{ProbeAnswer, ProbeConfig};
 use crate::protocol::{Announce, Channels, DEFAULT_MAX_PAYLOAD, Reply, ReplyTo};
+use crate::ratelimit::RateLimit;
 use crate::rng::SplitMix64;
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -62,6 +63,12 @@ pub(super) enum Action {
     EngineTimeout,
     /// The donor calls the API with their key, outside keyman.
     Donor { key: usize },
+    /// The engine's answer to a worker's held NEW is delivered to it.
+    Deliver { worker: usize },
+    /// A worker's last call with a lease is done: it returns the lease.
+    /// `order` numbers the calls, so that the answers of calls made at the
+    /// same moment come in the order the platform served them.
+    ReturnLease { order: u64, worker: usize },
     /// The API answers the engine's probe `id` of `key`.
     ProbeAnswer { id: u64, key: usize },
 }
@@ -126,7 +133,58 @@ pub(super) struct Simulation {
     pub(super) donor_forbidden: u64,
     pub(super) reports_sent: u64,
     pub(super) engine_rejected: u64,
+    /// Per key, the reset time of the last window in which it ran out (a 403
+    /// of the workers' own calls).
+    pub(super) ran_out: Vec<Option<u64>>,
+    /// How many workers held a key when it ran out, once per key and window.
+    pub(super) holders_at_run_out: Vec<u64>,
+    /// The lease each keyman-aware worker holds, if any.
+    pub(super) leases: Vec<Option<LeaseHeld>>,
+    /// Answers to held requests, waiting to be delivered to their worker.
+    pub(super) mailbox: Vec<Option<Reply>>,
+    /// What a worker ending its lease reports when its last call is done:
+    /// the key, the headers of that call and what it does next.
+    pub(super) returning: Vec<Option<(usize, RateLimit, Giving)>>,
+    /// The calls a keyman-aware worker asks a lease for.
+    pub(super) lease_size: u64,
+    pub(super) leases_granted: u64,
+    /// How many leases were returned (orders their returns).
+    pub(super) returns: u64,
     pub(super) probes: u64,
+}
+
+/// The engine's configuration: keyman's with the simulation's strategy,
+/// stagger, floor and lease cap, or for the model of Augur's orchestrator,
+/// uniform choice, every wait hint for the earliest refresh, and none of the
+/// quota extension.
+fn engine_config(config: &SimConfig) -> EngineConfig {
+    let keyman = config.orchestrator == Orchestrator::Keyman;
+    if !keyman {
+        // Augur's orchestrator: no holds, no leases (a NEW with `lease` gets a
+        // plain key), no floors.
+        let mut engine = EngineConfig {
+            stagger_waits: false,
+            max_held: 0,
+            ..EngineConfig::default()
+        };
+        engine.quota.max_leases = 0;
+        return engine;
+    }
+    let mut engine = EngineConfig {
+        stagger_waits: config.stagger_waits,
+        selection: config.selection,
+        probe: config.probe.then(ProbeConfig::default),
+        ..EngineConfig::default()
+    };
+    if let Some(floor) = config.floor {
+        engine.quota.floors.insert(PLATFORM.to_string(), floor);
+    }
+    // The operator caps the leases per account at the platform's secondary
+    // limit on calls in flight (a lease is one worker calling in turn).
+    if let Some(max) = config.max_concurrent {
+        engine.quota.max_leases = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    engine
 }
 
 /// Characters of the simulated keys.
@@ -140,6 +198,17 @@ fn random_key(rng: &mut SplitMix64) -> String {
         key.push(char::from(KEY_ALPHABET[idx]));
     }
     key
+}
+
+/// The median of `values` (the mean of the middle two for an even count), 0
+/// when there are none.
+fn median(values: &mut [u64]) -> f64 {
+    values.sort_unstable();
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2] as f64,
+        n => (values[n / 2 - 1] + values[n / 2]) as f64 / 2.0,
+    }
 }
 
 /// A uniform draw from `0..n`.
@@ -196,13 +265,7 @@ impl Simulation {
             floor: config.floor.unwrap_or(0),
             end,
             sample_every: millis(config.sample_every).max(1),
-            engine: Engine::new(
-                EngineConfig {
-                    probe: config.probe.then(ProbeConfig::default),
-                    ..EngineConfig::default()
-                },
-                SplitMix64::new(config.seed),
-            ),
+            engine: Engine::new(engine_config(config), SplitMix64::new(config.seed)),
             channels: Channels::default(),
             api,
             key_text,
@@ -244,6 +307,14 @@ impl Simulation {
             donor_forbidden: 0,
             reports_sent: 0,
             engine_rejected: 0,
+            ran_out: vec![None; config.keys],
+            holders_at_run_out: Vec::new(),
+            leases: vec![None; config.workers],
+            mailbox: vec![None; config.workers],
+            returning: vec![None; config.workers],
+            lease_size: (millis(LEASE_SPAN) / interval).max(1),
+            leases_granted: 0,
+            returns: 0,
             probes: 0,
         };
 
@@ -252,10 +323,21 @@ impl Simulation {
         // its keys at start before its workers ask (with probes, their first
         // probes are answered by then).
         let published = start.saturating_sub(millis(PUBLISH_LEAD));
+        // The admin of keyman's orchestrator names the account of each key
+        // when keys share one (Augur's orchestrator has no accounts).
+        let named = config.accounts.is_some() && config.orchestrator == Orchestrator::Keyman;
         for i in 0..config.keys {
-            let msg = Announce::Publish {
-                key: sim.key_text[i].clone(),
-                platform: PLATFORM.to_string(),
+            let key = sim.key_text[i].clone();
+            let platform = PLATFORM.to_string();
+            let msg = if named {
+                Announce::PublishWithQuota {
+                    key,
+                    platform,
+                    account: Some(format!("account-{}", config.account_of(i))),
+                    limit: None,
+                }
+            } else {
+                Announce::Publish { key, platform }
             };
             sim.engine.handle(
                 Timestamp::from_millis(published),
@@ -264,9 +346,12 @@ impl Simulation {
             );
             sim.drain_engine(published, None);
         }
-        // Workers start one after another within the first call interval.
+        // Workers start one after another: within the first call interval, or
+        // spread over the ramp-up.
+        let ramp = u128::from(millis(config.ramp_up));
         for w in 0..config.workers {
-            let first = start + below(&mut rng, interval);
+            let offset = (ramp * w as u128 / config.workers as u128) as u64;
+            let first = start + offset + below(&mut rng, interval);
             sim.workers.push(WorkerState::Waiting { since: first });
             sim.workers_waiting += 1;
             sim.worker_time += end.saturating_sub(first);
@@ -325,6 +410,12 @@ impl Simulation {
                         .handle_probe(Timestamp::from_millis(now), ProbeAnswer { id, outcome });
                     self.drain_engine(now, None);
                 }
+                Action::ReturnLease { worker, .. } => self.return_lease(now, worker),
+                Action::Deliver { worker } => {
+                    if let Some(reply) = self.mailbox[worker].take() {
+                        self.on_reply(now, worker, reply);
+                    }
+                }
                 Action::EngineTimeout => {
                     if self.engine_wake == Some(now) {
                         self.engine_wake = None;
@@ -348,6 +439,8 @@ impl Simulation {
     ) -> (Option<Reply>, bool) {
         let mut reply = None;
         let mut invalidated = false;
+        let mut later: Vec<(usize, Reply)> = Vec::new();
+        let prefix = format!("{}-", self.channels.request);
         let (keys_expired, keys_invalidated, engine_rejected) = (
             &mut self.keys_expired,
             &mut self.keys_invalidated,
@@ -356,10 +449,21 @@ impl Simulation {
         drain_each(
             &mut self.engine,
             |tx| {
-                if reply_channel == Some(tx.channel.as_str()) {
-                    reply = Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
+                let decoded = || {
+                    Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD)
                         .ok()
-                        .map(|m| m.reply);
+                        .map(|m| m.reply)
+                };
+                if reply_channel == Some(tx.channel.as_str()) {
+                    reply = decoded();
+                } else if let Some(worker) = tx
+                    .channel
+                    .strip_prefix(&prefix)
+                    .and_then(|w| w.parse::<usize>().ok())
+                    && let Some(r) = decoded()
+                {
+                    // The answer to a held request.
+                    later.push((worker, r));
                 }
             },
             |event| match event {
@@ -375,6 +479,12 @@ impl Simulation {
                 _ => {}
             },
         );
+        for (worker, r) in later {
+            if worker < self.mailbox.len() {
+                self.mailbox[worker] = Some(r);
+                self.push(now, Action::Deliver { worker });
+            }
+        }
         while let Some(probe) = self.engine.poll_probe() {
             self.probes += 1;
             if let Some(&key) = self.key_index.get(&probe.key) {
@@ -438,7 +548,7 @@ impl Simulation {
         self.sample(end);
     }
 
-    fn report(self) -> Report {
+    fn report(mut self) -> Report {
         let capacity = self.capacity;
         let possible = self.demand.min(capacity);
         let workers = self.workers.len().max(1) as f64;
@@ -481,6 +591,9 @@ impl Simulation {
             donor_forbidden: self.donor_forbidden,
             reports_sent: self.reports_sent,
             engine_rejected: self.engine_rejected,
+            leases_granted: self.leases_granted,
+            key_run_outs: self.holders_at_run_out.len() as u64,
+            holders_at_run_out_median: median(&mut self.holders_at_run_out),
             samples: self.samples,
             settings: self.settings,
         }

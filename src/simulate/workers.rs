@@ -9,7 +9,6 @@ use super::config::{AUGUR_WAIT_EXTRA, ClientBehaviour, Orchestrator, PLATFORM, m
 use super::holders::Holders;
 use super::run::{Action, Simulation};
 use crate::protocol::{Reply, ReplyTo, Request};
-use crate::ratelimit::{RateLimit, Verdict};
 use crate::time::Timestamp;
 use std::time::Duration;
 
@@ -20,6 +19,14 @@ pub const REASK_DELAY: Duration = Duration::from_millis(100);
 /// How long an Augur worker sleeps after an answer with neither a key nor a wait
 /// hint (an error) before asking again.
 pub const ERROR_RETRY: Duration = Duration::from_secs(20);
+
+/// How long a keyman-aware worker asks the engine to hold its NEW (`hold_ms`)
+/// when no key can lend calls.
+pub const HOLD: Duration = Duration::from_secs(60);
+
+/// How much work a keyman-aware worker asks a lease for: the calls it makes in
+/// this long.
+pub const LEASE_SPAN: Duration = Duration::from_secs(60);
 
 /// One key as the simulation's workers see it.
 #[derive(Debug, Default, Clone)]
@@ -43,20 +50,40 @@ pub(super) enum WorkerState {
 /// key: the remaining count and the reset time (the platform's), as read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Seen {
-    remaining: u64,
-    reset: Timestamp,
+    pub(super) remaining: u64,
+    pub(super) reset: Timestamp,
 }
 
-/// How a worker reports the key it gives up.
-enum Giving {
+/// How a worker gives its key up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Giving {
+    /// EXPIRE until `reset`, and ask again after [`REASK_DELAY`].
     Expire { reset: u64 },
+    /// INVALIDATE, and ask again after [`REASK_DELAY`].
     Invalidate,
+    /// Return the lease (REPORT) once the last call is done, then ask for the
+    /// next at once (or do what the worker stored with the lease).
+    Return,
+}
+
+/// A lease a keyman-aware worker holds: its id, the calls it may still make
+/// and the calls made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LeaseHeld {
+    pub(super) id: u64,
+    pub(super) left: u64,
+    pub(super) used: u64,
 }
 
 impl Simulation {
     /// Sends a worker's message and returns the engine's answer to it.
-    fn send(&mut self, now: u64, worker: usize, request: Request) -> (Option<Reply>, bool) {
-        let reply_channel = matches!(request, Request::New { .. })
+    pub(super) fn send(
+        &mut self,
+        now: u64,
+        worker: usize,
+        request: Request,
+    ) -> (Option<Reply>, bool) {
+        let reply_channel = matches!(request, Request::New { .. } | Request::Lease { .. })
             .then(|| self.channels.request_reply(&(worker as u64).into()));
         let channel = self.channels.request.clone();
         self.engine
@@ -64,28 +91,55 @@ impl Simulation {
         self.drain_engine(now, reply_channel.as_deref())
     }
 
-    /// A worker without a key asks for one.
+    /// A worker without a key asks for one: a NEW as Augur's workers send
+    /// it, or, from a keyman-aware worker, a NEW with `lease` and `hold_ms`
+    /// (an answer that comes later is delivered to it then).
     pub(super) fn ask(&mut self, now: u64, worker: usize) {
-        let request = Request::New {
-            platform: PLATFORM.to_string(),
-            reply: ReplyTo::new(worker as u64),
-            hold_ms: None,
+        let reply = ReplyTo::new(worker as u64);
+        let platform = PLATFORM.to_string();
+        let request = match self.clients {
+            ClientBehaviour::Augur => Request::New {
+                platform,
+                reply,
+                hold_ms: None,
+            },
+            ClientBehaviour::Keyman => Request::Lease {
+                platform,
+                reply,
+                hold_ms: Some(millis(HOLD)),
+                lease: self.lease_size,
+            },
         };
         match self.send(now, worker, request).0 {
-            Some(Reply::Key(text)) => match self.key_index.get(&text).copied() {
-                Some(key) => {
-                    self.keys_handed_out += 1;
-                    if self.keys[key].invalidated {
-                        self.invalid_handouts += 1;
-                    }
-                    self.join(now, worker, key);
-                }
-                None => {
-                    self.error_replies += 1;
-                    self.push(now + millis(ERROR_RETRY), Action::Ask { worker });
-                }
-            },
-            Some(Reply::Wait(secs)) => {
+            Some(reply) => self.on_reply(now, worker, reply),
+            // Held by the engine: the answer comes when a key is free.
+            None if self.clients == ClientBehaviour::Keyman => {}
+            None => {
+                self.error_replies += 1;
+                self.push(now + millis(ERROR_RETRY), Action::Ask { worker });
+            }
+        }
+    }
+
+    /// What a worker does with the answer to its NEW.
+    pub(super) fn on_reply(&mut self, now: u64, worker: usize, reply: Reply) {
+        let (text, lease) = match reply {
+            Reply::Key(text) => (text, None),
+            Reply::Lease {
+                key,
+                calls,
+                lease_id,
+                ..
+            } => {
+                self.leases_granted += 1;
+                let lease = LeaseHeld {
+                    id: lease_id,
+                    left: calls,
+                    used: 0,
+                };
+                (key, Some(lease))
+            }
+            Reply::Wait(secs) => {
                 self.wait_replies += 1;
                 let secs = match self.orchestrator {
                     Orchestrator::Keyman => secs,
@@ -93,8 +147,24 @@ impl Simulation {
                 };
                 let at = now.saturating_add(secs.max(1).saturating_mul(1000));
                 self.push(at, Action::Ask { worker });
+                return;
             }
             _ => {
+                self.error_replies += 1;
+                self.push(now + millis(ERROR_RETRY), Action::Ask { worker });
+                return;
+            }
+        };
+        match self.key_index.get(&text).copied() {
+            Some(key) => {
+                self.keys_handed_out += 1;
+                if self.keys[key].invalidated {
+                    self.invalid_handouts += 1;
+                }
+                self.join(now, worker, key);
+                self.leases[worker] = lease;
+            }
+            None => {
                 self.error_replies += 1;
                 self.push(now + millis(ERROR_RETRY), Action::Ask { worker });
             }
@@ -114,11 +184,24 @@ impl Simulation {
         self.plan(key, now);
     }
 
-    /// A worker gives its key up: reports it and asks again after Augur's pause.
-    fn give_up(&mut self, now: u64, worker: usize, key: usize, giving: Giving) {
+    /// A worker gives its key up: reports it and asks again after Augur's
+    /// pause; or, returning a lease, makes its last call, then (when that call
+    /// is done, a call interval later) reports and asks for the next lease.
+    pub(super) fn give_up(&mut self, now: u64, worker: usize, key: usize, giving: Giving) {
+        if let Giving::Return = giving {
+            self.returns += 1;
+            let order = self.returns;
+            self.push(
+                now.saturating_add(self.interval),
+                Action::ReturnLease { order, worker },
+            );
+            return;
+        }
+        self.leases[worker] = None;
         let text = self.key_text[key].clone();
         let requester_id = Some((worker as u64).into());
         let request = match giving {
+            Giving::Return => return,
             Giving::Expire { reset } => {
                 self.expire_reports += 1;
                 Request::Expire {
@@ -223,12 +306,18 @@ impl Simulation {
                         self.calls_below_floor += 1;
                     }
                 }
-                Response::RateLimited { outside, .. } => {
+                Response::RateLimited { outside, reset } => {
                     self.rate_limited += 1;
                     if outside {
                         self.forbidden_outside += 1;
                     } else {
                         self.forbidden_own += 1;
+                        if self.ran_out[key] != Some(reset) {
+                            self.ran_out[key] = Some(reset);
+                            // The holders still queued and this worker.
+                            let holders = self.keys[key].holders.len() + 1;
+                            self.holders_at_run_out.push(holders);
+                        }
                     }
                 }
                 Response::SecondaryLimited { .. } => {
@@ -240,6 +329,9 @@ impl Simulation {
             }
             let giving = match self.clients {
                 ClientBehaviour::Augur => self.augur_next(now, &response),
+                ClientBehaviour::Keyman if self.leases[worker].is_some() => {
+                    self.lease_next(now, worker, key, &response)
+                }
                 ClientBehaviour::Keyman => self.keyman_next(now, worker, key, &response),
             };
             match giving {
@@ -283,116 +375,6 @@ impl Simulation {
             }
             Response::Unauthorized => Some(Giving::Invalidate),
         }
-    }
-
-    /// What a keyman-aware worker does after `response`: read its headers with
-    /// [`RateLimit`], give the key up when the verdict says so, or when the
-    /// remaining count would not last another round of the calls made on the key
-    /// since the worker's previous answer (the calls of all its holders, its own
-    /// included; on the first answer, the window's average burn per call
-    /// interval) above the floor; REPORT what the headers said on the first
-    /// answer with a key and on giving it up.
-    fn keyman_next(
-        &mut self,
-        now: u64,
-        worker: usize,
-        key: usize,
-        response: &Response,
-    ) -> Option<Giving> {
-        let status = match response {
-            Response::Served { .. } => 200,
-            Response::RateLimited { .. } | Response::SecondaryLimited { .. } => 403,
-            Response::Unauthorized => 401,
-        };
-        let seen = self.read_headers(response, now);
-        let at = Timestamp::from_millis(now);
-        let before = self.seen[worker].take();
-        match seen.verdict(status, at) {
-            Verdict::Invalidate => Some(Giving::Invalidate),
-            Verdict::Expire { refresh_at, .. } => {
-                self.report_quota(now, worker, key, &seen);
-                Some(Giving::Expire {
-                    reset: refresh_at.as_millis(),
-                })
-            }
-            Verdict::Continue => {
-                let (Some(remaining), Some(reset)) = (seen.remaining, seen.reset) else {
-                    return None;
-                };
-                let round = match before {
-                    Some(b) if b.reset == reset && b.remaining > remaining => {
-                        b.remaining - remaining
-                    }
-                    // A first answer: the window's average burn so far, per
-                    // call interval of this worker (the platform's window
-                    // length is known: an hour on GitHub).
-                    _ => {
-                        let left = seen
-                            .to_local(reset, at)
-                            .as_millis()
-                            .saturating_sub(now)
-                            .min(self.api.window_ms);
-                        let elapsed = (self.api.window_ms - left).max(1);
-                        let used = seen.used.unwrap_or(0);
-                        (u128::from(used) * u128::from(self.interval))
-                            .div_ceil(u128::from(elapsed))
-                            .clamp(1, u128::from(u64::MAX)) as u64
-                    }
-                };
-                if remaining < round.saturating_add(self.floor) {
-                    self.report_quota(now, worker, key, &seen);
-                    return Some(Giving::Expire {
-                        reset: seen.to_local(reset, at).as_millis(),
-                    });
-                }
-                if before.is_none() {
-                    self.report_quota(now, worker, key, &seen);
-                }
-                self.seen[worker] = Some(Seen { remaining, reset });
-                None
-            }
-        }
-    }
-
-    /// The rate-limit headers of `response`, read as a client reads them.
-    fn read_headers(&self, response: &Response, now: u64) -> RateLimit {
-        let headers = self.api.headers(response, now);
-        RateLimit::from_headers(headers.iter().map(|(n, v)| (*n, v.as_bytes())))
-    }
-
-    /// Sends a REPORT (the quota extension's message) with what the headers
-    /// said. An engine without the extension rejects it harmlessly; the
-    /// rejections are counted.
-    fn report_quota(&mut self, now: u64, worker: usize, key: usize, seen: &RateLimit) {
-        let mut report = serde_json::Map::new();
-        let mut put = |name: &str, value: serde_json::Value| {
-            report.insert(name.to_string(), value);
-        };
-        put("type", "REPORT".into());
-        put("key_str", self.key_text[key].clone().into());
-        put("key_platform", PLATFORM.into());
-        put("requester_id", (worker as u64).into());
-        if let Some(remaining) = seen.remaining {
-            put("remaining", remaining.into());
-        }
-        if let Some(limit) = seen.limit {
-            put("limit", limit.into());
-        }
-        if let Some(reset) = seen.reset {
-            put("reset", (reset.as_millis() / 1000).into());
-        }
-        if let Some(resource) = &seen.resource {
-            put("resource", resource.clone().into());
-        }
-        if let Some(date) = seen.server_date {
-            put("server_date", (date.as_millis() / 1000).into());
-        }
-        let payload = serde_json::Value::Object(report).to_string();
-        self.reports_sent += 1;
-        let channel = self.channels.request.clone();
-        self.engine
-            .handle(Timestamp::from_millis(now), &channel, payload.as_bytes());
-        self.drain_engine(now, None);
     }
 
     /// One call of the donor with their own key, outside keyman.

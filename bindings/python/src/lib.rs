@@ -10,285 +10,40 @@
 //! - After `os.fork()` the child notices the new process id on its next call and
 //!   opens a runtime and connections of its own; the parent's are left untouched
 //!   (never dropped in the child: their threads do not exist there).
+//! - [`Lease`](lease::Lease): a key lent with calls, counted by `observe_lease`.
 
 #![warn(missing_docs)]
 
-use keyman::protocol::{Channels, Request};
-use keyman::service::{self, Bus, ClientConfig, KeyAdmin, KeyError, KeySource};
+mod call;
+mod conn;
+mod lease;
+
+use call::{Failure, INNER_DEADLINE, deadline, until_after, within};
+use conn::Conn;
+use keyman::protocol::Request;
+use keyman::ratelimit::RateLimit;
+use keyman::service::{KeyAdmin, KeySource};
 use keyman::time::Timestamp;
 use pyo3::prelude::*;
-use pyo3::types::PyType;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 
-/// The deadline given to keyman's clients themselves: the binding enforces the
-/// caller's deadline around each call, so theirs only has to be longer.
-const INNER_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+/// A row of `Connection.status()`.
+type StatusRow = (
+    String,
+    u64,
+    u64,
+    u64,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+);
 
-/// How long to wait before asking again while no orchestrator listens (NATS
-/// says so at once) or the broker is unreachable.
-const RETRY_STEP: Duration = Duration::from_millis(200);
-
-/// Why a call failed, before it becomes a Python exception.
-enum Failure {
-    /// keyman's client said no.
-    Key(KeyError),
-    /// The caller's deadline passed (the deadline).
-    Timeout(Duration),
-    /// No orchestrator answered until the deadline (the deadline).
-    NoOrchestrator(Duration),
-    /// `close()` was called.
-    Closed,
-    /// A Python argument is unusable.
-    Argument(String),
-}
-
-impl From<KeyError> for Failure {
-    fn from(e: KeyError) -> Self {
-        match e {
-            KeyError::Timeout(d) => Failure::Timeout(d),
-            e => Failure::Key(e),
-        }
-    }
-}
-
-impl Failure {
-    /// The exception class (in `keyman_client._errors`) and message. No
-    /// message contains a key: keyman's errors never do.
-    fn class_and_message(&self) -> (&'static str, String) {
-        match self {
-            Failure::Timeout(d) => ("Timeout", format!("timed out after {}", secs(*d))),
-            Failure::NoOrchestrator(d) => (
-                "Timeout",
-                format!("no orchestrator answered within {}", secs(*d)),
-            ),
-            Failure::Closed => ("Disconnected", "the client is closed".to_string()),
-            Failure::Argument(m) => ("InvalidArgument", m.clone()),
-            Failure::Key(e) => {
-                let class = match e {
-                    KeyError::UnknownPlatform(_) => "UnknownPlatform",
-                    KeyError::NoKeys(_) => "NoKeys",
-                    KeyError::Timeout(_) => "Timeout",
-                    KeyError::Disconnected(_) | KeyError::ShutDown => "Disconnected",
-                    KeyError::NoOrchestrator(_) => "Disconnected",
-                    KeyError::Rejected(_)
-                    | KeyError::Orchestrator(_)
-                    | KeyError::Protocol(_)
-                    | KeyError::Decode(_) => "OrchestratorError",
-                    KeyError::InvalidArgument(_) | KeyError::Config(_) => "InvalidArgument",
-                    _ => "KeymanError",
-                };
-                (class, e.to_string())
-            }
-        }
-    }
-
-    fn into_py(self, py: Python<'_>) -> PyErr {
-        let (class, message) = self.class_and_message();
-        let ty = py
-            .import("keyman_client._errors")
-            .and_then(|m| m.getattr(class))
-            .and_then(|c| c.cast_into::<PyType>().map_err(PyErr::from));
-        match ty {
-            Ok(ty) => PyErr::from_type(ty, message),
-            Err(e) => e,
-        }
-    }
-}
-
-/// A duration as people write it: `1.5 s`.
-fn secs(d: Duration) -> String {
-    format!("{} s", d.as_secs_f64())
-}
-
-/// A deadline in seconds from Python: not negative, not NaN; infinity (or
-/// anything beyond a century) means a century.
-fn deadline(seconds: f64) -> Result<Duration, Failure> {
-    if seconds.is_nan() || seconds < 0.0 {
-        return Err(Failure::Argument(format!(
-            "timeout must be a number of seconds >= 0, not {seconds}"
-        )));
-    }
-    let century = Duration::from_secs(100 * 365 * 24 * 3600);
-    Ok(Duration::try_from_secs_f64(seconds)
-        .unwrap_or(century)
-        .min(century))
-}
-
-/// The instant `d` from now on tokio's clock, saturating.
-fn until_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d).unwrap_or(now)
-}
-
-/// Runs `call` with the time left until `until`, within it, asking again while
-/// no orchestrator listens or the broker cannot be reached. `deadline` is the
-/// caller's whole deadline, for the error.
-async fn within<T, F, Fut>(until: Instant, deadline: Duration, mut call: F) -> Result<T, Failure>
-where
-    F: FnMut(Duration) -> Fut,
-    Fut: Future<Output = Result<T, KeyError>>,
-{
-    let mut last: Option<KeyError> = None;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(match last {
-                Some(KeyError::NoOrchestrator(_)) => Failure::NoOrchestrator(deadline),
-                Some(e) => Failure::Key(e),
-                None => Failure::Timeout(deadline),
-            });
-        }
-        match tokio::time::timeout_at(until, call(left)).await {
-            Err(_) | Ok(Err(KeyError::Timeout(_))) => {
-                return Err(match last {
-                    Some(KeyError::NoOrchestrator(_)) => Failure::NoOrchestrator(deadline),
-                    _ => Failure::Timeout(deadline),
-                });
-            }
-            Ok(Err(e @ (KeyError::NoOrchestrator(_) | KeyError::Disconnected(_)))) => {
-                last = Some(e);
-                let wake = until_after(RETRY_STEP).min(until);
-                tokio::time::sleep_until(wake).await;
-            }
-            Ok(r) => return r.map_err(Failure::from),
-        }
-    }
-}
-
-/// Which of keyman's clients a [`Conn`] holds.
-enum Role {
-    Worker(service::KeyClient),
-    Admin(service::KeyPublisher),
-}
-
-/// One process's runtime, broker connection and client.
-struct Conn {
-    rt: Option<tokio::runtime::Runtime>,
-    bus: Option<Arc<dyn Bus>>,
-    role: Option<Role>,
-    channels: Channels,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            {
-                // The client and bus may need the runtime to let go of their tasks.
-                let _inside = rt.enter();
-                self.role = None;
-                self.bus = None;
-            }
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl Conn {
-    /// Starts a runtime and connects a worker's (or, with `admin`, an admin's)
-    /// client to the broker at `url` within `deadline`.
-    fn open(url: &str, admin: bool, deadline: Duration) -> Result<Conn, Failure> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("keyman-client")
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::Key(KeyError::Runtime(e.into())))?;
-        let channels = Channels::default();
-        let config = ClientConfig {
-            channels: channels.clone(),
-            deadline: INNER_DEADLINE,
-            ..ClientConfig::default()
-        };
-        let connected = rt.block_on(async {
-            let until = until_after(deadline);
-            let bus = within(until, deadline, |_| service::connect_url(url)).await?;
-            let role = within(until, deadline, |_| {
-                let (bus, config) = (bus.clone(), config.clone());
-                async move {
-                    Ok(if admin {
-                        Role::Admin(service::KeyPublisher::connect(bus, config).await?)
-                    } else {
-                        Role::Worker(service::KeyClient::connect(bus, config).await?)
-                    })
-                }
-            })
-            .await?;
-            Ok::<_, Failure>((bus, role))
-        });
-        match connected {
-            Ok((bus, role)) => Ok(Conn {
-                rt: Some(rt),
-                bus: Some(bus),
-                role: Some(role),
-                channels,
-            }),
-            Err(e) => {
-                rt.shutdown_background();
-                Err(e)
-            }
-        }
-    }
-
-    fn block_on<T>(&self, fut: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-        match &self.rt {
-            Some(rt) => rt.block_on(fut),
-            None => Err(Failure::Closed),
-        }
-    }
-
-    fn worker(&self) -> Result<&service::KeyClient, Failure> {
-        match &self.role {
-            Some(Role::Worker(c)) => Ok(c),
-            _ => Err(Failure::Argument("this is an admin's connection".into())),
-        }
-    }
-
-    fn admin(&self) -> Result<&service::KeyPublisher, Failure> {
-        match &self.role {
-            Some(Role::Admin(p)) => Ok(p),
-            _ => Err(Failure::Argument("this is a worker's connection".into())),
-        }
-    }
-
-    fn bus(&self) -> Result<&Arc<dyn Bus>, Failure> {
-        self.bus.as_ref().ok_or(Failure::Closed)
-    }
-
-    fn requester_id(&self) -> &str {
-        match &self.role {
-            Some(Role::Worker(c)) => c.requester_id(),
-            Some(Role::Admin(p)) => p.requester_id(),
-            None => "",
-        }
-    }
-
-    /// Publishes a report (EXPIRE or INVALIDATE) on the request channel, then
-    /// asks for a new key, both within `deadline`.
-    fn report_and_request(
-        &self,
-        report: Request,
-        platform: &str,
-        deadline: Duration,
-    ) -> Result<String, Failure> {
-        let client = self.worker()?;
-        let bus = self.bus()?;
-        let payload = report.encode();
-        let channel = &self.channels.request;
-        self.block_on(async {
-            let until = until_after(deadline);
-            within(until, deadline, |_| async {
-                bus.publish(channel, &payload).await.map_err(KeyError::from)
-            })
-            .await?;
-            within(until, deadline, |left| {
-                client.request_within(platform, left)
-            })
-            .await
-        })
-    }
+/// What `(name, value)` header pairs say about the key's quota.
+fn rate_limit(headers: &[(String, String)]) -> RateLimit {
+    RateLimit::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
 }
 
 /// Where a [`Connection`] stands: open in the process that opened it, or closed.
@@ -479,6 +234,90 @@ impl Connection {
         })
     }
 
+    /// Adds `key` to `platform` as a key of `account` (whose keys share one
+    /// quota) with `limit` calls per window as a hint.
+    #[pyo3(signature = (platform, key, account, limit, timeout))]
+    fn publish_account(
+        &self,
+        py: Python<'_>,
+        platform: String,
+        key: String,
+        account: Option<String>,
+        limit: Option<u64>,
+        timeout: f64,
+    ) -> PyResult<()> {
+        self.run(py, timeout, |conn, d| {
+            let admin = conn.admin()?;
+            conn.block_on(within(until_after(d), d, |_| {
+                admin.publish_account(&platform, &key, account.as_deref(), limit)
+            }))
+        })
+    }
+
+    /// A key of `platform` lent with up to `calls` calls.
+    fn lease(
+        &self,
+        py: Python<'_>,
+        platform: String,
+        calls: u64,
+        timeout: f64,
+    ) -> PyResult<lease::Lease> {
+        self.run(py, timeout, |conn, d| {
+            require("platform", &platform)?;
+            if calls == 0 {
+                return Err(Failure::Argument("calls must be at least 1".into()));
+            }
+            lease::take(conn, &platform, calls, d)
+        })
+    }
+
+    /// What a response made with the plain `key` of `platform` said
+    /// (`status`, `headers` as `(name, value)` pairs): the key for the next
+    /// call, the same or another after EXPIRE or INVALIDATE.
+    fn observe(
+        &self,
+        py: Python<'_>,
+        platform: String,
+        key: String,
+        status: u16,
+        headers: Vec<(String, String)>,
+        timeout: f64,
+    ) -> PyResult<String> {
+        let seen = rate_limit(&headers);
+        self.run(py, timeout, |conn, d| {
+            require("platform", &platform)?;
+            require("key", &key)?;
+            let client = conn.worker()?;
+            let next = conn.block_on(within(until_after(d), d, |left| {
+                client.observe_within(&platform, &key, status, &seen, left)
+            }))?;
+            Ok(next.into_key(key))
+        })
+    }
+
+    /// Counts one response made with `lease` (`status`, `headers` as
+    /// `(name, value)` pairs) and returns the key for the next call; the
+    /// lease is renewed, or the key reported and another leased, as the
+    /// response says. If this fails, the lease has ended.
+    fn observe_lease(
+        &self,
+        py: Python<'_>,
+        lease: Py<lease::Lease>,
+        status: u16,
+        headers: Vec<(String, String)>,
+        timeout: f64,
+    ) -> PyResult<String> {
+        let seen = rate_limit(&headers);
+        self.run(py, timeout, |conn, d| {
+            lease::observe(conn, lease.get(), status, &seen, d)
+        })
+    }
+
+    /// Returns the unused calls of `lease`; it has ended afterwards.
+    fn release(&self, py: Python<'_>, lease: Py<lease::Lease>, timeout: f64) -> PyResult<()> {
+        self.run(py, timeout, |conn, d| lease::release(conn, lease.get(), d))
+    }
+
     /// Removes `key` from `platform`.
     fn unpublish(
         &self,
@@ -537,14 +376,28 @@ impl Connection {
         })
     }
 
-    /// Key counts per platform: `(platform, fresh, expired, invalid)`.
-    fn status(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<(String, u64, u64, u64)>> {
+    /// Key counts and quota figures per platform: `(platform, fresh,
+    /// expired, invalid, next_refresh, remaining, leased, burn_per_hour,
+    /// dry_at)`, the last five `None` when unknown.
+    fn status(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<StatusRow>> {
         self.run(py, timeout, |conn, d| {
             let admin = conn.admin()?;
             let status = conn.block_on(within(until_after(d), d, |_| admin.status()))?;
             Ok(status
                 .into_iter()
-                .map(|s| (s.platform, s.fresh, s.expired, s.invalid))
+                .map(|s| {
+                    (
+                        s.platform,
+                        s.fresh,
+                        s.expired,
+                        s.invalid,
+                        s.next_refresh,
+                        s.remaining,
+                        s.leased,
+                        s.burn_per_hour,
+                        s.dry_at,
+                    )
+                })
                 .collect())
         })
     }
@@ -575,6 +428,7 @@ impl Connection {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Connection>()?;
+    m.add_class::<lease::Lease>()?;
     m.add("INNER_DEADLINE_SECONDS", INNER_DEADLINE.as_secs())?;
     Ok(())
 }

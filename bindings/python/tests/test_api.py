@@ -177,5 +177,13 @@ def test_every_public_name_has_a_docstring() -> None:
             for attr, member in vars(obj).items():
                 if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
                     assert member.__doc__, f"{name}.{attr}"
-    for attr in ("request", "expire", "invalidate", "publish", "unpublish", "ping", "close"):
+    for attr in (
+        "request", "expire", "invalidate", "publish", "unpublish", "ping", "close",
+        "publish_account", "lease", "observe", "observe_lease", "release", "status",
+    ):
         assert getattr(_native.Connection, attr).__doc__, attr
+    for attr in ("key", "platform", "wanted", "calls", "used", "calls_left", "until", "ended"):
+        assert getattr(_native.Lease, attr).__doc__, attr
+        assert getattr(keyman_client.Lease, attr).__doc__, attr
+    for attr in keyman_client.PlatformStatus._quota_fields:
+        assert getattr(keyman_client.PlatformStatus, attr).__doc__, attr

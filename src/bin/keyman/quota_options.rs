@@ -8,7 +8,7 @@ use keyman::{KeyError, Selection};
 use std::time::Duration;
 
 /// The names `--selection` knows, for its help and its errors.
-const STRATEGIES: &str = "uniform, round-robin, most-remaining, weighted";
+const STRATEGIES: &str = "uniform, round-robin, most-remaining, weighted, least-assigned";
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct QuotaOptions {
@@ -22,8 +22,10 @@ pub(crate) struct QuotaOptions {
     pub(crate) floors: Vec<Floor>,
     /// How a fresh key is chosen: uniform (at random, as Augur's
     /// orchestrator; the default), round-robin, most-remaining (the key
-    /// whose account has the most calls left above its floor) or weighted
-    /// (at random, weighted by the calls left above the floor).
+    /// whose account has the most calls left above its floor), weighted
+    /// (at random, weighted by the calls left above the floor) or
+    /// least-assigned (the key handed out the fewest times since it was
+    /// last fresh again).
     /// `STRATEGY` for every platform, `PLATFORM=STRATEGY` for one.
     /// Repeatable. While nothing is known of a platform's quotas,
     /// most-remaining and weighted draw uniformly.
@@ -91,6 +93,7 @@ fn strategy(name: &str) -> Result<Selection, String> {
         "round-robin" => Ok(Selection::RoundRobin),
         "most-remaining" => Ok(Selection::MostRemaining),
         "weighted" | "weighted-remaining" => Ok(Selection::WeightedRemaining),
+        "least-assigned" => Ok(Selection::LeastAssigned),
         other => Err(format!(
             "unknown strategy {other:?}; the strategies are {STRATEGIES}"
         )),

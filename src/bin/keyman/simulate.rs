@@ -3,6 +3,7 @@
 //! fleet of Augur-like workers. Needs no server.
 
 use format::{format_duration, hours, percent, sparkline, thousands};
+use keyman::Selection;
 use keyman::simulate::{self, ClientBehaviour, ConfigError, Orchestrator, Report, SimConfig};
 use std::io::Write;
 use std::process::ExitCode;
@@ -106,8 +107,23 @@ fn heading(config: &SimConfig, wall: Duration) -> String {
         config.seed,
         wall.as_secs_f64(),
     );
+    let mut scenario = Vec::new();
+    if config.selection != Selection::Uniform {
+        scenario.push(format!(
+            "keyman chooses {}",
+            simulate::selection_name(config.selection)
+        ));
+    }
+    if !config.stagger_waits {
+        scenario.push("keyman's wait hints not staggered".to_string());
+    }
+    if !config.ramp_up.is_zero() {
+        scenario.push(format!(
+            "workers start over {}",
+            format_duration(config.ramp_up)
+        ));
+    }
     if config.is_extended() {
-        let mut scenario = Vec::new();
         if config.donor_calls > 0 {
             scenario.push(format!(
                 "a donor makes {} calls/hour outside keyman",
@@ -126,11 +142,11 @@ fn heading(config: &SimConfig, wall: Duration) -> String {
         if let Some(m) = config.max_concurrent {
             scenario.push(format!("at most {m} calls in flight per account"));
         }
-        if !scenario.is_empty() {
-            // Before the blank line that ends the heading.
-            out.truncate(out.len() - 1);
-            out.push_str(&format!("scenario: {}\n\n", scenario.join(", ")));
-        }
+    }
+    if !scenario.is_empty() {
+        // Before the blank line that ends the heading.
+        out.truncate(out.len() - 1);
+        out.push_str(&format!("scenario: {}\n\n", scenario.join(", ")));
     }
     out
 }
@@ -153,6 +169,10 @@ fn figure_rows(config: &SimConfig, report: &Report) -> Vec<(&'static str, String
             format!("{:.2}", per_served * 1000.0),
         ),
         ("calls below the floor", thousands(report.calls_below_floor)),
+        (
+            "holders of a key as it runs out",
+            format!("{} (median)", report.holders_at_run_out_median),
+        ),
     ];
     if config.max_concurrent.is_some() {
         rows.push((
@@ -171,6 +191,7 @@ fn figure_rows(config: &SimConfig, report: &Report) -> Vec<(&'static str, String
         ));
     }
     if report.reports_sent > 0 || report.engine_rejected > 0 {
+        rows.push(("leases granted (NEW)", thousands(report.leases_granted)));
         rows.push(("REPORT sent", thousands(report.reports_sent)));
         rows.push(("messages rejected", thousands(report.engine_rejected)));
     }
@@ -293,7 +314,8 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         },
         wall,
     );
-    let name = |o: Orchestrator| match o {
+    let name = |c: &SimConfig| match c.orchestrator {
+        Orchestrator::Keyman if !c.stagger_waits => "keyman, exact",
         Orchestrator::Keyman => "keyman",
         Orchestrator::Augur => "Augur",
     };
@@ -306,11 +328,7 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         .map(|c| {
             (
                 format!("{} clients", client(c.clients)),
-                format!(
-                    "{} orch.{}",
-                    name(c.orchestrator),
-                    if c.probe { " probing" } else { "" }
-                ),
+                format!("{} orch.{}", name(c), if c.probe { " probing" } else { "" }),
             )
         })
         .collect();
@@ -347,6 +365,9 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         add("unauthorized (401)", &|_, r| thousands(r.unauthorized));
         add("probes made", &|_, r| thousands(r.probes));
     }
+    add("holders of a key as it runs out", &|_, r| {
+        format!("{}", r.holders_at_run_out_median)
+    });
     if first.max_concurrent.is_some() {
         add("403 of the secondary limit", &|_, r| {
             thousands(r.secondary_limited)
@@ -371,6 +392,7 @@ fn side_by_side(configs: &[SimConfig], reports: &[Report], wall: Duration) -> St
         thousands(r.keys_handed_out)
     });
     add("wait hints (NEW)", &|_, r| thousands(r.wait_replies));
+    add("leases granted (NEW)", &|_, r| thousands(r.leases_granted));
     add("REPORT sent", &|_, r| thousands(r.reports_sent));
     add("messages rejected", &|_, r| thousands(r.engine_rejected));
     add("calls served over quota", &|_, r| {
@@ -462,12 +484,39 @@ mod tests {
             ]
         );
         for c in args.configs() {
+            assert!(c.stagger_waits);
             assert_eq!(c.skew_seconds, -30);
             assert_eq!(c.donor_calls, 600);
             assert_eq!(c.accounts, Some(10));
             assert_eq!(c.max_concurrent, Some(5));
             assert_eq!(c.seed, DEFAULT_SEED);
         }
+    }
+
+    #[test]
+    fn all_orchestrators_add_keyman_with_exact_wait_hints() {
+        let args = parse(&["--orchestrator", "all", "--ramp-up", "1m"]);
+        let runs: Vec<(Orchestrator, bool)> = args
+            .configs()
+            .iter()
+            .map(|c| (c.orchestrator, c.stagger_waits))
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                (Orchestrator::Keyman, true),
+                (Orchestrator::Keyman, false),
+                (Orchestrator::Augur, true),
+            ]
+        );
+        assert!(
+            args.configs()
+                .iter()
+                .all(|c| c.ramp_up == Duration::from_secs(60))
+        );
+        let exact = parse(&["--no-stagger", "--selection", "least-assigned"]).config();
+        assert!(!exact.stagger_waits);
+        assert_eq!(exact.selection, Selection::LeastAssigned);
     }
 
     #[test]

@@ -32,7 +32,7 @@
 
 use super::{Engine, Event, ProbeEvent};
 use crate::mask::Masked;
-use crate::pool::{Assignment, Invalidated, KeyState, Published};
+use crate::pool::{Invalidated, KeyState, Published};
 use crate::probe::{
     ProbeAnswer, ProbeConfig, ProbeFacts, ProbeOutcome, ProbeRequest, ProbeSchedule, Provider,
     Settled, Urgency,
@@ -518,18 +518,5 @@ impl<R: Rng> Engine<R> {
             s.tokens_expiring = Some(expiring).filter(|&n| n > 0);
             s.token_expires_at = earliest.map(|t| t.as_secs());
         }
-    }
-}
-
-/// Marks the key of an assignment as in use for the probes (a free function
-/// so that it can borrow the probe state beside the pool's answer).
-pub(super) fn mark_assigned(
-    probe: Option<&mut ProbeState>,
-    now: Timestamp,
-    platform: &str,
-    answer: &Assignment<'_>,
-) {
-    if let (Some(p), Assignment::Key(key)) = (probe, answer) {
-        p.mark_used(now, platform, key);
     }
 }

@@ -310,6 +310,16 @@ impl KeySource for EmbeddedPool {
         super::observe::observe_lease(self, leased, status, seen, deadline).await
     }
 
+    async fn observe_lease_within(
+        &self,
+        leased: &mut LeasedKey,
+        status: u16,
+        seen: &RateLimit,
+        deadline: Duration,
+    ) -> Result<Next, KeyError> {
+        super::observe::observe_lease(self, leased, status, seen, deadline).await
+    }
+
     /// Returns the lease's unused calls to its account.
     async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
         super::observe::release(self, leased, self.shared.deadline).await

@@ -20,6 +20,9 @@ pub(super) struct Shared {
     pub(super) changed_blocking: Condvar,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) deadline: Duration,
+    /// The number of the next request, which names it to the engine while it
+    /// waits (so that each waiting request counts once among the waiters).
+    pub(super) next_request: std::sync::atomic::AtomicU64,
 }
 
 /// The pool's state: an [`Engine`] driven through its typed methods, which
@@ -57,6 +60,7 @@ impl Shared {
             state: Mutex::new(State { engine }),
             changed: Notify::new(),
             changed_blocking: Condvar::new(),
+            next_request: std::sync::atomic::AtomicU64::new(0),
             clock,
             deadline,
         }

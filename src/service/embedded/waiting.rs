@@ -5,6 +5,7 @@
 use super::shared::{Shared, State};
 use crate::engine::{Engine, Leased};
 use crate::pool::Assignment;
+use crate::protocol::ReplyTo;
 use crate::ratelimit::{LeaseTerms, LeasedKey};
 use crate::rng::SplitMix64;
 use crate::service::KeyError;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 /// What one look at the pool gave a request.
 enum Look {
+    /// A key (boxed: it is much larger than a sleep).
     Key(Box<LeasedKey>),
     /// No key is fresh: sleep this long (or until woken), then look again.
     Sleep(Duration),
@@ -27,9 +29,15 @@ pub(super) enum Want {
 }
 
 impl Want {
-    fn ask(self, engine: &mut Engine<SplitMix64>, now: Timestamp, platform: &str) -> Leased {
+    fn ask(
+        self,
+        engine: &mut Engine<SplitMix64>,
+        now: Timestamp,
+        platform: &str,
+        waiter: &ReplyTo,
+    ) -> Leased {
         match self {
-            Want::Key => match engine.assign(now, platform) {
+            Want::Key => match engine.assign_for(now, platform, waiter) {
                 Assignment::Key(k) => Leased::Key(k.to_string()),
                 Assignment::Wait { refresh_at } => Leased::Wait { refresh_at },
                 Assignment::UnknownPlatform => Leased::UnknownPlatform,
@@ -62,6 +70,7 @@ impl Shared {
         state: &mut State,
         platform: &str,
         want: Want,
+        waiter: &ReplyTo,
         give_up: std::time::Instant,
         deadline: Duration,
     ) -> Result<Look, KeyError> {
@@ -72,7 +81,7 @@ impl Shared {
         // Leases due by now end first: their calls count, and their account
         // may lend again.
         state.catch_up(now);
-        let look = match want.ask(&mut state.engine, now, platform) {
+        let look = match want.ask(&mut state.engine, now, platform, waiter) {
             Leased::Key(k) => Ok(Look::Key(Box::new(LeasedKey::new(
                 platform,
                 k,
@@ -109,6 +118,14 @@ impl Shared {
         look
     }
 
+    /// A name for one request while it waits for a key.
+    fn waiter(&self) -> ReplyTo {
+        let n = self
+            .next_request
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ReplyTo::new("embedded").with_request_id(n)
+    }
+
     pub(super) fn request_blocking(
         &self,
         platform: &str,
@@ -117,9 +134,10 @@ impl Shared {
     ) -> Result<LeasedKey, KeyError> {
         crate::service::require_non_empty("platform", platform)?;
         let give_up = crate::service::instant_after(deadline);
+        let waiter = self.waiter();
         let mut state = self.lock();
         loop {
-            let sleep = match self.look(&mut state, platform, want, give_up, deadline)? {
+            let sleep = match self.look(&mut state, platform, want, &waiter, give_up, deadline)? {
                 Look::Key(k) => return Ok(*k),
                 Look::Sleep(sleep) => sleep,
             };
@@ -139,13 +157,14 @@ impl Shared {
     ) -> Result<LeasedKey, KeyError> {
         crate::service::require_non_empty("platform", platform)?;
         let give_up = crate::service::instant_after(deadline);
+        let waiter = self.waiter();
         loop {
             // Register for wake-ups before looking at the pool, so that a publish
             // between the look and the wait is not missed.
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let look = self.look(&mut self.lock(), platform, want, give_up, deadline)?;
+            let look = self.look(&mut self.lock(), platform, want, &waiter, give_up, deadline)?;
             let sleep = match look {
                 Look::Key(k) => return Ok(*k),
                 Look::Sleep(sleep) => sleep,

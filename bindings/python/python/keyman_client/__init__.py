@@ -15,6 +15,10 @@ What it adds (and nothing it takes away):
 - a client created before ``os.fork()`` works in the child, which opens its own
   connections (Celery's prefork pool);
 - ``with KeyClient(...) as client:`` and ``close()``;
+- quota reporting: :meth:`KeyClient.observe` takes each response's status code
+  and headers and says which key to use next; :meth:`KeyClient.lease` borrows a
+  number of calls with a key (:class:`Lease`), so that workers never overdraw a
+  key together;
 - works against keyman's orchestrator (``keyman serve``) and Augur's own.
 
 The broker is the explicit ``url=`` keyword, else the environment variable
@@ -39,10 +43,15 @@ from ._errors import (
     UnknownPlatform,
 )
 from ._native import Connection as _Connection
+from ._quota import HeadersLike, Lease
+from ._quota import header_pairs as _header_pairs
+from ._quota import status_code as _status_code
 
 __all__ = [
     "KeyClient",
     "KeyPublisher",
+    "Lease",
+    "HeadersLike",
     "PlatformStatus",
     "KeymanError",
     "Timeout",
@@ -226,21 +235,201 @@ class KeyClient(_Closing):
             self._warn(f"invalidation of key {mask(key)} for {platform}", e)
             raise
 
+    def observe(
+        self,
+        key: Union[str, Lease],
+        status: int,
+        headers: HeadersLike = None,
+        platform: Optional[str] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> str:
+        """Hands over what the API answered to a call made with ``key`` and
+        returns the key for the next call. One call per response.
+
+        ``status`` is the response's status code, ``headers`` its headers (a
+        ``dict``, ``requests``' or ``httpx``' headers, anything with
+        ``.items()``, or ``(name, value)`` pairs; names in any case). They are
+        read for GitHub's ``x-ratelimit-*``, GitLab's ``RateLimit-*``,
+        ``Retry-After`` and ``Date`` (to correct for the platform's clock), and:
+
+        - a 401 reports the key invalid and returns another (INVALIDATE + NEW);
+        - a 403 or 429 that is a rate limit (no calls remaining, or
+          ``Retry-After``), or any response that says no calls remain, reports
+          the key rate limited until the reset and returns another
+          (EXPIRE + NEW); a 403 with calls remaining keeps the key;
+        - anything else keeps the key: the same key is returned.
+
+        ``key`` is a plain key (``str``, from :meth:`request`) or a
+        :class:`Lease` (from :meth:`lease`). A lease counts the call and is
+        updated in place: when its calls are used up (or it is about to end)
+        it is returned, with what the headers said about the key's remaining
+        calls, and another taken; when the key was refused, the lease is
+        returned, the key reported and another leased. Against an
+        orchestrator that speaks no quota extension (Augur's) nothing but
+        EXPIRE, INVALIDATE and NEW is sent.
+
+        Args:
+            platform: The platform of a plain key (default: the client's). For
+                a lease it must be the lease's platform, or ``None``.
+            timeout: The deadline of the whole call (report and next key).
+
+        Raises:
+            InvalidArgument: (a ``ValueError``) for a status that is not an
+                HTTP status code, headers that are neither a mapping nor
+                pairs, a lease of another platform, or a lease that has ended.
+            Timeout, NoKeys, UnknownPlatform, Disconnected: as :meth:`request`,
+                when another key is needed. After any of them the old key may
+                already be reported, and a lease has ended: take a new key
+                (:meth:`request`) or lease (:meth:`lease`).
+        """
+        code = _status_code(status)
+        pairs = _header_pairs(headers)
+        seconds = _seconds(timeout, self.timeout)
+        if isinstance(key, Lease):
+            if platform is not None and platform != key.platform:
+                raise InvalidArgument(f"the lease is of platform {key.platform}, not {platform}")
+            try:
+                return str(self._conn.observe_lease(key._state, code, pairs, seconds))
+            except KeymanError as e:
+                self._warn(f"observe of a {code} response with leased key {mask(key.key)} for {key.platform}", e)
+                raise
+        if not isinstance(key, str):
+            raise InvalidArgument(f"key must be a str or a Lease, not {type(key).__name__}")
+        platform = platform or self.platform
+        try:
+            return str(self._conn.observe(platform, key, code, pairs, seconds))
+        except KeymanError as e:
+            self._warn(f"observe of a {code} response with key {mask(key)} for {platform}", e)
+            raise
+
+    def lease(self, calls: int, platform: Optional[str] = None, *, timeout: Optional[float] = None) -> Lease:
+        """A key of ``platform`` (default: the client's) lent with up to
+        ``calls`` calls: a :class:`Lease`. Make at most ``lease.calls_left``
+        calls with ``lease.key``, and hand each response to :meth:`observe`.
+
+        keyman's orchestrator never lends more calls than the key's account
+        has left (above its floor, less what other leases hold), so workers
+        with leases never overdraw a key together; a key whose quota is not
+        known yet lends 1 call until a response tells. Waits, like
+        :meth:`request`, while no key can lend a call. Against an orchestrator
+        that lends no calls (Augur's) the lease is a plain key
+        (``lease.calls`` is ``None``).
+
+        ``with client.lease(100) as lease:`` returns the unused calls at the end.
+
+        Raises:
+            InvalidArgument: (a ``ValueError``) if ``calls`` is not an int of at least 1.
+            Timeout, NoKeys, UnknownPlatform, Disconnected: as :meth:`request`.
+        """
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 1:
+            raise InvalidArgument("calls must be an int of at least 1")
+        platform = platform or self.platform
+        try:
+            state = self._conn.lease(platform, min(calls, 2**64 - 1), _seconds(timeout, self.timeout))
+        except KeymanError as e:
+            self._warn(f"lease for {platform}", e)
+            raise
+        return Lease(state, self)
+
+    def release(self, lease: Lease, *, timeout: Optional[float] = None) -> None:
+        """Returns the unused calls of ``lease`` to its key's account (for a
+        worker that stops before they are used); the lease has ended
+        afterwards, also when the return could not be sent in time (its calls
+        then count as used until ``lease.until``). Nothing to do for a lease
+        that has ended, a key without a lease, or a lease taken by another
+        process (before a fork).
+
+        Raises:
+            InvalidArgument: (a ``ValueError``) if ``lease`` is not a :class:`Lease`.
+            Timeout: the return could not be sent in time, or another thread's
+                ``observe`` of the lease took all of it (then the lease is as it was).
+            Disconnected: the broker could not be reached in time (the lease
+                has ended), or the client is closed (the lease is as it was).
+        """
+        if not isinstance(lease, Lease):
+            raise InvalidArgument(f"lease must be a Lease, not {type(lease).__name__}")
+        try:
+            self._conn.release(lease._state, _seconds(timeout, self.timeout))
+        except KeymanError as e:
+            self._warn(f"release of the lease of key {mask(lease.key)} for {lease.platform}", e)
+            raise
+
     def __repr__(self) -> str:
         return f"KeyClient(platform={self.platform!r}, requester_id={self.requester_id!r})"
 
 
-class PlatformStatus(NamedTuple):
-    """Key counts of one platform, from :meth:`KeyPublisher.status`."""
-
+class _PlatformCounts(NamedTuple):
     platform: str
-    """The platform."""
     fresh: int
-    """Keys that may be handed out."""
     expired: int
-    """Rate-limited keys, waiting for their refresh time."""
     invalid: int
-    """Permanently invalid keys."""
+
+
+class PlatformStatus(_PlatformCounts):
+    """Key counts and quota figures of one platform, from :meth:`KeyPublisher.status`.
+
+    A tuple of the four counts ``(platform, fresh, expired, invalid)`` (it
+    unpacks, indexes and compares as that tuple), with the quota figures as
+    further attributes that are not part of the tuple, like
+    :class:`os.stat_result`: ``None`` where the orchestrator knows nothing.
+    """
+
+    _quota_fields = ("next_refresh", "remaining", "leased", "burn_per_hour", "dry_at")
+
+    def __new__(
+        cls,
+        platform: str,
+        fresh: int,
+        expired: int,
+        invalid: int,
+        *,
+        next_refresh: Optional[int] = None,
+        remaining: Optional[int] = None,
+        leased: Optional[int] = None,
+        burn_per_hour: Optional[int] = None,
+        dry_at: Optional[int] = None,
+    ) -> "PlatformStatus":
+        self = super().__new__(cls, platform, fresh, expired, invalid)
+        self.__dict__.update(
+            _next_refresh=next_refresh,
+            _remaining=remaining,
+            _leased=leased,
+            _burn_per_hour=burn_per_hour,
+            _dry_at=dry_at,
+        )
+        return self
+
+    @property
+    def next_refresh(self) -> Optional[int]:
+        """When the first rate-limited key is fresh again (Unix seconds)."""
+        return self.__dict__.get("_next_refresh")
+
+    @property
+    def remaining(self) -> Optional[int]:
+        """The calls the platform's keys have left, as reported by workers
+        (less the calls lent in leases)."""
+        return self.__dict__.get("_remaining")
+
+    @property
+    def leased(self) -> Optional[int]:
+        """The calls lent in leases not yet returned; ``None`` when none are."""
+        return self.__dict__.get("_leased")
+
+    @property
+    def burn_per_hour(self) -> Optional[int]:
+        """The calls spent per hour lately."""
+        return self.__dict__.get("_burn_per_hour")
+
+    @property
+    def dry_at(self) -> Optional[int]:
+        """When the remaining calls run out at that rate (Unix seconds)."""
+        return self.__dict__.get("_dry_at")
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        quota = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._quota_fields)
+        return f"PlatformStatus({counts}, {quota})"
 
 
 class KeyPublisher(_Closing):
@@ -277,9 +466,43 @@ class KeyPublisher(_Closing):
             self.logger.warning("keyman: %s failed: %s: %s", what, type(e).__name__, e)
             raise
 
-    def publish(self, key: str, platform: str, *, timeout: Optional[float] = None) -> None:
-        """Adds ``key`` to ``platform`` (creating the platform on first use). No reply is awaited."""
-        self._call(f"publish of key {mask(key)} to {platform}", self._conn.publish, platform, key, timeout=timeout)
+    def publish(
+        self,
+        key: str,
+        platform: str,
+        *,
+        account: Optional[str] = None,
+        limit: Optional[int] = None,
+        timeout: Optional[float] = None,
+    ) -> None:
+        """Adds ``key`` to ``platform`` (creating the platform on first use). No reply is awaited.
+
+        Args:
+            account: The account whose quota the key shares (the personal
+                access tokens of one GitHub user share that user's 5 000 calls
+                an hour; a rate limit of one is a rate limit of all). Without
+                it a key stays in the account it has (its own, unless it was
+                published to one).
+            limit: The account's calls per window, a hint for leases until a
+                worker's report says otherwise.
+
+        Augur's orchestrator ignores ``account`` and ``limit`` and publishes the key.
+
+        Raises:
+            InvalidArgument: (a ``ValueError``) for an empty key, platform or
+                account, or a ``limit`` that is not an int of at least 1.
+        """
+        what = f"publish of key {mask(key)} to {platform}"
+        if account is None and limit is None:
+            self._call(what, self._conn.publish, platform, key, timeout=timeout)
+            return
+        if account is not None and not isinstance(account, str):
+            raise InvalidArgument(f"account must be a str, not {type(account).__name__}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidArgument("limit must be an int of at least 1")
+        if limit is not None:
+            limit = min(limit, 2**64 - 1)
+        self._call(what, self._conn.publish_account, platform, key, account, limit, timeout=timeout)
 
     def unpublish(self, key: str, platform: str, *, timeout: Optional[float] = None) -> None:
         """Removes ``key`` from ``platform``; an unknown key or platform is ignored."""
@@ -323,8 +546,23 @@ class KeyPublisher(_Closing):
         return list(self._call(f"invalid key list of {platform}", self._conn.invalid_keys, platform, timeout=timeout))
 
     def status(self, *, timeout: Optional[float] = None) -> List[PlatformStatus]:
-        """Key counts per platform (keyman's orchestrator only; Augur's does not answer)."""
-        return [PlatformStatus(*row) for row in self._call("status", self._conn.status, timeout=timeout)]
+        """Key counts and quota figures per platform (keyman's orchestrator only;
+        Augur's does not answer)."""
+        rows = self._call("status", self._conn.status, timeout=timeout)
+        return [
+            PlatformStatus(
+                platform,
+                fresh,
+                expired,
+                invalid,
+                next_refresh=next_refresh,
+                remaining=remaining,
+                leased=leased,
+                burn_per_hour=burn_per_hour,
+                dry_at=dry_at,
+            )
+            for platform, fresh, expired, invalid, next_refresh, remaining, leased, burn_per_hour, dry_at in rows
+        ]
 
     def shutdown(self, *, timeout: Optional[float] = None) -> None:
         """Asks the orchestrator to stop once it has handled everything sent before."""

@@ -1,6 +1,6 @@
 """Type stubs of keyman_client._native, the Rust extension (PyO3) under keyman_client."""
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 INNER_DEADLINE_SECONDS: int
 """The deadline keyman's Rust clients are given; the binding enforces the caller's, shorter one."""
@@ -28,6 +28,20 @@ class Connection:
         """Reports ``key`` invalid; returns a fresh key."""
     def publish(self, platform: str, key: str, timeout: float) -> None:
         """Adds ``key`` to ``platform``."""
+    def publish_account(
+        self, platform: str, key: str, account: Optional[str], limit: Optional[int], timeout: float
+    ) -> None:
+        """Adds ``key`` to ``platform`` as a key of ``account`` with ``limit`` calls per window as a hint."""
+    def lease(self, platform: str, calls: int, timeout: float) -> Lease:
+        """A key of ``platform`` lent with up to ``calls`` calls."""
+    def observe(
+        self, platform: str, key: str, status: int, headers: List[Tuple[str, str]], timeout: float
+    ) -> str:
+        """What a response made with the plain ``key`` said; returns the key for the next call."""
+    def observe_lease(self, lease: Lease, status: int, headers: List[Tuple[str, str]], timeout: float) -> str:
+        """Counts a response made with ``lease``; returns the key for the next call. If it fails, the lease has ended."""
+    def release(self, lease: Lease, timeout: float) -> None:
+        """Returns the unused calls of ``lease``; it has ended afterwards."""
     def unpublish(self, platform: str, key: str, timeout: float) -> None:
         """Removes ``key`` from ``platform``."""
     def ping(self, timeout: float) -> bool:
@@ -38,9 +52,46 @@ class Connection:
         """The fresh and expired keys of ``platform``."""
     def invalid_keys(self, platform: str, timeout: float) -> List[str]:
         """The invalid keys of ``platform``."""
-    def status(self, timeout: float) -> List[Tuple[str, int, int, int]]:
-        """``(platform, fresh, expired, invalid)`` per platform."""
+    def status(
+        self, timeout: float
+    ) -> List[
+        Tuple[str, int, int, int, Optional[int], Optional[int], Optional[int], Optional[int], Optional[int]]
+    ]:
+        """``(platform, fresh, expired, invalid, next_refresh, remaining, leased, burn_per_hour, dry_at)``
+        per platform; the last five ``None`` when unknown."""
     def shutdown(self, timeout: float) -> None:
         """Asks the orchestrator to stop."""
     def close(self) -> None:
         """Closes the connection; idempotent."""
+
+class Lease:
+    """A key lent with up to a number of calls (``keyman_client.Lease`` wraps it).
+
+    Thread-safe: calls that change it take turns; reading it never waits. In a
+    process other than the one that took it, it has ended. Its ``repr`` masks the key.
+    """
+
+    @property
+    def key(self) -> str:
+        """The key, for the next call."""
+    @property
+    def platform(self) -> str:
+        """The platform it is a key of."""
+    @property
+    def wanted(self) -> int:
+        """The calls asked for with each lease."""
+    @property
+    def calls(self) -> Optional[int]:
+        """The calls lent with the key; ``None`` for a key without a lease."""
+    @property
+    def used(self) -> int:
+        """Calls observed with the key since it was lent."""
+    @property
+    def calls_left(self) -> Optional[int]:
+        """Calls the lease still allows (0 once ended); ``None`` for a key without a lease."""
+    @property
+    def until(self) -> Optional[int]:
+        """When the lease ends (Unix seconds); ``None`` for a key without a lease."""
+    @property
+    def ended(self) -> bool:
+        """Whether it has ended: released, its renewal failed, or taken by another process."""

@@ -1,6 +1,7 @@
 //! The options of `keyman simulate` and the simulations they ask for.
 
 use super::format::parse_duration;
+use keyman::Selection;
 use keyman::simulate::{ClientBehaviour, DEFAULT_SEED, Orchestrator, SimConfig};
 use std::time::Duration;
 
@@ -47,7 +48,9 @@ pub struct SimulateArgs {
     pub clients: ClientsArg,
     /// Whose wait policy answers NEW when no key is fresh: keyman's engine, a
     /// model of Augur's orchestrator (the same engine, 5 s added to every wait
-    /// hint), or both side by side.
+    /// hint for the earliest refresh, no extensions), both side by side, or
+    /// all three: keyman's, keyman's with its wait hints not staggered, and
+    /// Augur's.
     #[arg(long, value_enum, default_value_t = OrchestratorArg::Keyman)]
     pub orchestrator: OrchestratorArg,
     /// Calls per hour the donor of one key makes with it outside keyman.
@@ -64,6 +67,19 @@ pub struct SimulateArgs {
     /// 403 with Retry-After).
     #[arg(long)]
     pub max_concurrent: Option<u64>,
+    /// Start the workers one after another over this time (e.g. 1m), as
+    /// processes started in turn; by default all start within one call
+    /// interval.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub ramp_up: Duration,
+    /// How keyman's engine chooses among fresh keys (the model of Augur's
+    /// orchestrator always chooses uniformly).
+    #[arg(long, value_enum, default_value_t = SelectionArg::Uniform)]
+    pub selection: SelectionArg,
+    /// Let keyman's engine tell every waiting worker the earliest refresh, as
+    /// before wait hints were staggered over the upcoming refreshes.
+    #[arg(long)]
+    pub no_stagger: bool,
     /// Let the engine probe the simulated API about each key (its
     /// `/rate_limit`, as `keyman serve --probe` does): `--probe` alone runs
     /// without and with probes side by side on the same traffic; `on` only
@@ -97,6 +113,33 @@ pub enum ClientsArg {
     Both,
 }
 
+/// `--selection`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SelectionArg {
+    /// Uniformly at random (Augur's; the default).
+    Uniform,
+    /// Each fresh key in turn.
+    RoundRobin,
+    /// The key with the most calls left (uniform when nothing is known).
+    MostRemaining,
+    /// At random, weighted by the calls left (uniform when nothing is known).
+    WeightedRemaining,
+    /// The fresh key handed out the fewest times since it became fresh.
+    LeastAssigned,
+}
+
+impl From<SelectionArg> for Selection {
+    fn from(s: SelectionArg) -> Self {
+        match s {
+            SelectionArg::Uniform => Selection::Uniform,
+            SelectionArg::RoundRobin => Selection::RoundRobin,
+            SelectionArg::MostRemaining => Selection::MostRemaining,
+            SelectionArg::WeightedRemaining => Selection::WeightedRemaining,
+            SelectionArg::LeastAssigned => Selection::LeastAssigned,
+        }
+    }
+}
+
 /// `--orchestrator`.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrchestratorArg {
@@ -106,6 +149,8 @@ pub enum OrchestratorArg {
     Augur,
     /// Both, side by side.
     Both,
+    /// keyman's, keyman's with exact (not staggered) wait hints, and Augur's.
+    All,
 }
 
 impl SimulateArgs {
@@ -128,24 +173,32 @@ impl SimulateArgs {
             },
             orchestrator: match self.orchestrator {
                 OrchestratorArg::Augur => Orchestrator::Augur,
-                OrchestratorArg::Keyman | OrchestratorArg::Both => Orchestrator::Keyman,
+                OrchestratorArg::Keyman | OrchestratorArg::Both | OrchestratorArg::All => {
+                    Orchestrator::Keyman
+                }
             },
             donor_calls: self.donor_calls,
             accounts: self.accounts,
             skew_seconds: self.skew,
             max_concurrent: self.max_concurrent,
+            ramp_up: self.ramp_up,
+            selection: self.selection.into(),
+            stagger_waits: !self.no_stagger,
             probe: self.probe == ProbeArg::On,
         }
     }
 
     /// Every simulation these options ask for: one, or the combinations of
-    /// `--clients both` and `--orchestrator both` on the same traffic and seed
-    /// (orchestrators outer, clients inner).
+    /// `--clients both` and `--orchestrator both` (or `all`) on the same
+    /// traffic and seed (orchestrators outer, clients inner).
     pub fn configs(&self) -> Vec<SimConfig> {
         let base = self.config();
+        let keyman = (Orchestrator::Keyman, base.stagger_waits);
+        let augur = (Orchestrator::Augur, base.stagger_waits);
         let orchestrators = match self.orchestrator {
-            OrchestratorArg::Both => vec![Orchestrator::Keyman, Orchestrator::Augur],
-            _ => vec![base.orchestrator],
+            OrchestratorArg::Both => vec![keyman, augur],
+            OrchestratorArg::All => vec![keyman, (Orchestrator::Keyman, false), augur],
+            _ => vec![(base.orchestrator, base.stagger_waits)],
         };
         let clients = match self.clients {
             ClientsArg::Both => vec![ClientBehaviour::Augur, ClientBehaviour::Keyman],
@@ -156,12 +209,13 @@ impl SimulateArgs {
             _ => vec![base.probe],
         };
         let mut out = Vec::new();
-        for &orchestrator in &orchestrators {
+        for &(orchestrator, stagger_waits) in &orchestrators {
             for &clients in &clients {
                 for &probe in &probes {
                     out.push(SimConfig {
                         orchestrator,
                         clients,
+                        stagger_waits,
                         probe,
                         ..base.clone()
                     });
