@@ -94,6 +94,8 @@ fn probing(config: ProbeConfig, quota: QuotaConfig) -> Driver {
         EngineConfig {
             probe: Some(config),
             quota,
+            // Wait hints for the earliest refresh, as the assertions read them.
+            stagger_waits: false,
             ..EngineConfig::default()
         },
         SplitMix64::new(5),

@@ -44,8 +44,6 @@ use rand_core::Rng;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-/// The resolution of an HTTP `Date` header.
-const DATE_RESOLUTION: Duration = Duration::from_secs(1);
 mod withhold;
 
 /// Two reset times closer than this are the same window.
@@ -277,14 +275,12 @@ impl<R: Rng> Engine<R> {
             let Some(q) = facts.resources.iter().find(|r| &r.resource == resource) else {
                 continue;
             };
-            // A `Date` has whole seconds: the skew learnt from it is known
-            // to ±0.5 s, so the reset is taken at its latest, never early
-            // (a key handed out half a second early meets a 403).
-            let reset = q.reset.map(|r| r.saturating_add(DATE_RESOLUTION / 2));
+            // The quota views take the reset at its latest (a `Date` has
+            // whole seconds), never early.
             let observation = Observation {
                 remaining: q.remaining,
                 limit: q.limit,
-                reset,
+                reset: q.reset,
                 resource: Some(resource.clone()),
                 server_date: facts.server_date,
             };
