@@ -118,7 +118,7 @@ struct InFlight {
     deadline: Timestamp,
 }
 
-/// Which key to probe when. See the [module docs](self).
+/// Which key to probe when. See the [probe module docs](crate::probe).
 #[derive(Debug, Clone)]
 pub struct ProbeSchedule {
     max_per_second: usize,
