@@ -5,10 +5,11 @@
 //! broker, preferably on separate connections (for an in-process bus, two clones).
 //! Passing the same handle twice is allowed. Every check uses channels of its
 //! own, so the checks may share one broker and run one after another.
+//!
+//! The checks of a [`Lease`](crate::Lease) and of a
+//! [`StateStore`](crate::StateStore) are [`lease`] and [`state_store`].
 
-use crate::{
-    Bus, BusError, BusEvent, Lease, Message, Records, Saved, StateStore, StateWrite, Subscription,
-};
+use crate::{Bus, BusError, BusEvent, Message, Subscription};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -499,91 +500,6 @@ pub fn unique_channel(check: &str) -> String {
     )
 }
 
-/// The behaviour every [`Lease`] must show. `first` and `second` are two
-/// handles on the same lease (preferably over separate connections), free when
-/// this is called and free again when it returns. Takes a few seconds: it
-/// waits for the lease to expire.
-pub async fn lease(first: &dyn Lease, second: &dyn Lease) {
-    let ttl = Duration::from_millis(600);
-    let (one, two) = ("holder-one", "holder-two");
-    let acquire = async |lease: &dyn Lease, holder: &str| {
-        lease
-            .try_acquire(holder, ttl)
-            .await
-            .unwrap_or_else(|err| panic!("try_acquire on {} failed: {err}", lease.describe()))
-    };
-    // Two holders racing for the free lease: exactly one wins.
-    let (won_one, won_two) = tokio::join!(acquire(first, one), acquire(second, two));
-    assert!(
-        won_one != won_two,
-        "exactly one of two racing holders takes a free lease (one: {won_one}, two: {won_two})"
-    );
-    let (winner, winner_handle) = if won_one { (one, first) } else { (two, second) };
-    winner_handle
-        .release(winner)
-        .await
-        .unwrap_or_else(|err| panic!("release failed: {err}"));
-
-    assert!(acquire(first, one).await, "a free lease is taken");
-    assert!(
-        !acquire(second, two).await,
-        "a held lease is refused to another holder"
-    );
-
-    // Renewing keeps it past its first time to live.
-    let renewing = Instant::now();
-    while renewing.elapsed() < ttl * 2 {
-        tokio::time::sleep(ttl / 4).await;
-        assert!(acquire(first, one).await, "the holder renews its lease");
-        assert!(
-            !acquire(second, two).await,
-            "a renewed lease is refused to another holder"
-        );
-    }
-
-    // Release frees it at once, and only for its holder.
-    second
-        .release(two)
-        .await
-        .unwrap_or_else(|err| panic!("release failed: {err}"));
-    assert!(
-        !acquire(second, two).await,
-        "releasing a lease someone else holds does nothing"
-    );
-    first
-        .release(one)
-        .await
-        .unwrap_or_else(|err| panic!("release failed: {err}"));
-    assert!(
-        acquire(second, two).await,
-        "a released lease is taken at once"
-    );
-
-    // Expiry: once `two` stops renewing, `one` takes it after the time to live.
-    let taken = Instant::now();
-    assert!(
-        !acquire(first, one).await,
-        "a fresh lease is refused to others"
-    );
-    while !acquire(first, one).await {
-        assert!(
-            taken.elapsed() < ttl + EVENT_TIMEOUT,
-            "an expired lease was never taken over"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        taken.elapsed() >= ttl / 2,
-        "the lease was taken over after {:?}, before its time to live of {ttl:?}",
-        taken.elapsed()
-    );
-    assert!(!acquire(second, two).await, "the new holder has it");
-    first
-        .release(one)
-        .await
-        .unwrap_or_else(|err| panic!("release failed: {err}"));
-}
-
 async fn subscribe(bus: &dyn Bus, channels: &[String]) -> Subscription {
     bus.subscribe(channels)
         .await
@@ -612,123 +528,8 @@ async fn next_message(subscription: &mut Subscription, what: &str) -> Message {
     }
 }
 
-/// The behaviour every [`StateStore`] must show. `store` is unfenced, `fenced`
-/// the same records fenced by `lease` (free when this is called); nothing is
-/// stored under their name yet. Takes about a second: it waits for the lease
-/// to expire once.
-pub async fn state_store(store: &dyn StateStore, fenced: &dyn StateStore, lease: &dyn Lease) {
-    let records = |pairs: &[(&str, &[u8])]| -> Records {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.to_vec()))
-            .collect()
-    };
-    let write = |pairs: &[(&str, &[u8])], replace: bool| StateWrite {
-        records: records(pairs),
-        replace,
-    };
-    let load = async |s: &dyn StateStore| s.load(None).await.expect("load");
-    let save = async |s: &dyn StateStore, w: &StateWrite, fence: Option<&str>| {
-        s.save(w, fence).await.expect("save")
-    };
-    assert_eq!(load(store).await, None, "{} is not empty", store.describe());
-    assert_eq!(store.set_aside(1).await.expect("set aside"), None);
+mod lease;
+mod store;
 
-    // Saves write the records named and keep the others; a replacing save drops them.
-    let saved = save(
-        store,
-        &write(&[("meta", b"m1"), ("0a.1", b"s1")], false),
-        None,
-    )
-    .await;
-    assert_eq!(saved, Saved::Written);
-    save(
-        store,
-        &write(&[("0a.2", b"s2"), ("meta", b"m2")], false),
-        None,
-    )
-    .await;
-    assert_eq!(
-        load(store).await,
-        Some(records(&[
-            ("meta", b"m2"),
-            ("0a.1", b"s1"),
-            ("0a.2", b"s2")
-        ]))
-    );
-    assert_eq!(
-        load(fenced).await,
-        load(store).await,
-        "one store, two handles"
-    );
-    save(
-        store,
-        &write(&[("meta", b"m3"), ("0b.1", b"t1")], true),
-        None,
-    )
-    .await;
-    let now = Some(records(&[("meta", b"m3"), ("0b.1", b"t1")]));
-    assert_eq!(load(store).await, now);
-
-    // A copy set aside leaves the records as they are and is not loaded with them.
-    let copy = store
-        .set_aside(1_234)
-        .await
-        .expect("set aside")
-        .expect("a copy");
-    assert!(copy.contains("unreadable"), "{copy}");
-    assert_eq!(load(store).await, now);
-
-    // Many records, some large: all of them load.
-    let large = vec![b'x'; 200_000];
-    let mut many: Vec<(String, Vec<u8>)> = (0..300)
-        .map(|i| {
-            (
-                format!("{i:016x}.{}", i % 256),
-                vec![b'a' + (i % 26) as u8; 3_000],
-            )
-        })
-        .collect();
-    many.push(("meta".to_owned(), large.clone()));
-    let big = StateWrite {
-        records: many.iter().cloned().collect(),
-        replace: true,
-    };
-    save(store, &big, None).await;
-    assert_eq!(load(store).await, Some(big.records.clone()));
-
-    // Fenced: a save lands only while its holder holds the lease.
-    let ttl = Duration::from_millis(600);
-    assert!(lease.try_acquire("one", ttl).await.expect("acquire"));
-    fenced.load(Some("one")).await.expect("the holder loads");
-    let saved = save(fenced, &write(&[("meta", b"one")], false), Some("one")).await;
-    assert_eq!(saved, Saved::Written);
-    assert_eq!(
-        save(fenced, &write(&[("meta", b"two")], false), Some("two")).await,
-        Saved::Fenced,
-        "a save of a holder that does not hold the lease lands"
-    );
-    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
-    assert!(lease.try_acquire("two", ttl).await.expect("acquire"));
-    fenced
-        .load(Some("two"))
-        .await
-        .expect("the new holder loads");
-    assert_eq!(
-        save(fenced, &write(&[("meta", b"late")], false), Some("one")).await,
-        Saved::Fenced,
-        "the old holder's save lands after another holder took the lease"
-    );
-    assert_eq!(
-        save(fenced, &write(&[("meta", b"two")], false), Some("two")).await,
-        Saved::Written
-    );
-    let stored = load(store).await.expect("records");
-    assert_eq!(stored.get("meta").map(Vec::as_slice), Some(&b"two"[..]));
-    // Unfenced saves (no holder) are not fenced.
-    assert_eq!(
-        save(fenced, &write(&[("meta", b"free")], false), None).await,
-        Saved::Written
-    );
-    lease.release("two").await.expect("release");
-}
+pub use lease::lease;
+pub use store::state_store;
