@@ -1,3 +1,4 @@
+use super::choice::uniform_index;
 use super::*;
 use crate::rng::SplitMix64;
 
