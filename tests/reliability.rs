@@ -1,4 +1,4 @@
-//! Reliability end to end (issue 9, "nothing lost, nothing hangs"): bursts,
+//! Reliability end to end ("nothing lost, nothing hangs"): bursts,
 //! takeovers, split brain, unreadable state, brokers that are down, large
 //! pools and floods, against real `redis-server` / `nats-server` processes and
 //! real `keyman serve` processes that these tests start themselves. Every

@@ -1,4 +1,4 @@
-//! Augur's restart flow with the state kept (issue 9, item 8), over Redis with
+//! Augur's restart flow with the state kept, over Redis with
 //! a real `keyman serve`.
 //!
 //! Augur restarts by starting the orchestrator and publishing every key of its

@@ -339,7 +339,7 @@ async fn a_standby_stops_when_told_without_ever_serving() {
     );
 }
 
-/// Issue 9, item 1, over the in-memory bus: the serving orchestrator dies
+/// Takeover over the in-memory bus: the serving orchestrator dies
 /// (its task is aborted: no release, no last words) with requests of Augur's
 /// workers in flight, one PUBLISH each and no retry. The standby, which
 /// watched the request channels and their replies, answers each of them

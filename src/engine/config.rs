@@ -39,7 +39,7 @@ pub struct EngineConfig {
     ///
     /// [`Engine::assign`]: super::Engine::assign
     pub stagger_waits: bool,
-    /// Quota awareness (issue 10): floors per platform and account, the choice
+    /// Quota awareness: floors per platform and account, the choice
     /// strategy per platform, the lease cap per account and lease duration.
     pub quota: QuotaConfig,
     /// The most platforms: a PUBLISH that would add one more is refused

@@ -68,7 +68,7 @@ use stagger::{Stagger, Waiter};
 ///   [`invalidate`](Self::invalidate), [`publish`](Self::publish),
 ///   [`unpublish`](Self::unpublish) and [`shutdown`](Self::shutdown). Every
 ///   change of the pool goes through them, with its event and its count in
-///   [`Stats::changes`]. Quota awareness (issue 10) adds
+///   [`Stats::changes`]. Quota awareness adds
 ///   [`lease`](Self::lease), [`report`](Self::report) and
 ///   [`publish_account`](Self::publish_account); [`quotas`](Self::quotas) and
 ///   [`restore_quotas`](Self::restore_quotas) inspect and restore its state.

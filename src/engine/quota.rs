@@ -1,4 +1,4 @@
-//! The quota side of the [`Engine`] (issue 10): leases, reports, accounts and
+//! The quota side of the [`Engine`]: leases, reports, accounts and
 //! floors. The bookkeeping is [`Quotas`]'; what it means for the keys (a key
 //! withheld at its floor, the keys of one account expired together) is here.
 

@@ -167,7 +167,7 @@ impl<R: Rng> Engine<R> {
             Request::Invalidate { key, platform, .. } => {
                 self.invalidate_or_confirm(now, &platform, &key);
             }
-            // Quota extension (issue 10): NEW with `lease`, REPORT.
+            // Quota extension: NEW with `lease`, REPORT.
             other => self.on_quota_request(now, other, reply_subject),
         }
     }
@@ -190,7 +190,7 @@ impl<R: Rng> Engine<R> {
                 self.shutdown(now);
                 return;
             }
-            // Quota extension (issue 10): PUBLISH with `account` or `limit`.
+            // Quota extension: PUBLISH with `account` or `limit`.
             Announce::PublishWithQuota {
                 key,
                 platform,

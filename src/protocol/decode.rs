@@ -247,7 +247,7 @@ impl Fields<'_> {
     }
 }
 
-// -- quota extension (issue 10) --
+// -- quota extension --
 impl Fields<'_> {
     /// An optional non-negative integer field.
     pub(super) fn count(&self, field: &'static str) -> Result<Option<u64>, DecodeError> {

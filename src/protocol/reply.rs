@@ -58,7 +58,7 @@ pub struct PlatformStatus {
     pub invalid: u64,
     /// The earliest refresh time, in Unix epoch seconds (rounded up).
     pub next_refresh: Option<u64>,
-    // -- quota forecast (ext, issue 10); absent on the wire when unknown --
+    // -- quota forecast (extension); absent on the wire when unknown --
     /// The known remaining calls of the platform's accounts, less the calls
     /// lent in leases; `None` when nothing is known.
     pub remaining: Option<u64>,

@@ -1,4 +1,4 @@
-//! What a remote sender can make `serve` hold is bounded (issue 9, item 7).
+//! What a remote sender can make `serve` hold is bounded.
 
 use crate::support::faults::{ANN, REQ, Raw, RawSub, list, publish_bytes, tail, wait_ack};
 use crate::support::{Broker, Serve};

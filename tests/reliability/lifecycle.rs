@@ -1,4 +1,4 @@
-//! `serve` starts and stops whatever is down (issue 9, item 5).
+//! `serve` starts and stops whatever is down.
 
 use crate::support::faults::{ANN, Raw, publish_bytes, signal, tail, wait_ack};
 use crate::support::{Broker, Serve};

@@ -1,5 +1,5 @@
-//! Split brain with real `keyman serve --standby` processes (issue 9,
-//! item 2): a leader paused past its lease neither answers nor writes.
+//! Split brain with real `keyman serve --standby` processes: a leader paused
+//! past its lease neither answers nor writes.
 
 use crate::support::faults::{
     ANN, REQ, Raw, RawSub, SERVING, grep, list, list_keys, new_bytes, publish_bytes, signal,

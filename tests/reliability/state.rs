@@ -1,5 +1,5 @@
-//! Saved state: unreadable records are kept and refused (issue 9, item 3),
-//! and large pools survive a restart (item 4).
+//! Saved state: unreadable records are kept and refused,
+//! and large pools survive a restart.
 
 use crate::support::faults::{
     ANN, NATS_STATE_ENTRY, REDIS_STATE_KEY, Raw, Resp, grep, list, list_keys, nats_kv_entries,
@@ -441,8 +441,8 @@ async fn hundred_thousand_keys_survive_a_restart(broker: Broker) {
         "the restarted serve did not restore {total} keys: {restored}\n{}",
         tail(&serve.log(), 10)
     );
-    // Listed by the library where it can list that many (item 6, lists of any
-    // size, is fixed elsewhere); else by a raw LIST_KEYS where the broker
+    // Listed by the library where it can list that many; else by a raw
+    // LIST_KEYS where the broker
     // carries the reply (Redis; a NATS reply is capped at 1 MiB).
     for (when, listed, raw) in [
         ("before", &before, &before_raw),

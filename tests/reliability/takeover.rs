@@ -1,4 +1,4 @@
-//! Takeover with real `keyman serve --standby` processes (issue 9, item 1):
+//! Takeover with real `keyman serve --standby` processes:
 //! no request is lost and none is answered twice.
 
 use crate::support::faults::{
