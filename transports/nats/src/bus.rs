@@ -20,25 +20,30 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-/// A [`Bus`] over NATS core pub/sub. Cloning it is cheap and shares the connection.
+/// A [`Bus`] over NATS core pub/sub: one client connection, which its clones
+/// share for publishing, subscriptions and requests.
 #[derive(Clone)]
 pub struct NatsBus {
     pub(crate) shared: Arc<BusShared>,
 }
 
+/// What the clones of one [`NatsBus`] share.
 pub(crate) struct BusShared {
-    pub(crate) client: async_nats::Client,
-    pub(crate) options: NatsOptions,
     /// `host:port` of the first server, for messages; never the password.
     pub(crate) server: String,
     /// The state of the connection as the subscriptions should see it.
     pub(crate) link: watch::Receiver<LinkStatus>,
+    pub(crate) client: async_nats::Client,
+    pub(crate) options: NatsOptions,
 }
 
 impl std::fmt::Debug for NatsBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let link = self.shared.link.borrow();
         f.debug_struct("NatsBus")
             .field("server", &self.shared.server)
+            .field("up", &link.up)
+            .field("losses", &link.losses)
             .field("options", &self.shared.options)
             .finish_non_exhaustive()
     }
@@ -48,10 +53,11 @@ impl NatsBus {
     /// Connects to a NATS server, such as `nats://user:password@host:4222`
     /// (`tls://` for TLS; several servers separated by commas).
     ///
-    /// Fails with [`BusError::Config`] for a bad URL or refused credentials,
-    /// with [`BusError::Disconnected`] if the server cannot be reached, and with
-    /// [`BusError::Timeout`] if it does not answer within the operation timeout.
-    /// Error messages name the server, never the password.
+    /// A bad URL, refused credentials or a failed TLS handshake are
+    /// [`BusError::Config`]; no server reachable is [`BusError::Disconnected`];
+    /// no answer within [`NatsOptions::operation_timeout`] is
+    /// [`BusError::Timeout`]. Messages name the first server, never a password
+    /// or token.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<Self, BusError> {
         let servers = parse_servers(url)?;
         let server = servers

@@ -32,8 +32,13 @@ pub(crate) struct BusShared {
 
 impl std::fmt::Debug for RedisBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let publisher = match self.shared.publisher.try_lock() {
+            Ok(guard) => Some(guard.as_ref().map(|(number, _)| *number)),
+            Err(_) => None,
+        };
         f.debug_struct("RedisBus")
             .field("server", &self.shared.server)
+            .field("publishing_connection", &publisher)
             .field("options", &self.shared.options)
             .finish_non_exhaustive()
     }
@@ -43,10 +48,11 @@ impl RedisBus {
     /// Connects to the server of a `redis://` or `rediss://` URL, such as
     /// `redis://user:password@host:6379/2`, and checks that it answers.
     ///
-    /// Fails with [`BusError::Config`] for a bad URL or refused credentials,
-    /// with [`BusError::Disconnected`] if the server cannot be reached, and with
-    /// [`BusError::Timeout`] if it does not answer within the operation timeout.
-    /// Error messages name the server, never the password.
+    /// Errors: [`BusError::Config`] when the URL is bad or Redis refuses the
+    /// credentials (`AUTH`), [`BusError::Disconnected`] when nothing answers at
+    /// the address, [`BusError::Timeout`] past
+    /// [`RedisOptions::operation_timeout`]. Each names `host:port`, never the
+    /// password.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BusError> {
         let client = open_client(url)?;
         let timeout = options.operation_timeout;
