@@ -2,8 +2,8 @@
 //! takeovers, split brain, unreadable state, brokers that are down, large
 //! pools and floods, against real `redis-server` / `nats-server` processes and
 //! real `keyman serve` processes that these tests start themselves. Every
-//! body takes a [`Broker`](support::Broker) and runs once per broker where the
-//! issue asks for both. Each test prints what it measured.
+//! body takes a [`Broker`](support::Broker) and runs once per broker where both
+//! apply. Each test prints what it measured.
 
 #![cfg(all(feature = "redis", feature = "nats", feature = "cli"))]
 

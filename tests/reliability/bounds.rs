@@ -12,7 +12,7 @@ const ID_LEN: usize = 65_000;
 /// The longest `requester_id` and `request_id` accepted (`keyman::protocol::MAX_ID_LEN`).
 const ID_LIMIT: usize = 256;
 const PLATFORMS: usize = 100_000;
-/// What the floods may add to `serve`'s resident memory. With the issue's
+/// What the floods may add to `serve`'s resident memory. With keyman's
 /// bounds (ids of at most 256 bytes, a cap on platforms) 10 000 held
 /// requests take a few MiB and the platform cap keeps the pool small; the
 /// rest is allocator slack and the broker client's buffers. Unbounded, the
