@@ -236,7 +236,6 @@ async fn empty_names_are_refused_before_anything_is_reported() {
 
 // --- remote: a KeyClient against keyman's orchestrator on the memory bus ---
 
-
 #[tokio::test]
 async fn an_embedded_lease_never_returned_ends_at_its_deadline_counted_as_used() {
     let start = Timestamp::from_secs(1_767_225_000);
