@@ -247,7 +247,7 @@ fn answer(
         .as_millis()
         .saturating_sub(PLATFORM_LAG.as_millis() as u64);
     let now = now_ms / 1000;
-    let date = http_date(now);
+    let date = keyman::ratelimit::format_http_date(keyman::Timestamp::from_secs(now));
     let mut headers = vec![("Date".to_string(), date)];
     let (status, body) = if !KEYS[..3].contains(&token.as_str()) {
         (401, r#"{"message": "Bad credentials"}"#)
@@ -298,32 +298,4 @@ fn answer(
         body.len()
     ));
     stream.write_all(response.as_bytes())
-}
-
-/// `secs` (Unix) as an HTTP date (`Wed, 31 Dec 2025 23:50:00 GMT`).
-fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[days.rem_euclid(7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
 }

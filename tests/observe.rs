@@ -24,34 +24,6 @@ use tokio::sync::mpsc;
 const T0: u64 = 1_767_225_000;
 const P: &str = "github_rest";
 
-/// `secs` (Unix) as an HTTP date, as the `Date` header carries it.
-fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
 /// Reads a response's headers, as a worker does.
 fn headers(pairs: &[(&str, String)]) -> RateLimit {
     RateLimit::from_headers(pairs.iter().map(|(n, v)| (*n, v.as_bytes())))
@@ -73,17 +45,13 @@ fn github(remaining: u64, reset: u64, date: Option<u64>) -> RateLimit {
     headers(&h)
 }
 
-fn secs(t: u64) -> Timestamp {
-    Timestamp::from_secs(t)
+/// `secs` (Unix) as an HTTP date, as the `Date` header carries it.
+fn http_date(secs: u64) -> String {
+    keyman::ratelimit::format_http_date(Timestamp::from_secs(secs))
 }
 
-#[test]
-fn http_dates_are_formatted_as_the_parser_reads_them() {
-    assert_eq!(http_date(T0), "Wed, 31 Dec 2025 23:50:00 GMT");
-    assert_eq!(
-        keyman::ratelimit::parse_http_date(&http_date(T0)),
-        Some(secs(T0))
-    );
+fn secs(t: u64) -> Timestamp {
+    Timestamp::from_secs(t)
 }
 
 #[path = "observe/embedded.rs"]

@@ -4,6 +4,7 @@
 
 use crate::time::Timestamp;
 
+const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
@@ -68,9 +69,61 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// `at` as an IMF-fixdate (`Thu, 01 Jan 2026 00:00:00 GMT`), as servers send
+/// the `Date` header; [`parse_http_date`] reads it back. Fractions of a second
+/// are dropped.
+pub fn format_http_date(at: Timestamp) -> String {
+    let secs = at.as_millis() / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The civil date of a day counted from 1970-01-01 (Howard Hinnant's
+/// algorithm, the inverse of [`days_from_civil`]).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_what_it_parses() {
+        assert_eq!(
+            format_http_date(Timestamp::from_secs(1_767_225_600)),
+            "Thu, 01 Jan 2026 00:00:00 GMT"
+        );
+        assert_eq!(
+            format_http_date(Timestamp::from_secs(951_782_400)),
+            "Tue, 29 Feb 2000 00:00:00 GMT"
+        );
+        assert_eq!(
+            format_http_date(Timestamp::from_millis(784_111_777_999)),
+            "Sun, 06 Nov 1994 08:49:37 GMT"
+        );
+        for secs in (0..4_102_444_800u64).step_by(7_777_777) {
+            let at = Timestamp::from_secs(secs);
+            assert_eq!(parse_http_date(&format_http_date(at)), Some(at), "{secs}");
+        }
+    }
 
     #[test]
     fn parses_imf_fixdate() {

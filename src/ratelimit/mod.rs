@@ -46,7 +46,7 @@
 mod http_date;
 mod lease;
 
-pub use http_date::parse_http_date;
+pub use http_date::{format_http_date, parse_http_date};
 pub use lease::{LeaseTerms, LeasedKey, RENEW_MARGIN, Step};
 
 use crate::time::Timestamp;

@@ -8,6 +8,7 @@
 //! the quota itself.
 
 use crate::probe::{ProbeFacts, ProbeOutcome, ResourceQuota};
+use crate::ratelimit::format_http_date;
 use crate::time::Timestamp;
 use std::collections::VecDeque;
 
@@ -225,7 +226,10 @@ impl Api {
     /// The headers of `response` to a call at `at`, as GitHub sends them.
     pub(super) fn headers(&self, response: &Response, at: u64) -> Vec<(&'static str, String)> {
         let mut h = Vec::with_capacity(7);
-        h.push(("date", http_date(self.platform_secs(at))));
+        h.push((
+            "date",
+            format_http_date(Timestamp::from_secs(self.platform_secs(at))),
+        ));
         let (remaining, reset) = match *response {
             Response::Served { remaining, reset } => (remaining, reset),
             Response::RateLimited { reset, .. } => (0, reset),
@@ -247,38 +251,10 @@ impl Api {
     }
 }
 
-/// Unix seconds as an HTTP date (`Thu, 01 Jan 2026 00:00:00 GMT`).
-pub(super) fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::{RateLimit, parse_http_date};
+    use crate::ratelimit::RateLimit;
     use crate::time::Timestamp;
 
     fn one_key(quota: u64) -> Api {
@@ -387,11 +363,5 @@ mod tests {
         assert_eq!(seen.limit, Some(10));
         assert_eq!(seen.reset, Some(Timestamp::from_secs(1_767_229_200 - 30)));
         assert_eq!(seen.server_date, Some(Timestamp::from_secs(1_767_225_570)));
-        assert_eq!(
-            parse_http_date(&http_date(1_767_225_600)),
-            Some(Timestamp::from_secs(1_767_225_600))
-        );
-        assert_eq!(http_date(1_767_225_600), "Thu, 01 Jan 2026 00:00:00 GMT");
-        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
     }
 }

@@ -190,7 +190,7 @@ fn respond(state: &Mutex<ApiState>, req: &Request<Incoming>) -> Response<Full<By
         user_agent,
     });
     let api_now = unix_now().saturating_add_signed(state.skew_secs);
-    let date = http_date(api_now);
+    let date = keyman::ratelimit::format_http_date(keyman::Timestamp::from_secs(api_now));
     if let Some((status, retry, left)) = state.throttle.as_mut() {
         let (status, retry) = (*status, *retry);
         *left -= 1;
@@ -265,33 +265,6 @@ fn reply(status: u16, body: serde_json::Value, date: &str) -> Response<Full<Byte
         .insert("content-type", "application/json".parse().unwrap());
     r.headers_mut().insert("date", date.parse().unwrap());
     r
-}
-
-/// Unix seconds as an HTTP date.
-fn http_date(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Waits (polling every 20 ms, up to `limit`) until `f` holds.
