@@ -113,8 +113,7 @@ impl Skew {
     /// they would come back before it, find it still rate limited and be
     /// handed whatever other key is fresh, all at once.
     pub fn reset_to_local(&self, platform_reset: Timestamp) -> Timestamp {
-        if self.samples == 0 || self.offset_ms.unsigned_abs() < MEASURABLE_SKEW.as_millis() as u64
-        {
+        if self.samples == 0 || self.offset_ms.unsigned_abs() < MEASURABLE_SKEW.as_millis() as u64 {
             return platform_reset;
         }
         self.to_local(platform_reset)

@@ -73,7 +73,8 @@ fn run_to(d: &mut Driver, world: &World, to: Timestamp) {
 
 /// What Augur worker `worker` is answered to a NEW at the driver's time.
 fn ask(d: &mut Driver, worker: u64) -> Reply {
-    let new = format!(r#"{{"type": "NEW", "key_platform": "github_rest", "requester_id": {worker}}}"#);
+    let new =
+        format!(r#"{{"type": "NEW", "key_platform": "github_rest", "requester_id": {worker}}}"#);
     d.handle(REQ, new.as_bytes()).unwrap();
     let replies = d.take_replies(&format!("{REQ}-{worker}"));
     Reply::decode(replies.last().expect("an answer"), usize::MAX)
