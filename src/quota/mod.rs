@@ -32,6 +32,8 @@ mod report;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_skew;
 mod view;
 
 pub use config::QuotaConfig;
