@@ -32,6 +32,8 @@ mod report;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_skew;
 mod view;
 
 pub use config::QuotaConfig;
@@ -44,6 +46,11 @@ pub use view::{Account, AccountQuota, Observation, QuotaView, Skew, Source};
 /// The largest clock skew between a platform and us that is believed: a
 /// `server_date` further off is taken as this far off.
 pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
+/// The smallest clock skew between a platform and us that is acted on: a
+/// `Date` has whole seconds, so a skew learnt from dates under a second is
+/// not told apart from none (the platform's times are then taken as they are,
+/// as a worker's EXPIRE gives them).
+pub const MEASURABLE_SKEW: Duration = Duration::from_secs(1);
 /// The default cap on outstanding leases per account (GitHub's secondary limits
 /// ask for no more than 100 concurrent requests per user).
 pub const DEFAULT_MAX_LEASES: usize = 100;

@@ -2,7 +2,7 @@
 //! ([`Observation`], [`Source`]), the platform's clock ([`Skew`]), the current
 //! window ([`QuotaView`]) and one account's state ([`AccountQuota`]).
 
-use super::MAX_SKEW;
+use super::{MAX_SKEW, MEASURABLE_SKEW};
 use crate::mask::Masked;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -99,16 +99,25 @@ impl Skew {
         shift(platform_time, -self.offset_ms)
     }
 
-    /// A reset time of the platform on our clock, erring late: a `Date` is
-    /// rounded down to the second, so a skew learnt from dates may be off by
-    /// up to half a second either way, and the reset is then taken that much
-    /// later. A window is never counted reset before the platform resets it.
+    /// A reset time of the platform on our clock. With a skew of
+    /// [`MEASURABLE_SKEW`] or more, erring late: a `Date` is rounded down to
+    /// the second, so a skew learnt from dates may be off by up to half a
+    /// second either way, and the reset is then taken that much later; a
+    /// window is then never counted reset before the platform resets it.
+    ///
+    /// Under it, the reset is taken as the platform says it: the clocks agree
+    /// as far as whole-second dates can tell, and a worker's EXPIRE gives the
+    /// same reset as read. A reset taken up to a second later than the
+    /// worker's would move the key's refresh (when a probe or report finds
+    /// the window spent) past the time the waiting workers were told for it:
+    /// they would come back before it, find it still rate limited and be
+    /// handed whatever other key is fresh, all at once.
     pub fn reset_to_local(&self, platform_reset: Timestamp) -> Timestamp {
-        let local = self.to_local(platform_reset);
-        if self.samples == 0 {
-            return local;
+        if self.samples == 0 || self.offset_ms.unsigned_abs() < MEASURABLE_SKEW.as_millis() as u64 {
+            return platform_reset;
         }
-        local.saturating_add(std::time::Duration::from_millis(500))
+        self.to_local(platform_reset)
+            .saturating_add(std::time::Duration::from_millis(500))
     }
 
     /// One of our times on the platform's clock.

@@ -44,6 +44,8 @@ use rand_core::Rng;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
+#[cfg(test)]
+mod tests_herd;
 mod withhold;
 
 /// Two reset times closer than this are the same window.
@@ -409,7 +411,7 @@ impl<R: Rng> Engine<R> {
             return;
         };
         let offset = skew.offset_ms;
-        if offset.unsigned_abs() < 1000 {
+        if offset.unsigned_abs() < crate::quota::MEASURABLE_SKEW.as_millis() as u64 {
             return;
         }
         let at = if offset > 0 {
