@@ -76,6 +76,7 @@ mod holders;
 mod keyman_client;
 mod report;
 mod run;
+mod setup;
 mod workers;
 
 pub use config::{
