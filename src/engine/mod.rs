@@ -39,6 +39,8 @@ mod held;
 mod herd_tests;
 mod probe;
 mod quota;
+#[cfg(test)]
+mod quota_wire_tests;
 mod stagger;
 mod state;
 mod stats;

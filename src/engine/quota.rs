@@ -314,11 +314,13 @@ impl<R: Rng> Engine<R> {
                 lease,
                 reply,
             } => {
-                self.report(now, &platform, &key, &observation, lease);
+                // The answer goes first: the report may release held
+                // requests, whose answers follow it.
                 if let Some(reply) = reply {
                     let dest = self.destination(&reply, reply_subject, false);
                     self.send(dest, &Reply::Ok, reply.request_id.as_ref());
                 }
+                self.report(now, &platform, &key, &observation, lease);
             }
             Request::New { .. } | Request::Expire { .. } | Request::Invalidate { .. } => {}
         }
