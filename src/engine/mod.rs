@@ -352,6 +352,7 @@ impl<R: Rng> Engine<R> {
     /// times since they became fresh.
     fn draw_capped(&mut self, now: Timestamp, platform: &str, max_handouts: Option<u32>) -> Pick {
         self.settle_withheld(now);
+        self.withhold_at_floor(now, platform);
         let selection = self.config.quota.selection(platform, self.config.selection);
         let answer = if self.quota.knows(platform)
             || selection != self.config.selection

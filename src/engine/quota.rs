@@ -61,6 +61,7 @@ impl<R: Rng> Engine<R> {
             });
         }
         self.settle_withheld(now);
+        self.withhold_at_floor(now, platform);
         let cfg = &self.config.quota;
         if cfg.max_leases == 0 {
             let pick = self.draw(now, platform);
@@ -205,6 +206,32 @@ impl<R: Rng> Engine<R> {
             ended.into_iter().map(|l| (l.platform, l.account)).collect();
         for (platform, account) in accounts {
             self.withhold(now, &platform, &account);
+        }
+    }
+
+    /// Withholds the fresh keys of `platform` whose account is at or under
+    /// its floor at `now`: those that came back at a reset to a limit at or
+    /// under the floor (they would lend nothing) are withheld until the next.
+    pub(super) fn withhold_at_floor(&mut self, now: Timestamp, platform: &str) {
+        if !self.quota.knows(platform) {
+            return;
+        }
+        // Keys whose refresh time has come are fresh from now.
+        let _ = self.pool.counts(platform, now);
+        let mut spent = BTreeSet::new();
+        for key in self.pool.fresh_keys(platform) {
+            let account = self.quota.account_of(platform, key);
+            let floor = self.config.quota.floor(platform, &account);
+            if self
+                .quota
+                .remaining_now(now, platform, key)
+                .is_some_and(|r| r <= floor)
+            {
+                spent.insert(account);
+            }
+        }
+        for account in spent {
+            self.withhold(now, platform, &account);
         }
     }
 

@@ -63,3 +63,34 @@ fn a_report_is_answered_before_the_held_requests_it_releases() {
     assert_eq!(reply_of(&out[0]).reply, Reply::Ok);
     assert!(matches!(reply_of(&out[1]).reply, Reply::Lease { .. }));
 }
+
+#[test]
+fn a_key_back_at_a_reset_with_no_calls_above_its_floor_is_withheld_not_no_keys() {
+    let mut config = EngineConfig::default();
+    config.quota.floors.insert("p".into(), 14);
+    let mut e = Engine::new(config, SplitMix64::new(5));
+    // 13 calls an hour, under the floor of 14: withheld for the window.
+    e.handle(
+        t(0),
+        ANN,
+        br#"{"type":"PUBLISH","key_str":"ghp_k","key_platform":"p","limit":13}"#,
+    );
+    let reset = e.poll_timeout().expect("the key is withheld until its reset");
+    // At the reset the window is 13 calls again: still under the floor, so
+    // the key is withheld for the next window; a NEW and a lease are told
+    // to wait, not that the platform has no keys.
+    for new in [
+        &br#"{"type":"NEW","key_platform":"p","requester_id":1}"#[..],
+        br#"{"type":"NEW","key_platform":"p","requester_id":1,"lease":5}"#,
+    ] {
+        e.handle_timeout(reset);
+        e.handle(reset, REQ, new);
+        let out = drain(&mut e);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert!(
+            matches!(reply_of(&out[0]).reply, Reply::Wait(n) if n > 0),
+            "{:?}",
+            reply_of(&out[0]).reply
+        );
+    }
+}
