@@ -11,6 +11,8 @@ use keyman::Stats;
 use keyman::harness::fuzz::decode_bytes;
 #[cfg(feature = "arbitrary")]
 use keyman::harness::fuzz::drive_engine;
+#[cfg(feature = "arbitrary")]
+use keyman::harness::leases::Tally;
 use rand_core::Rng;
 
 /// Valid payloads of every shape: announces, requests (Augur's spacing and ours)
@@ -133,8 +135,10 @@ fn decoding_any_bytes_round_trips_or_fails_cleanly() {
 fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
     let mut rng = SplitMix64::new(0xE261E);
     let mut total = Stats::default();
+    let mut leases = Tally::default();
     for _ in 0..10_000 {
-        let s = drive_engine(&random_bytes(&mut rng, 400));
+        let (s, t) = drive_engine(&random_bytes(&mut rng, 400));
+        leases.add(t);
         total.handled += s.handled;
         total.rejected += s.rejected;
         total.assigned += s.assigned;
@@ -148,6 +152,16 @@ fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
         "{total:?}"
     );
     assert!(total.handled > total.rejected, "{total:?}");
+    // And the quota extension's: leases lent (to held requests too), ended by
+    // a REPORT and at their deadline, within the budget of known accounts.
+    assert!(
+        leases.granted > 0
+            && leases.granted_held > 0
+            && leases.ended_by_report > 0
+            && leases.ended_at_deadline > 0
+            && leases.budgets_checked > 0,
+        "{leases:?}"
+    );
 }
 
 /// Saved state records with keys in every state and quota entries of every
@@ -240,6 +254,12 @@ fn inputs_the_fuzzers_found_faults_with_stay_fixed() {
         } else if name.starts_with("state-") {
             keyman::pool::check_state_decoding(&bytes);
             replayed += 1;
+        } else if name.starts_with("engine-") {
+            #[cfg(feature = "arbitrary")]
+            {
+                drive_engine(&bytes);
+                replayed += 1;
+            }
         }
     }
     assert!(replayed > 0, "no regression inputs in {}", dir.display());

@@ -6,6 +6,7 @@
 //! property tests from `quickcheck` (in the test files); both replay them through
 //! the [`Driver`](super::Driver).
 
+use super::quota_ops::{AccountPublish, Context, LeaseNew, Report};
 use super::{KEYS, PLATFORMS, TYPES};
 use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD};
 use serde_json::{Map, Value};
@@ -68,7 +69,7 @@ pub enum Requester {
 }
 
 impl Requester {
-    fn to_json(self) -> Value {
+    pub(super) fn to_json(self) -> Value {
         match self {
             Requester::Number(n) => Value::from(n),
             Requester::Text(n) => Value::from(format!("worker-{n}")),
@@ -96,7 +97,11 @@ pub enum AdminKind {
 /// A well-formed message. `key` and `platform` pick from [`KEYS`] and
 /// [`PLATFORMS`] ([`pick`]: the last one about half of the time, so that some
 /// platforms run out of fresh keys).
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+///
+/// Its `arbitrary::Arbitrary` (feature `arbitrary`) weighs the kinds, out of
+/// 32: NEW 6, EXPIRE 4, INVALIDATE 2, PUBLISH 4, UNPUBLISH 2, the admin's
+/// questions 3 (Augur's messages, 21 in all), and the quota extension's NEW
+/// with `lease` 4, REPORT 4, PUBLISH with `account`/`limit` 3.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
     /// NEW.
@@ -159,8 +164,51 @@ pub enum Message {
     },
     /// SHUTDOWN (left out of `arbitrary`, which makes it rare: see
     /// [`Operation`]).
-    #[cfg_attr(feature = "arbitrary", arbitrary(skip))]
     Shutdown,
+    /// (quota) NEW with `lease`.
+    Lease(LeaseNew),
+    /// (quota) REPORT.
+    Report(Report),
+    /// (quota) PUBLISH with `account` and `limit`.
+    PublishAccount(AccountPublish),
+}
+
+#[cfg(feature = "arbitrary")]
+impl<'a> arbitrary::Arbitrary<'a> for Message {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let (key, platform) = (u.arbitrary()?, u.arbitrary()?);
+        Ok(match u8::arbitrary(u)? % 32 {
+            0..=5 => Message::New {
+                platform,
+                requester: u.arbitrary()?,
+                request_id: u.arbitrary()?,
+                hold: u.arbitrary()?,
+            },
+            6..=9 => Message::Expire {
+                key,
+                platform,
+                requester: u.arbitrary()?,
+                refresh_in: u.arbitrary()?,
+                fractional: u.arbitrary()?,
+            },
+            10 | 11 => Message::Invalidate {
+                key,
+                platform,
+                requester: u.arbitrary()?,
+            },
+            12..=15 => Message::Publish { key, platform },
+            16 | 17 => Message::Unpublish { key, platform },
+            18..=20 => Message::Admin {
+                kind: u.arbitrary()?,
+                requester: u.arbitrary()?,
+                request_id: u.arbitrary()?,
+                platform,
+            },
+            21..=24 => Message::Lease(u.arbitrary()?),
+            25..=28 => Message::Report(u.arbitrary()?),
+            _ => Message::PublishAccount(u.arbitrary()?),
+        })
+    }
 }
 
 /// A payload: a message, a broken message, or anything.
@@ -207,11 +255,21 @@ pub enum Field {
     RefreshTime,
     HoldMs,
     Extra,
+    Lease,
+    Account,
+    Limit,
+    Remaining,
+    Reset,
+    ServerDate,
+    Resource,
+    LeaseId,
+    Used,
+    Done,
 }
 
 impl Field {
     /// Every field, in the order of the enum.
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 18] = [
         Field::Type,
         Field::KeyStr,
         Field::KeyPlatform,
@@ -220,6 +278,16 @@ impl Field {
         Field::RefreshTime,
         Field::HoldMs,
         Field::Extra,
+        Field::Lease,
+        Field::Account,
+        Field::Limit,
+        Field::Remaining,
+        Field::Reset,
+        Field::ServerDate,
+        Field::Resource,
+        Field::LeaseId,
+        Field::Used,
+        Field::Done,
     ];
 
     /// The field's name on the wire.
@@ -233,6 +301,16 @@ impl Field {
             Field::RefreshTime => "refresh_time",
             Field::HoldMs => "hold_ms",
             Field::Extra => "extra",
+            Field::Lease => "lease",
+            Field::Account => "account",
+            Field::Limit => "limit",
+            Field::Remaining => "remaining",
+            Field::Reset => "reset",
+            Field::ServerDate => "server_date",
+            Field::Resource => "resource",
+            Field::LeaseId => "lease_id",
+            Field::Used => "used",
+            Field::Done => "done",
         }
     }
 }
@@ -411,16 +489,19 @@ impl Message {
     /// The channel this message belongs to.
     pub fn channel(&self) -> Channel {
         match self {
-            Message::New { .. } | Message::Expire { .. } | Message::Invalidate { .. } => {
-                Channel::Request
-            }
+            Message::New { .. }
+            | Message::Expire { .. }
+            | Message::Invalidate { .. }
+            | Message::Lease(_)
+            | Message::Report(_) => Channel::Request,
             _ => Channel::Announce,
         }
     }
 
-    /// The message as a JSON object, at `now_millis` (EXPIRE's refresh time
-    /// counts from it).
-    pub fn to_object(&self, now_millis: u64) -> Map<String, Value> {
+    /// The message as a JSON object in `cx` (EXPIRE's refresh time and
+    /// REPORT's times count from its time; a REPORT names its leases).
+    pub fn to_object(&self, cx: &Context<'_>) -> Map<String, Value> {
+        let now_millis = cx.now_millis;
         let mut m = Map::new();
         let mut put = |f: Field, v: Value| {
             m.insert(f.name().into(), v);
@@ -508,37 +589,40 @@ impl Message {
                 }
             }
             Message::Shutdown => "SHUTDOWN",
+            Message::Lease(l) => l.fill(&mut put),
+            Message::Report(r) => r.fill(cx, &mut put),
+            Message::PublishAccount(p) => p.fill(&mut put),
         };
         put(Field::Type, kind.into());
         m
     }
 
-    /// The message's bytes at `now_millis`.
-    pub fn encode(&self, now_millis: u64) -> Vec<u8> {
-        to_bytes(&self.to_object(now_millis))
+    /// The message's bytes in `cx`.
+    pub fn encode(&self, cx: &Context<'_>) -> Vec<u8> {
+        to_bytes(&self.to_object(cx))
     }
 }
 
 impl Payload {
-    /// The payload's bytes at `now_millis`.
-    pub fn encode(&self, now_millis: u64) -> Vec<u8> {
+    /// The payload's bytes in `cx`.
+    pub fn encode(&self, cx: &Context<'_>) -> Vec<u8> {
         match self {
-            Payload::Message(m) => m.encode(now_millis),
+            Payload::Message(m) => m.encode(cx),
             Payload::Retyped {
                 message,
                 field,
                 value,
             } => {
-                let mut m = message.to_object(now_millis);
+                let mut m = message.to_object(cx);
                 match value {
                     Some(v) => m.insert(field.name().into(), v.to_json(*field)),
                     None => m.remove(field.name()),
                 };
                 to_bytes(&m)
             }
-            Payload::Mutated { message, mutation } => mutation.apply(message.encode(now_millis)),
+            Payload::Mutated { message, mutation } => mutation.apply(message.encode(cx)),
             Payload::Oversized(message) => {
-                let mut bytes = message.encode(now_millis);
+                let mut bytes = message.encode(cx);
                 bytes.resize(DEFAULT_MAX_PAYLOAD + 1, b' ');
                 bytes
             }
