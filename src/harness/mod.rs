@@ -21,7 +21,9 @@ pub mod fuzz;
 pub mod invariants;
 pub mod leases;
 pub mod operation;
+pub mod payload;
 pub mod quota_ops;
+mod replies;
 pub mod setup;
 
 pub use driver::{Driver, Outputs, drain, drain_each};
