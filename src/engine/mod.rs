@@ -437,6 +437,15 @@ impl<R: Rng> Engine<R> {
     /// [`EngineConfig::max_keys_per_platform`] are [`Published::Refused`],
     /// reported as an [`Event::Rejected`] on the announce channel.
     pub fn publish(&mut self, now: Timestamp, platform: &str, key: &str) -> Published {
+        let outcome = self.publish_unserved(now, platform, key);
+        if matches!(outcome, Published::Added | Published::Revived) {
+            self.serve_held_after_change(now);
+        }
+        outcome
+    }
+
+    /// [`publish`](Self::publish), leaving the held requests to the caller.
+    fn publish_unserved(&mut self, now: Timestamp, platform: &str, key: &str) -> Published {
         if let Err(error) = self.check_publish(platform, key) {
             self.stats.rejected += 1;
             self.events.push_back(Event::Rejected {
@@ -454,7 +463,6 @@ impl<R: Rng> Engine<R> {
             Published::Unchanged | Published::Refused => return outcome,
         };
         self.key_event(platform, key, what);
-        self.serve_held_after_change(now);
         outcome
     }
 

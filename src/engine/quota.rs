@@ -158,7 +158,8 @@ impl<R: Rng> Engine<R> {
 
     /// [`publish`](Self::publish), and puts the key in `account` (`None`: its
     /// own) with `limit` calls per window as a hint (PUBLISH's `account` and
-    /// `limit`). A key that joins an account at its floor is withheld with it.
+    /// `limit`). A key that joins an account at its floor is withheld with it,
+    /// before held requests are served.
     pub fn publish_account(
         &mut self,
         now: Timestamp,
@@ -167,13 +168,14 @@ impl<R: Rng> Engine<R> {
         account: Option<&str>,
         limit: Option<u64>,
     ) -> Published {
-        let outcome = self.publish(now, platform, key);
+        let outcome = self.publish_unserved(now, platform, key);
         if self.pool.has_platform(platform) {
             self.quota.set_account(now, platform, key, account, limit);
             self.stats.changes += 1;
             let account = self.quota.account_of(platform, key);
             self.withhold(now, platform, &account);
         }
+        self.serve_held_after_change(now);
         outcome
     }
 

@@ -94,3 +94,36 @@ fn a_key_back_at_a_reset_with_no_calls_above_its_floor_is_withheld_not_no_keys()
         );
     }
 }
+
+#[test]
+fn a_key_published_into_an_account_at_its_floor_is_not_handed_to_a_held_request() {
+    let mut config = EngineConfig::default();
+    config.quota.floors.insert("p".into(), 170);
+    let mut e = Engine::new(config, SplitMix64::new(5));
+    e.handle(
+        t(0),
+        ANN,
+        br#"{"type":"PUBLISH","key_str":"ghp_a","key_platform":"p"}"#,
+    );
+    e.handle(
+        t(0),
+        REQ,
+        br#"{"type":"EXPIRE","key_str":"ghp_a","key_platform":"p","refresh_time":100}"#,
+    );
+    e.handle(
+        t(0),
+        REQ,
+        br#"{"type":"NEW","key_platform":"p","requester_id":1,"hold_ms":30000}"#,
+    );
+    assert_eq!(e.held(), 1);
+    // A key of 1 call an hour, under the floor: withheld at once, the held
+    // request goes on waiting for it.
+    e.handle(
+        t(1),
+        ANN,
+        br#"{"type":"PUBLISH","key_str":"ghp_b","key_platform":"p","account":"bob","limit":1}"#,
+    );
+    assert!(drain(&mut e).is_empty());
+    assert_eq!(e.held(), 1);
+    assert_ne!(e.pool().state("p", "ghp_b", t(1)), Some(crate::pool::KeyState::Fresh));
+}
