@@ -222,9 +222,12 @@ impl LeaseBook {
                 format!("lease {} reported done is still outstanding", e.id)
             })?;
         }
-        // Leases lent.
+        // Leases lent, in the order they were (a reply to the message comes
+        // before those to the held requests, but may lend later).
         let mut lent = BTreeSet::new();
-        for g in grants {
+        let mut grants: Vec<&Grant> = grants.iter().collect();
+        grants.sort_by_key(|g| g.id);
+        for g in grants.iter().copied() {
             let lease = quotas
                 .lease(g.id)
                 .ok_or_else(|| Violation(format!("lease {} lent is not outstanding", g.id)))?;
@@ -264,7 +267,7 @@ impl LeaseBook {
             }
         }
         for (platform, account) in lent {
-            self.check_budget(engine, now, grants, &platform, &account)?;
+            self.check_budget(engine, now, &grants, &platform, &account)?;
         }
         Ok(())
     }
@@ -276,7 +279,7 @@ impl LeaseBook {
         &mut self,
         engine: &Engine<R>,
         now: Timestamp,
-        grants: &[Grant],
+        grants: &[&Grant],
         platform: &str,
         account: &Account,
     ) -> Result<(), Violation> {
