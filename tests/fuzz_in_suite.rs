@@ -198,7 +198,13 @@ fn saved_state() -> keyman::pool::StateRecords {
             used: Some(7),
             done: true,
         };
-        e.report(t(4), "github_rest", &key, &Observation::default(), Some(done));
+        e.report(
+            t(4),
+            "github_rest",
+            &key,
+            &Observation::default(),
+            Some(done),
+        );
     }
     e.encode_all_records()
 }

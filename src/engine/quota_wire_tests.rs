@@ -75,7 +75,9 @@ fn a_key_back_at_a_reset_with_no_calls_above_its_floor_is_withheld_not_no_keys()
         ANN,
         br#"{"type":"PUBLISH","key_str":"ghp_k","key_platform":"p","limit":13}"#,
     );
-    let reset = e.poll_timeout().expect("the key is withheld until its reset");
+    let reset = e
+        .poll_timeout()
+        .expect("the key is withheld until its reset");
     // At the reset the window is 13 calls again: still under the floor, so
     // the key is withheld for the next window; a NEW and a lease are told
     // to wait, not that the platform has no keys.
@@ -125,5 +127,8 @@ fn a_key_published_into_an_account_at_its_floor_is_not_handed_to_a_held_request(
     );
     assert!(drain(&mut e).is_empty());
     assert_eq!(e.held(), 1);
-    assert_ne!(e.pool().state("p", "ghp_b", t(1)), Some(crate::pool::KeyState::Fresh));
+    assert_ne!(
+        e.pool().state("p", "ghp_b", t(1)),
+        Some(crate::pool::KeyState::Fresh)
+    );
 }

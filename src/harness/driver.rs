@@ -128,7 +128,10 @@ impl<R: Rng> Driver<R> {
     /// What the leases the checker followed went through (nothing when
     /// unchecked).
     pub fn tally(&self) -> super::leases::Tally {
-        self.checker.as_ref().map(Checker::tally).unwrap_or_default()
+        self.checker
+            .as_ref()
+            .map(Checker::tally)
+            .unwrap_or_default()
     }
 
     /// The payloads sent on `channel` so far, in order.

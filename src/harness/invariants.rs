@@ -25,6 +25,7 @@ use rand_core::Rng;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 /// A broken invariant: what was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,8 @@ struct HeldNew {
     request_id: Option<Id>,
     /// For a NEW with `lease`: the calls it wants.
     lease: Option<u64>,
+    /// When its hold ends, on the checker's hold clock.
+    until: Timestamp,
 }
 
 /// What the checker saw before an input.
@@ -122,6 +125,11 @@ pub struct Checker {
     keys: BTreeSet<String>,
     held: Vec<HeldNew>,
     book: LeaseBook,
+    /// The hold clock: the last `now` and the reading at it. Like the
+    /// engine's, it moves forward with `now` and stands still when `now`
+    /// goes back, so that a hold lasts its time (the protocol's promise).
+    last_now: Option<Timestamp>,
+    reading: Timestamp,
 }
 
 impl Checker {
@@ -132,6 +140,8 @@ impl Checker {
             keys: KEYS.iter().map(|k| k.to_string()).collect(),
             held: Vec::new(),
             book: LeaseBook::default(),
+            last_now: None,
+            reading: Timestamp::EPOCH,
         }
     }
 
@@ -153,6 +163,11 @@ impl Checker {
         now: Timestamp,
         payload: Option<&[u8]>,
     ) -> Before {
+        self.reading = match self.last_now {
+            None => now,
+            Some(last) => self.reading.saturating_add(now.saturating_since(last)),
+        };
+        self.last_now = Some(now);
         if let Some(Value::String(k)) = payload
             .and_then(parse)
             .as_ref()
@@ -249,12 +264,22 @@ impl Checker {
         if newly_held > 0 {
             ensure(direct == 0, || "a held request was answered at once".into())?;
             match (&asked.expects, &dest) {
-                (Some(Expect::Key { platform, lease }), Some(dest)) if newly_held == 1 => {
+                (
+                    Some(Expect::Key {
+                        platform,
+                        lease,
+                        hold_ms,
+                    }),
+                    Some(dest),
+                ) if newly_held == 1 => {
+                    let hold =
+                        Duration::from_millis(hold_ms.unwrap_or(0)).min(engine.config().max_hold);
                     self.held.push(HeldNew {
                         dest: dest.clone(),
                         platform: platform.clone(),
                         request_id: request_id.clone(),
                         lease: *lease,
+                        until: self.reading.saturating_add(hold),
                     });
                 }
                 _ => return Err(Violation("held something that is not one NEW".into())),
@@ -298,6 +323,7 @@ impl Checker {
                 Expect::Key {
                     platform,
                     lease: None,
+                    ..
                 } => {
                     let ends = self.book.ends_of(platform);
                     check_new_reply(engine, now, platform, &reply.reply, &ends)?;
@@ -305,7 +331,14 @@ impl Checker {
                 Expect::Key {
                     platform,
                     lease: Some(want),
-                } => grants.extend(self.check_lease_reply(engine, now, platform, *want, &reply.reply)?),
+                    ..
+                } => grants.extend(self.check_lease_reply(
+                    engine,
+                    now,
+                    platform,
+                    *want,
+                    &reply.reply,
+                )?),
                 Expect::Ok => ensure(reply.reply == Reply::Ok, || {
                     format!("a REPORT answered {:?}", reply.reply)
                 })?,
@@ -319,7 +352,19 @@ impl Checker {
                     ),
                     || format!("a rejected message answered {:?}", reply.reply),
                 )?,
-                Expect::Answer => {}
+                Expect::Answer => {
+                    if let Reply::Status(items) = &reply.reply {
+                        for item in items {
+                            let lent = self.book.lent_on(&item.platform);
+                            ensure(item.leased.unwrap_or(0) == lent, || {
+                                format!(
+                                    "STATUS says {:?} calls leased, the leases lent {lent}",
+                                    item.leased
+                                )
+                            })?;
+                        }
+                    }
+                }
             }
         }
         self.book
@@ -339,7 +384,12 @@ impl Checker {
             return;
         }
         let keys: Vec<&String> = self.keys.iter().collect();
-        for (i, (was, is)) in before.states.iter().zip(after.states.iter_mut()).enumerate() {
+        for (i, (was, is)) in before
+            .states
+            .iter()
+            .zip(after.states.iter_mut())
+            .enumerate()
+        {
             let (platform, key) = (&before.platforms[i / keys.len()], keys[i % keys.len()]);
             let account = engine.quotas().account_of(platform, key);
             let floor = engine.config().quota.floor(platform, &account);
@@ -465,10 +515,18 @@ impl Checker {
                     _ => false,
                 }
         };
-        let Some(i) = self.held.iter().position(fits) else {
+        // Requests alike on the wire (same address, same request_id) are
+        // told apart by how they are answered: a wait at the end of a hold
+        // goes to the one whose hold ends first, anything else to the oldest.
+        let fitting = self.held.iter().enumerate().filter(|(_, h)| fits(h));
+        let chosen = match msg.reply {
+            Reply::Wait(_) => fitting.min_by_key(|(i, h)| (h.until, *i)),
+            _ => fitting.min_by_key(|(i, _)| *i),
+        };
+        let Some(i) = chosen.map(|(i, _)| i) else {
             return Err(Violation(format!(
-                "a reply that answers no held request: {:?}",
-                msg.reply
+                "a reply on {} that answers no held request: {:?} (held: {:?})",
+                tx.channel, msg.reply, self.held
             )));
         };
         let h = self.held.remove(i);

@@ -148,6 +148,15 @@ impl LeaseBook {
         self.leases.is_empty()
     }
 
+    /// The calls of the leases of `platform` outstanding.
+    pub fn lent_on(&self, platform: &str) -> u64 {
+        self.leases
+            .values()
+            .filter(|l| l.platform == platform)
+            .map(|l| l.calls)
+            .sum()
+    }
+
     /// The `lease_until` of the leases of `platform` outstanding.
     pub fn ends_of(&self, platform: &str) -> Vec<u64> {
         self.leases
@@ -169,7 +178,9 @@ impl LeaseBook {
         ensure(grant.calls >= 1 && grant.calls <= grant.want, || {
             format!("a lease of {} calls for {} asked", grant.calls, grant.want)
         })?;
-        let until = now.saturating_add(engine.config().quota.lease_ttl).as_secs();
+        let until = now
+            .saturating_add(engine.config().quota.lease_ttl)
+            .as_secs();
         ensure(grant.until == until, || {
             format!("lease_until {} for a lease lent at {now:?}", grant.until)
         })?;
@@ -203,11 +214,14 @@ impl LeaseBook {
             .collect();
         for id in gone {
             let lease = &self.leases[&id];
-            let reported =
-                ending.is_some_and(|e| e.id == id && e.key == lease.key && e.platform == lease.platform);
+            let reported = ending
+                .is_some_and(|e| e.id == id && e.key == lease.key && e.platform == lease.platform);
             let due = now.as_millis() >= lease.until.saturating_mul(1000);
             ensure(reported || due, || {
-                format!("lease {id} ended before lease_until {} without a REPORT", lease.until)
+                format!(
+                    "lease {id} ended before lease_until {} without a REPORT",
+                    lease.until
+                )
             })?;
             match reported {
                 true => self.tally.ended_by_report += 1,
@@ -235,7 +249,9 @@ impl LeaseBook {
                 lease.key == g.key && lease.platform == g.platform && lease.calls == g.calls,
                 || format!("lease {} is not what its reply said", g.id),
             )?;
-            ensure(g.id > self.last_id, || format!("lease id {} given twice", g.id))?;
+            ensure(g.id > self.last_id, || {
+                format!("lease id {} given twice", g.id)
+            })?;
             self.last_id = g.id;
             self.tally.granted += 1;
             lent.insert((g.platform.clone(), lease.account.clone()));
@@ -250,9 +266,13 @@ impl LeaseBook {
                 },
             );
         }
-        let unseen = quotas.leases().find(|(id, _)| !self.leases.contains_key(id));
+        let unseen = quotas
+            .leases()
+            .find(|(id, _)| !self.leases.contains_key(id));
         if let Some((id, _)) = unseen {
-            return Err(Violation(format!("lease {id} is outstanding, no reply told of it")));
+            return Err(Violation(format!(
+                "lease {id} is outstanding, no reply told of it"
+            )));
         }
         if fired {
             let late = self
@@ -290,7 +310,11 @@ impl LeaseBook {
             .filter(|l| l.platform == platform && &l.account == account)
             .collect();
         ensure(mine.len() <= config.max_leases, || {
-            format!("{account:?} has {} leases, at most {}", mine.len(), config.max_leases)
+            format!(
+                "{account:?} has {} leases, at most {}",
+                mine.len(),
+                config.max_leases
+            )
         })?;
         let lent: u64 = mine.iter().map(|l| l.calls).sum();
         let floor = config.floor(platform, account);

@@ -195,7 +195,10 @@ impl Report {
             put(Field::Reset, secs(now + skew + i64::from(r)));
         }
         if let Some(r) = self.resource {
-            put(Field::Resource, RESOURCES[usize::from(r) % RESOURCES.len()].into());
+            put(
+                Field::Resource,
+                RESOURCES[usize::from(r) % RESOURCES.len()].into(),
+            );
         }
         if let Some(u) = self.used {
             put(Field::Used, u.into());

@@ -26,6 +26,7 @@ pub(super) enum Expect {
     Key {
         platform: String,
         lease: Option<u64>,
+        hold_ms: Option<u64>,
     },
     /// `{"ok": true}` (a REPORT with `request_id`).
     Ok,
@@ -58,11 +59,14 @@ impl Asked {
         if channel == channels.request {
             match decode_request(payload, DEFAULT_MAX_PAYLOAD) {
                 Ok(Request::New {
-                    platform, reply, ..
+                    platform,
+                    reply,
+                    hold_ms,
                 }) => Asked {
                     expects: Some(Expect::Key {
                         platform,
                         lease: None,
+                        hold_ms,
                     }),
                     address: Some(reply),
                     ending: None,
@@ -71,11 +75,12 @@ impl Asked {
                     platform,
                     reply,
                     lease,
-                    ..
+                    hold_ms,
                 }) => Asked {
                     expects: Some(Expect::Key {
                         platform,
                         lease: Some(lease),
+                        hold_ms,
                     }),
                     address: Some(reply),
                     ending: None,
