@@ -220,10 +220,10 @@ impl AccountPublish {
     pub(super) fn fill(&self, put: &mut Put<'_>) -> &'static str {
         put(Field::KeyStr, pick(&KEYS, self.key).into());
         put(Field::KeyPlatform, pick(&PLATFORMS, self.platform).into());
-        if let Some(a) = self.account.map(|a| pick(&ACCOUNTS, a)) {
-            if !a.is_empty() {
-                put(Field::Account, a.into());
-            }
+        if let Some(a) = self.account.map(|a| pick(&ACCOUNTS, a))
+            && !a.is_empty()
+        {
+            put(Field::Account, a.into());
         }
         if let Some(l) = self.limit {
             put(Field::Limit, (l % 1000).into());
