@@ -5,10 +5,18 @@
 //! the engine must not panic, must keep the pool consistent, must change no key
 //! when it rejects a message, must answer only on `{channel}-{requester_id}`,
 //! must hand out only fresh keys, must give accurate wait hints, and must never
-//! show a key in an event (the harness's invariant checker).
+//! show a key in an event (the harness's invariant checker). The quota
+//! extension's messages (NEW with `lease`, REPORT about leases live, stale or
+//! made up, PUBLISH with `account` and `limit`) come too, on engines with
+//! floors, choice strategies and lease caps of their own ([`Setup`]): leases
+//! lend no more than remains above the floor, and every request that asks
+//! for an answer gets exactly one.
 
 use keyman::harness::operation::{AdminKind, Field, Mutation, Requester, Val};
-use keyman::harness::{Channel, Clock, Driver, Message, Operation, Payload, START_MILLIS, TYPES};
+use keyman::harness::{
+    AccountPublish, Channel, Clock, Driver, LeaseNew, LeaseRef, Message, Operation, Payload,
+    Report, START_MILLIS, Setup, Strategy, TYPES,
+};
 use keyman::{Engine, EngineConfig, Reply, SplitMix64, Timestamp};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,8 +69,22 @@ fn message(g: &mut Gen, on_request: bool) -> Message {
         request_id: Option::<u16>::arbitrary(g),
         platform,
     };
-    match (on_request, pick(g, 20)) {
+    match (on_request, pick(g, 28)) {
         (_, 0) => message(g, !on_request),
+        (true, 20..=23) => Message::Lease(LeaseNew {
+            platform,
+            requester: Some(requester(g)),
+            request_id: Option::<u16>::arbitrary(g),
+            hold: (pick(g, 4) == 0).then(|| u8::arbitrary(g)),
+            want: u8::arbitrary(g) % 100 + u8::from(pick(g, 50) != 0),
+        }),
+        (true, 24..=27) => Message::Report(report(g, key, platform)),
+        (false, 20..=27) => Message::PublishAccount(AccountPublish {
+            key,
+            platform,
+            account: (pick(g, 4) != 0).then(|| u8::arbitrary(g)),
+            limit: (pick(g, 2) == 0).then(|| u16::arbitrary(g) % 400),
+        }),
         (true, 1..=9) => Message::New {
             platform,
             requester: Some(requester(g)),
@@ -76,7 +98,7 @@ fn message(g: &mut Gen, on_request: bool) -> Message {
             refresh_in: (i16::from(u8::arbitrary(g) % 130) - 5) as i8,
             fractional: pick(g, 4) == 0,
         },
-        (true, _) => Message::Invalidate {
+        (true, 16..) => Message::Invalidate {
             key,
             platform,
             requester: Some(requester(g)),
@@ -94,6 +116,75 @@ fn message(g: &mut Gen, on_request: bool) -> Message {
             ];
             admin(g, kinds[n % kinds.len()])
         }
+    }
+}
+
+/// A REPORT about `key` of `platform`, or (mostly) about a lease.
+fn report(g: &mut Gen, key: u8, platform: u8) -> Report {
+    let lease = match pick(g, 10) {
+        0..=5 => Some(LeaseRef::Live {
+            n: u8::arbitrary(g),
+            other_key: pick(g, 8) == 0,
+        }),
+        6 => Some(LeaseRef::Stale(u8::arbitrary(g) % 4)),
+        7 => Some(LeaseRef::MadeUp(u16::arbitrary(g))),
+        _ => None,
+    };
+    let answered = bool::arbitrary(g);
+    Report {
+        key,
+        platform,
+        lease,
+        remaining: (pick(g, 5) != 0).then(|| u8::arbitrary(g)),
+        limit: (pick(g, 2) == 0).then(|| u16::arbitrary(g) % 400),
+        reset_in: match pick(g, 6) {
+            0 => None,
+            1 => Some(-(i16::from(u8::arbitrary(g)))),
+            _ => Some(i16::from(u8::arbitrary(g)) * 14),
+        },
+        skew: (pick(g, 2) == 0).then(|| i8::arbitrary(g) / 4),
+        resource: (pick(g, 8) == 0).then(|| u8::arbitrary(g)),
+        used: (pick(g, 2) == 0).then(|| u8::arbitrary(g) % 120),
+        done: pick(g, 3) != 0,
+        requester: answered.then(|| requester(g)),
+        request_id: (answered && pick(g, 4) != 0).then(|| u16::arbitrary(g)),
+    }
+}
+
+/// An engine's setup: floors, strategies, a lease cap and duration.
+fn setup(g: &mut Gen) -> Setup {
+    let floor = |g: &mut Gen| (pick(g, 3) != 0).then(|| u8::arbitrary(g) % 40);
+    let floors = [floor(g), floor(g), floor(g)];
+    let strategy =
+        |g: &mut Gen| (pick(g, 3) != 0).then(|| Strategy::ALL[pick(g, Strategy::ALL.len())]);
+    Setup {
+        floors,
+        account_floor: floor(g),
+        selections: [strategy(g), strategy(g), strategy(g)],
+        max_leases: u8::arbitrary(g),
+        lease_ttl: u8::arbitrary(g),
+        no_stagger: pick(g, 4) == 0,
+    }
+}
+
+/// A run: a setup and the operations replayed on it.
+#[derive(Clone, Debug)]
+struct Run {
+    setup: Setup,
+    ops: Vec<Op>,
+}
+
+impl Arbitrary for Run {
+    fn arbitrary(g: &mut Gen) -> Self {
+        Run {
+            setup: setup(g),
+            ops: Vec::arbitrary(g),
+        }
+    }
+
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        let setup = self.setup;
+        Box::new(self.ops.shrink().map(move |ops| Run { setup, ops }))
     }
 }
 
@@ -149,41 +240,53 @@ impl Arbitrary for Op {
     }
 }
 
-fn run(ops: &[Op]) -> Result<(), String> {
-    let ops: Vec<Operation> = ops.iter().map(|op| op.0.clone()).collect();
-    let mut driver = Driver::new(0xE9);
+fn run(run: &Run) -> Result<(), String> {
+    let ops: Vec<Operation> = run.ops.iter().map(|op| op.0.clone()).collect();
+    let mut driver = Driver::with_setup(0xE9, &run.setup);
     driver.replay(&ops).map_err(|v| v.to_string())?;
     let s = driver.engine.stats();
-    for (counter, n) in SEEN
-        .iter()
-        .zip([s.handled, s.rejected, s.assigned, s.waits, s.errors])
-    {
+    let t = driver.tally();
+    for (counter, n) in SEEN.iter().zip([
+        s.handled,
+        s.rejected,
+        s.assigned,
+        s.waits,
+        s.errors,
+        t.granted,
+        t.granted_held,
+        t.ended_by_report,
+        t.ended_at_deadline,
+        t.budgets_checked,
+    ]) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
     Ok(())
 }
 
 /// What all runs of the property did together: handled, rejected, assigned,
-/// waits, errors.
-static SEEN: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+/// waits, errors; leases granted, granted to held requests, ended by a
+/// REPORT, ended at their deadline, and budgets checked.
+static SEEN: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 
 #[test]
 fn the_engine_keeps_its_promises_whatever_arrives() {
-    fn prop(ops: Vec<Op>) -> TestResult {
-        match run(&ops) {
+    fn prop(r: Run) -> TestResult {
+        match run(&r) {
             Ok(()) => TestResult::passed(),
-            Err(e) => TestResult::error(e),
+            Err(e) => TestResult::error(format!("{:?}: {e}", r.setup)),
         }
     }
     QuickCheck::new()
         .rng(Gen::new(100))
         .tests(500)
-        .quickcheck(prop as fn(Vec<Op>) -> TestResult);
-    // The messages reached every outcome of NEW, not only the rejections.
+        .quickcheck(prop as fn(Run) -> TestResult);
+    // The messages reached every outcome of NEW and of a lease, not only the
+    // rejections.
     let seen: Vec<u64> = SEEN.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     assert!(
         seen.iter().all(|&n| n > 0),
-        "handled, rejected, assigned, waits, errors: {seen:?}"
+        "handled, rejected, assigned, waits, errors, leases granted, granted held, \
+         ended by report, ended at deadline, budgets checked: {seen:?}"
     );
 }
 

@@ -11,6 +11,8 @@ use keyman::Stats;
 use keyman::harness::fuzz::decode_bytes;
 #[cfg(feature = "arbitrary")]
 use keyman::harness::fuzz::drive_engine;
+#[cfg(feature = "arbitrary")]
+use keyman::harness::leases::Tally;
 use rand_core::Rng;
 
 /// Valid payloads of every shape: announces, requests (Augur's spacing and ours)
@@ -133,8 +135,10 @@ fn decoding_any_bytes_round_trips_or_fails_cleanly() {
 fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
     let mut rng = SplitMix64::new(0xE261E);
     let mut total = Stats::default();
+    let mut leases = Tally::default();
     for _ in 0..10_000 {
-        let s = drive_engine(&random_bytes(&mut rng, 400));
+        let (s, t) = drive_engine(&random_bytes(&mut rng, 400));
+        leases.add(t);
         total.handled += s.handled;
         total.rejected += s.rejected;
         total.assigned += s.assigned;
@@ -148,6 +152,16 @@ fn driving_the_engine_with_any_bytes_keeps_its_invariants() {
         "{total:?}"
     );
     assert!(total.handled > total.rejected, "{total:?}");
+    // And the quota extension's: leases lent (to held requests too), ended by
+    // a REPORT and at their deadline, within the budget of known accounts.
+    assert!(
+        leases.granted > 0
+            && leases.granted_held > 0
+            && leases.ended_by_report > 0
+            && leases.ended_at_deadline > 0
+            && leases.budgets_checked > 0,
+        "{leases:?}"
+    );
 }
 
 /// Saved state records with keys in every state and quota entries of every
@@ -176,7 +190,61 @@ fn saved_state() -> keyman::pool::StateRecords {
     e.report(t(1), "github_rest", "ghp_d", &seen(900, 0), None);
     e.lease(t(2), "github_rest", 50);
     e.lease(t(2), "github_rest", 50);
+    // One more lease, returned with the calls it used: a view with calls
+    // counted against it since it was seen.
+    if let keyman::Leased::Granted { key, lease } = e.lease(t(3), "github_rest", 20) {
+        let done = keyman::quota::LeaseReturn {
+            lease_id: lease.id,
+            used: Some(7),
+            done: true,
+        };
+        e.report(
+            t(4),
+            "github_rest",
+            &key,
+            &Observation::default(),
+            Some(done),
+        );
+    }
     e.encode_all_records()
+}
+
+/// The seed corpus of the state fuzz target (`fuzz/seeds/state/`).
+fn seeds_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/state")
+}
+
+/// Writes the seed corpus of the state fuzz target: the saved state above,
+/// framed as the target reads it, whole and one record at a time. Run it
+/// with `--ignored` after a change of the saved form.
+#[test]
+#[ignore = "writes fuzz/seeds/state"]
+fn write_the_state_seed_corpus() {
+    let records = saved_state();
+    let dir = seeds_dir();
+    std::fs::create_dir_all(&dir).expect("the seed directory");
+    std::fs::write(dir.join("quota-all"), framed(&records)).expect("a seed");
+    for (i, (name, value)) in records.iter().enumerate() {
+        let one = framed([(name, value)]);
+        std::fs::write(dir.join(format!("quota-record-{i}")), one).expect("a seed");
+    }
+}
+
+#[test]
+fn the_state_seed_corpus_holds_quota_entries_that_round_trip() {
+    let mut quota = 0;
+    for entry in std::fs::read_dir(seeds_dir()).expect("fuzz/seeds/state exists") {
+        let bytes = std::fs::read(entry.expect("a directory entry").path()).expect("a seed");
+        keyman::pool::check_state_decoding(&bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        if ["\"leases\"", "\"Named\"", "offset_ms", "spent"]
+            .iter()
+            .all(|part| text.contains(part))
+        {
+            quota += 1;
+        }
+    }
+    assert!(quota > 0, "no seed holds views, accounts and leases");
 }
 
 /// `records` as the state fuzz target reads them: `1`, then `name \0 value \0 ...`.
@@ -204,6 +272,8 @@ fn decoding_any_saved_state_never_panics_and_round_trips() {
         "\"members\"",
         "\"Named\"",
         "offset_ms",
+        "\"spent\"",
+        "spent_at",
     ] {
         assert!(text.contains(part), "{part} not in the sample: {text}");
     }
@@ -240,6 +310,12 @@ fn inputs_the_fuzzers_found_faults_with_stay_fixed() {
         } else if name.starts_with("state-") {
             keyman::pool::check_state_decoding(&bytes);
             replayed += 1;
+        } else if name.starts_with("engine-") {
+            #[cfg(feature = "arbitrary")]
+            {
+                drive_engine(&bytes);
+                replayed += 1;
+            }
         }
     }
     assert!(replayed > 0, "no regression inputs in {}", dir.display());

@@ -39,6 +39,8 @@ mod held;
 mod herd_tests;
 mod probe;
 mod quota;
+#[cfg(test)]
+mod quota_wire_tests;
 mod stagger;
 mod state;
 mod stats;
@@ -350,6 +352,7 @@ impl<R: Rng> Engine<R> {
     /// times since they became fresh.
     fn draw_capped(&mut self, now: Timestamp, platform: &str, max_handouts: Option<u32>) -> Pick {
         self.settle_withheld(now);
+        self.withhold_at_floor(now, platform);
         let selection = self.config.quota.selection(platform, self.config.selection);
         let answer = if self.quota.knows(platform)
             || selection != self.config.selection
@@ -434,6 +437,15 @@ impl<R: Rng> Engine<R> {
     /// [`EngineConfig::max_keys_per_platform`] are [`Published::Refused`],
     /// reported as an [`Event::Rejected`] on the announce channel.
     pub fn publish(&mut self, now: Timestamp, platform: &str, key: &str) -> Published {
+        let outcome = self.publish_unserved(now, platform, key);
+        if matches!(outcome, Published::Added | Published::Revived) {
+            self.serve_held_after_change(now);
+        }
+        outcome
+    }
+
+    /// [`publish`](Self::publish), leaving the held requests to the caller.
+    fn publish_unserved(&mut self, now: Timestamp, platform: &str, key: &str) -> Published {
         if let Err(error) = self.check_publish(platform, key) {
             self.stats.rejected += 1;
             self.events.push_back(Event::Rejected {
@@ -451,7 +463,6 @@ impl<R: Rng> Engine<R> {
             Published::Unchanged | Published::Refused => return outcome,
         };
         self.key_event(platform, key, what);
-        self.serve_held_after_change(now);
         outcome
     }
 

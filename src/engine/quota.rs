@@ -61,6 +61,7 @@ impl<R: Rng> Engine<R> {
             });
         }
         self.settle_withheld(now);
+        self.withhold_at_floor(now, platform);
         let cfg = &self.config.quota;
         if cfg.max_leases == 0 {
             let pick = self.draw(now, platform);
@@ -157,7 +158,8 @@ impl<R: Rng> Engine<R> {
 
     /// [`publish`](Self::publish), and puts the key in `account` (`None`: its
     /// own) with `limit` calls per window as a hint (PUBLISH's `account` and
-    /// `limit`). A key that joins an account at its floor is withheld with it.
+    /// `limit`). A key that joins an account at its floor is withheld with it,
+    /// before held requests are served.
     pub fn publish_account(
         &mut self,
         now: Timestamp,
@@ -166,13 +168,14 @@ impl<R: Rng> Engine<R> {
         account: Option<&str>,
         limit: Option<u64>,
     ) -> Published {
-        let outcome = self.publish(now, platform, key);
+        let outcome = self.publish_unserved(now, platform, key);
         if self.pool.has_platform(platform) {
             self.quota.set_account(now, platform, key, account, limit);
             self.stats.changes += 1;
             let account = self.quota.account_of(platform, key);
             self.withhold(now, platform, &account);
         }
+        self.serve_held_after_change(now);
         outcome
     }
 
@@ -205,6 +208,32 @@ impl<R: Rng> Engine<R> {
             ended.into_iter().map(|l| (l.platform, l.account)).collect();
         for (platform, account) in accounts {
             self.withhold(now, &platform, &account);
+        }
+    }
+
+    /// Withholds the fresh keys of `platform` whose account is at or under
+    /// its floor at `now`: those that came back at a reset to a limit at or
+    /// under the floor (they would lend nothing) are withheld until the next.
+    pub(super) fn withhold_at_floor(&mut self, now: Timestamp, platform: &str) {
+        if !self.quota.knows(platform) {
+            return;
+        }
+        // Keys whose refresh time has come are fresh from now.
+        let _ = self.pool.counts(platform, now);
+        let mut spent = BTreeSet::new();
+        for key in self.pool.fresh_keys(platform) {
+            let account = self.quota.account_of(platform, key);
+            let floor = self.config.quota.floor(platform, &account);
+            if self
+                .quota
+                .remaining_now(now, platform, key)
+                .is_some_and(|r| r <= floor)
+            {
+                spent.insert(account);
+            }
+        }
+        for account in spent {
+            self.withhold(now, platform, &account);
         }
     }
 
@@ -314,11 +343,13 @@ impl<R: Rng> Engine<R> {
                 lease,
                 reply,
             } => {
-                self.report(now, &platform, &key, &observation, lease);
+                // The answer goes first: the report may release held
+                // requests, whose answers follow it.
                 if let Some(reply) = reply {
                     let dest = self.destination(&reply, reply_subject, false);
                     self.send(dest, &Reply::Ok, reply.request_id.as_ref());
                 }
+                self.report(now, &platform, &key, &observation, lease);
             }
             Request::New { .. } | Request::Expire { .. } | Request::Invalidate { .. } => {}
         }

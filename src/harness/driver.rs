@@ -8,6 +8,8 @@
 use super::START_MILLIS;
 use super::invariants::{Checker, Violation};
 use super::operation::{Clock, Operation};
+use super::quota_ops::{Context, LiveLease};
+use super::setup::Setup;
 use crate::engine::{Engine, EngineConfig, Event, Transmit};
 use crate::probe::{ProbeAnswer, ProbeRequest};
 use crate::rng::SplitMix64;
@@ -80,6 +82,12 @@ impl Driver<SplitMix64> {
         let engine = Engine::new(EngineConfig::default(), SplitMix64::new(seed));
         Driver::with_engine(engine, Timestamp::from_millis(START_MILLIS)).checked(true)
     }
+
+    /// [`new`](Self::new), with the configuration of `setup`.
+    pub fn with_setup(seed: u64, setup: &Setup) -> Self {
+        let engine = Engine::new(setup.config(), SplitMix64::new(seed));
+        Driver::with_engine(engine, Timestamp::from_millis(START_MILLIS)).checked(true)
+    }
 }
 
 impl<R: Rng> Driver<R> {
@@ -115,6 +123,15 @@ impl<R: Rng> Driver<R> {
     /// How many held requests the checker follows (0 when unchecked).
     pub fn held_followed(&self) -> usize {
         self.checker.as_ref().map_or(0, Checker::held)
+    }
+
+    /// What the leases the checker followed went through (nothing when
+    /// unchecked).
+    pub fn tally(&self) -> super::leases::Tally {
+        self.checker
+            .as_ref()
+            .map(Checker::tally)
+            .unwrap_or_default()
     }
 
     /// The payloads sent on `channel` so far, in order.
@@ -177,7 +194,7 @@ impl<R: Rng> Driver<R> {
         self.engine.handle_timeout(now);
         let out = drain(&mut self.engine);
         if let (Some(checker), Some(before)) = (self.checker.as_mut(), before) {
-            checker.after_timeout(&self.engine, before, now, &out)?;
+            checker.after_timeout(&self.engine, before, now, &out, true)?;
         }
         self.record(&out);
         Ok(out)
@@ -194,7 +211,7 @@ impl<R: Rng> Driver<R> {
         self.engine.handle_probe(now, answer);
         let out = drain(&mut self.engine);
         if let (Some(checker), Some(before)) = (self.checker.as_mut(), before) {
-            checker.after_timeout(&self.engine, before, now, &out)?;
+            checker.after_timeout(&self.engine, before, now, &out, false)?;
         }
         self.record(&out);
         Ok(out)
@@ -241,13 +258,28 @@ impl<R: Rng> Driver<R> {
     pub fn apply(&mut self, op: &Operation) -> Result<(), Violation> {
         let now = self.now.as_millis();
         let channels = self.engine.config().channels.clone();
+        // A REPORT names the leases the engine has lent.
+        let quotas = self.engine.quotas();
+        let live: Vec<LiveLease> = quotas
+            .leases()
+            .map(|(id, l)| LiveLease {
+                id,
+                platform: l.platform.clone(),
+                key: l.key.clone(),
+            })
+            .collect();
+        let cx = Context {
+            now_millis: now,
+            live: &live,
+            last_id: quotas.last_lease_id(),
+        };
         match op {
             Operation::Send(message) => {
                 let channel = message.channel().name(&channels).to_string();
-                self.handle(&channel, &message.encode(now))?;
+                self.handle(&channel, &message.encode(&cx))?;
             }
             Operation::SendTo { channel, payload } => {
-                self.handle(channel.name(&channels), &payload.encode(now))?;
+                self.handle(channel.name(&channels), &payload.encode(&cx))?;
             }
             Operation::Clock(Clock::Millis(ms)) => {
                 self.now = Timestamp::from_millis(now.saturating_add(u64::from(*ms)));

@@ -5,7 +5,8 @@
 //! broken: a panic is how a fuzzer (or a test) sees a finding. Nothing here is
 //! meant for programs that use keyman.
 
-use super::{Driver, Operation};
+use super::leases::Tally;
+use super::{Driver, Operation, Setup};
 use crate::engine::Stats;
 use crate::protocol::{DEFAULT_MAX_PAYLOAD, Reply, Request, decode_announce, decode_request};
 use crate::time::Timestamp;
@@ -73,20 +74,24 @@ fn whole_seconds(msg: Request) -> Request {
     }
 }
 
-/// Reads `data` as a sequence of [`Operation`]s (with `arbitrary`, one after
+/// Reads `data` as a [`Setup`] (the engine's floors, strategies and lease
+/// settings) and a sequence of [`Operation`]s (with `arbitrary`, one after
 /// another until the bytes run out) and replays them on one
 /// [`Engine`](crate::Engine) through the checked [`Driver`]: see [`replay`].
 #[cfg(feature = "arbitrary")]
-pub fn drive_engine(data: &[u8]) -> Stats {
-    replay(&operations(data))
+pub fn drive_engine(data: &[u8]) -> (Stats, Tally) {
+    let (setup, ops) = operations(data);
+    replay_in(&setup, &ops)
 }
 
-/// `data` as operations, one after another until the bytes run out (not
-/// `Vec::arbitrary_take_rest`, which stops after each element half of the time).
+/// `data` as a setup and operations, one after another until the bytes run
+/// out (not `Vec::arbitrary_take_rest`, which stops after each element half of
+/// the time).
 #[cfg(feature = "arbitrary")]
-pub fn operations(data: &[u8]) -> Vec<Operation> {
+pub fn operations(data: &[u8]) -> (Setup, Vec<Operation>) {
     use arbitrary::Arbitrary;
     let mut input = arbitrary::Unstructured::new(data);
+    let setup = Setup::arbitrary(&mut input).unwrap_or_default();
     let mut ops = Vec::new();
     while !input.is_empty() {
         match Operation::arbitrary(&mut input) {
@@ -94,7 +99,7 @@ pub fn operations(data: &[u8]) -> Vec<Operation> {
             Err(_) => break,
         }
     }
-    ops
+    (setup, ops)
 }
 
 /// Replays `ops` on one engine through the checked [`Driver`], panicking when an
@@ -102,7 +107,9 @@ pub fn operations(data: &[u8]) -> Vec<Operation> {
 /// consistent; a rejected message changed no key; a reply goes to
 /// `{channel}-{requester_id}`, and only when the message had a usable
 /// `requester_id`; a key handed out is fresh; a `wait` hint is the earliest
-/// refresh time rounded up to a whole second and never 0; no event shows a key.
+/// refresh time rounded up to a whole second and never 0; no event shows a key;
+/// leases lend no more than remains above the floor (see
+/// [`leases`](super::leases)).
 /// Returns what the engine did, so that a caller can see which paths were taken.
 pub fn replay(ops: &[Operation]) -> Stats {
     let mut driver = Driver::new(SEED);
@@ -110,6 +117,16 @@ pub fn replay(ops: &[Operation]) -> Stats {
         panic!("{v}");
     }
     driver.engine.stats()
+}
+
+/// [`replay`] on an engine set up as `setup` says. Returns what the engine
+/// did and what its leases went through.
+pub fn replay_in(setup: &Setup, ops: &[Operation]) -> (Stats, Tally) {
+    let mut driver = Driver::with_setup(SEED, setup);
+    if let Err(v) = driver.replay(ops) {
+        panic!("{setup:?}: {v}");
+    }
+    (driver.engine.stats(), driver.tally())
 }
 
 /// The seed of the engine the fuzz targets drive.

@@ -14,16 +14,18 @@
 
 use super::KEYS;
 use super::driver::Outputs;
+use super::leases::{Grant, LeaseBook, Tally, check_handed_out};
+pub use super::replies::check_new_reply;
+use super::replies::{Asked, Expect};
 use crate::engine::{Engine, Event, Stats, Transmit};
 use crate::pool::{KeyPool, KeyState};
-use crate::protocol::{
-    Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, Id, Reply, Request, decode_request,
-};
+use crate::protocol::{Channels, DEFAULT_MAX_PAYLOAD, ErrorCode, Id, Reply};
 use crate::time::Timestamp;
 use rand_core::Rng;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
 
 /// A broken invariant: what was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,10 @@ struct HeldNew {
     dest: String,
     platform: String,
     request_id: Option<Id>,
+    /// For a NEW with `lease`: the calls it wants.
+    lease: Option<u64>,
+    /// When its hold ends, on the checker's hold clock.
+    until: Timestamp,
 }
 
 /// What the checker saw before an input.
@@ -118,6 +124,12 @@ pub struct Checker {
     channels: Channels,
     keys: BTreeSet<String>,
     held: Vec<HeldNew>,
+    book: LeaseBook,
+    /// The hold clock: the last `now` and the reading at it. Like the
+    /// engine's, it moves forward with `now` and stands still when `now`
+    /// goes back, so that a hold lasts its time (the protocol's promise).
+    last_now: Option<Timestamp>,
+    reading: Timestamp,
 }
 
 impl Checker {
@@ -127,12 +139,20 @@ impl Checker {
             channels,
             keys: KEYS.iter().map(|k| k.to_string()).collect(),
             held: Vec::new(),
+            book: LeaseBook::default(),
+            last_now: None,
+            reading: Timestamp::EPOCH,
         }
     }
 
     /// How many held requests the checker follows.
     pub fn held(&self) -> usize {
         self.held.len()
+    }
+
+    /// What the leases it followed went through.
+    pub fn tally(&self) -> Tally {
+        self.book.tally()
     }
 
     /// Looks at the engine before an input at `now` (`payload`: the message's
@@ -143,6 +163,11 @@ impl Checker {
         now: Timestamp,
         payload: Option<&[u8]>,
     ) -> Before {
+        self.reading = match self.last_now {
+            None => now,
+            Some(last) => self.reading.saturating_add(now.saturating_since(last)),
+        };
+        self.last_now = Some(now);
         if let Some(Value::String(k)) = payload
             .and_then(parse)
             .as_ref()
@@ -191,13 +216,19 @@ impl Checker {
         if after.rejected > stats.rejected {
             let mut unchanged = self.snapshot(engine.pool(), now);
             if before.held > 0 {
-                // Serving held requests refreshes due keys, which no state shows.
+                // Serving held requests refreshes due keys, which no state
+                // shows, and withholds those back at a reset with no calls
+                // above their floor.
                 unchanged
                     .next_refresh
                     .clone_from(&before.snapshot.next_refresh);
+                self.forgive_withheld_at_floor(engine, now, &before.snapshot, &mut unchanged);
             }
             ensure(before.snapshot == unchanged, || {
-                "a rejected message changed the pool".into()
+                format!(
+                    "a rejected message changed the pool: {:?} became {unchanged:?}",
+                    before.snapshot
+                )
             })?;
         }
         check_events(&out.events)?;
@@ -216,98 +247,257 @@ impl Checker {
         ensure(direct <= 1, || {
             format!("{} replies to one message", out.transmits.len())
         })?;
+        let mut grants = Vec::new();
         for tx in &out.transmits[direct..] {
-            self.check_held_reply(engine.pool(), now, tx)?;
+            grants.extend(self.check_held_reply(engine, now, tx)?);
         }
 
-        let parsed = parse(payload);
-        let served = channel == self.channels.request || channel == self.channels.announce;
-        let requester = parsed.as_ref().and_then(|m| id_of(m.get("requester_id")));
-        let new = match decode_request(payload, DEFAULT_MAX_PAYLOAD) {
-            Ok(Request::New {
-                platform, reply, ..
-            }) if channel == self.channels.request => Some((platform, reply)),
-            _ => None,
-        };
+        let asked = Asked::of(&self.channels, channel, payload);
+        let dest = asked.address.as_ref().map(|r| {
+            if channel == self.channels.announce {
+                self.channels.announce_reply(&r.requester_id)
+            } else {
+                self.channels.request_reply(&r.requester_id)
+            }
+        });
+        let request_id = asked.address.as_ref().and_then(|r| r.request_id.clone());
         if newly_held > 0 {
             ensure(direct == 0, || "a held request was answered at once".into())?;
-            match (&new, &requester) {
-                (Some((platform, reply)), Some(id)) if newly_held == 1 => {
+            match (&asked.expects, &dest) {
+                (
+                    Some(Expect::Key {
+                        platform,
+                        lease,
+                        hold_ms,
+                    }),
+                    Some(dest),
+                ) if newly_held == 1 => {
+                    let hold =
+                        Duration::from_millis(hold_ms.unwrap_or(0)).min(engine.config().max_hold);
                     self.held.push(HeldNew {
-                        dest: format!("{channel}-{id}"),
+                        dest: dest.clone(),
                         platform: platform.clone(),
-                        request_id: reply.request_id.clone(),
+                        request_id: request_id.clone(),
+                        lease: *lease,
+                        until: self.reading.saturating_add(hold),
                     });
                 }
                 _ => return Err(Violation("held something that is not one NEW".into())),
             }
+        } else if direct == 0
+            && let Some(expects) = &asked.expects
+        {
+            // Unanswered only when it is a held request sent again.
+            let resent = match expects {
+                Expect::Key { platform, .. } => {
+                    request_id.is_some()
+                        && self.held.iter().any(|h| {
+                            Some(&h.dest) == dest.as_ref()
+                                && h.request_id == request_id
+                                && &h.platform == platform
+                        })
+                }
+                _ => false,
+            };
+            ensure(resent, || {
+                format!("a request that expects an answer ({expects:?}) got none")
+            })?;
         }
         ensure(self.held.len() == engine.held(), || {
             "held requests lost".into()
         })?;
-        let Some(tx) = out.transmits.first().filter(|_| direct == 1) else {
-            return Ok(());
-        };
-        let Some(id) = requester.filter(|_| served) else {
-            return Err(Violation(format!(
-                "a reply on {} to a message without a reply address",
-                tx.channel
-            )));
-        };
-        ensure(tx.channel == format!("{channel}-{id}"), || {
-            format!("a reply on {}", tx.channel)
-        })?;
-        let reply = Reply::decode(&tx.payload, usize::MAX)
-            .map_err(|e| Violation(format!("the engine sent an undecodable reply: {e}")))?;
-        let asked = parsed.as_ref().and_then(|m| id_of(m.get("request_id")));
-        ensure(reply.request_id == asked, || {
-            format!("reply echoes request_id {:?}", reply.request_id)
-        })?;
-        match new {
-            Some((platform, _)) => check_new_reply(engine, now, &platform, &reply.reply),
-            None => Ok(()),
+        if let Some(tx) = out.transmits.first().filter(|_| direct == 1) {
+            let (Some(expects), Some(dest)) = (&asked.expects, &dest) else {
+                return Err(Violation(format!(
+                    "a reply on {} to a message that asks for none",
+                    tx.channel
+                )));
+            };
+            ensure(&tx.channel == dest, || format!("a reply on {}", tx.channel))?;
+            let reply = Reply::decode(&tx.payload, usize::MAX)
+                .map_err(|e| Violation(format!("the engine sent an undecodable reply: {e}")))?;
+            ensure(reply.request_id == request_id, || {
+                format!("reply echoes request_id {:?}", reply.request_id)
+            })?;
+            match expects {
+                Expect::Key {
+                    platform,
+                    lease: None,
+                    ..
+                } => {
+                    let ends = self.book.ends_of(platform);
+                    check_new_reply(engine, now, platform, &reply.reply, &ends)?;
+                }
+                Expect::Key {
+                    platform,
+                    lease: Some(want),
+                    ..
+                } => grants.extend(self.check_lease_reply(
+                    engine,
+                    now,
+                    platform,
+                    *want,
+                    &reply.reply,
+                )?),
+                Expect::Ok => ensure(reply.reply == Reply::Ok, || {
+                    format!("a REPORT answered {:?}", reply.reply)
+                })?,
+                Expect::Error => ensure(
+                    matches!(
+                        reply.reply,
+                        Reply::Error {
+                            code: ErrorCode::BadRequest | ErrorCode::TooLarge,
+                            ..
+                        }
+                    ),
+                    || format!("a rejected message answered {:?}", reply.reply),
+                )?,
+                Expect::Answer => {
+                    if let Reply::Status(items) = &reply.reply {
+                        for item in items {
+                            let lent = self.book.lent_on(&item.platform);
+                            ensure(item.leased.unwrap_or(0) == lent, || {
+                                format!(
+                                    "STATUS says {:?} calls leased, the leases lent {lent}",
+                                    item.leased
+                                )
+                            })?;
+                        }
+                    }
+                }
+            }
+        }
+        self.book
+            .after_step(engine, now, &grants, asked.ending.as_ref(), false)
+    }
+
+    /// Takes back into `after` the keys fresh in `before` that are withheld
+    /// now because their account is at or under its floor.
+    fn forgive_withheld_at_floor<R: Rng>(
+        &self,
+        engine: &Engine<R>,
+        now: Timestamp,
+        before: &Snapshot,
+        after: &mut Snapshot,
+    ) {
+        if before.platforms != after.platforms || self.keys.is_empty() {
+            return;
+        }
+        let keys: Vec<&String> = self.keys.iter().collect();
+        for (i, (was, is)) in before
+            .states
+            .iter()
+            .zip(after.states.iter_mut())
+            .enumerate()
+        {
+            let (platform, key) = (&before.platforms[i / keys.len()], keys[i % keys.len()]);
+            let account = engine.quotas().account_of(platform, key);
+            let floor = engine.config().quota.floor(platform, &account);
+            let at_floor = engine
+                .quotas()
+                .remaining_now(now, platform, key)
+                .is_some_and(|r| r <= floor);
+            if *was == Some(KeyState::Fresh)
+                && matches!(is, Some(KeyState::Expired { .. }))
+                && at_floor
+            {
+                *is = *was;
+            }
         }
     }
 
-    /// Checks what a timer tick at `now` did: due keys refresh, and held requests
-    /// whose key came or whose hold ended are answered, and nothing else.
+    /// Checks what a timer tick at `now` (`fired`; else a probe's answer) did:
+    /// due keys refresh, due leases end, and held requests whose key came or
+    /// whose hold ended are answered, and nothing else.
     pub fn after_timeout<R: Rng>(
         &mut self,
         engine: &Engine<R>,
         before: Before,
         now: Timestamp,
         out: &Outputs,
+        fired: bool,
     ) -> Result<(), Violation> {
         check_pool(engine.pool())?;
         ensure(out.transmits.len() + engine.held() == before.held, || {
             "a timer tick answers held requests only".into()
         })?;
+        let mut grants = Vec::new();
         for tx in &out.transmits {
-            self.check_held_reply(engine.pool(), now, tx)?;
+            grants.extend(self.check_held_reply(engine, now, tx)?);
         }
         check_events(&out.events)?;
         ensure(self.held.len() == engine.held(), || {
             "held requests lost".into()
-        })
+        })?;
+        self.book.after_step(engine, now, &grants, None, fired)
+    }
+
+    /// A reply to a NEW with `lease` for `want` calls of `platform`: a lease
+    /// (returned, to be recorded), or what a NEW may get; a key alone only when
+    /// leases are off.
+    fn check_lease_reply<R: Rng>(
+        &self,
+        engine: &mut Engine<R>,
+        now: Timestamp,
+        platform: &str,
+        want: u64,
+        reply: &Reply,
+    ) -> Result<Option<Grant>, Violation> {
+        match reply {
+            Reply::Lease {
+                key,
+                calls,
+                lease_id,
+                lease_until,
+            } => {
+                let grant = Grant {
+                    platform: platform.to_string(),
+                    key: key.clone(),
+                    calls: *calls,
+                    id: *lease_id,
+                    until: *lease_until,
+                    want,
+                };
+                self.book.check_grant(engine, now, &grant)?;
+                Ok(Some(grant))
+            }
+            other => {
+                if let Reply::Key(_) = other {
+                    ensure(engine.config().quota.max_leases == 0, || {
+                        "a key without a lease while leases are on".into()
+                    })?;
+                }
+                let ends = self.book.ends_of(platform);
+                check_new_reply(engine, now, platform, other, &ends)?;
+                Ok(None)
+            }
+        }
     }
 
     /// A reply to a held NEW (answered now that a key is fresh, its hold ended,
     /// its platform ran out of keys, or SHUTDOWN came) goes where the NEW asked,
-    /// and matches the platform's state.
-    fn check_held_reply(
+    /// and matches the platform's state; a held NEW with `lease` gets a lease.
+    /// Returns the lease lent, to be recorded.
+    fn check_held_reply<R: Rng>(
         &mut self,
-        pool: &KeyPool,
+        engine: &Engine<R>,
         now: Timestamp,
         tx: &Transmit,
-    ) -> Result<(), Violation> {
+    ) -> Result<Option<Grant>, Violation> {
+        let pool = engine.pool();
         let msg = Reply::decode(&tx.payload, usize::MAX)
             .map_err(|e| Violation(format!("the engine sent an undecodable reply: {e}")))?;
         let keys = &self.keys;
+        let leases_off = engine.config().quota.max_leases == 0;
+        let fresh = |h: &HeldNew, k: &str| pool.state(&h.platform, k, now) == Some(KeyState::Fresh);
         let fits = |h: &HeldNew| {
             h.dest == tx.channel
                 && h.request_id == msg.request_id
                 && match &msg.reply {
-                    Reply::Key(k) => pool.state(&h.platform, k, now) == Some(KeyState::Fresh),
+                    Reply::Key(k) => (h.lease.is_none() || leases_off) && fresh(h, k),
+                    Reply::Lease { key, calls, .. } => {
+                        h.lease.is_some_and(|want| *calls <= want) && fresh(h, key)
+                    }
                     Reply::Wait(n) => {
                         let want = pool
                             .next_refresh_of(&h.platform)
@@ -320,76 +510,48 @@ impl Checker {
                         ..
                     } => {
                         pool.next_refresh_of(&h.platform).is_none()
-                            && !keys
-                                .iter()
-                                .any(|k| pool.state(&h.platform, k, now) == Some(KeyState::Fresh))
+                            && !keys.iter().any(|k| fresh(h, k))
                     }
                     _ => false,
                 }
         };
-        match self.held.iter().position(fits) {
-            Some(i) => {
-                self.held.remove(i);
-                Ok(())
+        // Requests alike on the wire (same address, same request_id) are
+        // told apart by how they are answered: a wait at the end of a hold
+        // goes to the one whose hold ends first, anything else to the oldest.
+        let fitting = self.held.iter().enumerate().filter(|(_, h)| fits(h));
+        let chosen = match msg.reply {
+            Reply::Wait(_) => fitting.min_by_key(|(i, h)| (h.until, *i)),
+            _ => fitting.min_by_key(|(i, _)| *i),
+        };
+        let Some(i) = chosen.map(|(i, _)| i) else {
+            return Err(Violation(format!(
+                "a reply on {} that answers no held request: {:?} (held: {:?})",
+                tx.channel, msg.reply, self.held
+            )));
+        };
+        let h = self.held.remove(i);
+        match msg.reply {
+            Reply::Key(k) => check_handed_out(engine, now, &h.platform, &k).map(|()| None),
+            Reply::Lease {
+                key,
+                calls,
+                lease_id,
+                lease_until,
+            } => {
+                let grant = Grant {
+                    platform: h.platform,
+                    key,
+                    calls,
+                    id: lease_id,
+                    until: lease_until,
+                    want: h.lease.unwrap_or(0),
+                };
+                self.book.check_grant(engine, now, &grant)?;
+                self.book.count_held_grant();
+                Ok(Some(grant))
             }
-            None => Err(Violation(format!(
-                "a reply that answers no held request: {:?}",
-                msg.reply
-            ))),
+            _ => Ok(None),
         }
-    }
-}
-
-/// A reply to NEW on `platform` matches the platform's state at `now`: a key
-/// handed out is fresh, a wait counts whole seconds to the refresh of an
-/// expired key (the earliest, or a later one when waits are staggered), an
-/// error names the real cause.
-pub fn check_new_reply<R: Rng>(
-    engine: &mut Engine<R>,
-    now: Timestamp,
-    platform: &str,
-    reply: &Reply,
-) -> Result<(), Violation> {
-    let known = engine.pool().has_platform(platform);
-    let next_refresh = engine.pool().next_refresh_of(platform);
-    // The NEW refreshed the platform at `now`: counting refreshes nothing more.
-    let counts = engine.counts(now, platform).unwrap_or_default();
-    match reply {
-        Reply::Key(k) => {
-            let state = engine.pool().state(platform, k, now);
-            ensure(state == Some(KeyState::Fresh), || {
-                format!("handed out a key in state {state:?}")
-            })
-        }
-        Reply::Wait(n) => {
-            ensure(counts.fresh == 0 && counts.expired > 0, || {
-                format!("wait {n} with {counts:?}")
-            })?;
-            let until = next_refresh
-                .ok_or_else(|| Violation(format!("wait {n} without an expired key")))?
-                .as_millis();
-            let now_ms = now.as_millis();
-            ensure(until > now_ms, || "wait for a refresh that is due".into())?;
-            ensure(*n >= 1, || "wait 0".into())?;
-            // The earliest refresh, or (staggered) that of another expired key.
-            let mut refreshes = engine.pool().expired_keys(platform).map(|(t, _)| t);
-            ensure(
-                refreshes
-                    .any(|t| t > now && t.as_millis().saturating_sub(now_ms).div_ceil(1000) == *n),
-                || format!("wait {n} at {now_ms} names no refresh (the earliest at {until})"),
-            )
-        }
-        Reply::Error {
-            code: ErrorCode::NoKeys,
-            ..
-        } => ensure(known && counts.fresh == 0 && counts.expired == 0, || {
-            format!("no_keys with {counts:?}")
-        }),
-        Reply::Error {
-            code: ErrorCode::UnknownPlatform,
-            ..
-        } => ensure(!known, || "unknown_platform for a known platform".into()),
-        other => Err(Violation(format!("unexpected reply to NEW: {other:?}"))),
     }
 }
 
@@ -397,16 +559,6 @@ pub fn check_new_reply<R: Rng>(
 fn parse(payload: &[u8]) -> Option<Map<String, Value>> {
     match serde_json::from_slice(payload) {
         Ok(Value::Object(m)) if payload.len() <= DEFAULT_MAX_PAYLOAD => Some(m),
-        _ => None,
-    }
-}
-
-/// A `requester_id` or `request_id` as the engine reads it.
-/// An id as the protocol reads it: a string or a whole number.
-fn id_of(v: Option<&Value>) -> Option<Id> {
-    match v? {
-        Value::Number(n) if n.is_u64() || n.is_i64() => Some(Id::Number(n.clone())),
-        Value::String(s) => Some(Id::Text(s.clone())),
         _ => None,
     }
 }
