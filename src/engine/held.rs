@@ -122,6 +122,27 @@ impl HeldRequests {
             .filter(|h| h.platform == platform)
     }
 
+    /// Removes the held request that `reply` re-sends, if it is held for
+    /// `platform`: the re-sent one was answered, and a request is answered
+    /// once. `O(log n)`.
+    fn forget(&mut self, platform: &str, reply: &ReplyTo) -> bool {
+        let Some(rid) = reply.request_id.clone() else {
+            return false;
+        };
+        let Some(&seq) = self.by_request.get(&(reply.requester_id.clone(), rid)) else {
+            return false;
+        };
+        if self
+            .entries
+            .get(&seq)
+            .is_some_and(|h| h.platform == platform)
+        {
+            self.remove(seq).is_some()
+        } else {
+            false
+        }
+    }
+
     fn insert(&mut self, held: Held) {
         let seq = self.next;
         self.next += 1;
@@ -372,6 +393,13 @@ impl<R: Rng> Engine<R> {
                 h.request_id.as_ref(),
             );
         }
+    }
+
+    /// A request answered at once that was also held (sent again, and a key
+    /// came fresh before the timer that would have served the held one): the
+    /// held one is dropped, so the request gets one answer.
+    pub(super) fn forget_resent(&mut self, platform: &str, reply: &ReplyTo) {
+        self.held.forget(platform, reply);
     }
 
     /// Holds a NEW that found no fresh key, if it asked to be held and there is

@@ -325,15 +325,18 @@ impl<R: Rng> Engine<R> {
                     }
                     Leased::UnknownPlatform => {
                         let message = format!("unknown platform: {platform}");
+                        self.forget_resent(&platform, &reply);
                         self.send_error(dest, &reply, ErrorCode::UnknownPlatform, message);
                         return;
                     }
                     Leased::NoKeys => {
                         let message = format!("no usable keys for platform: {platform}");
+                        self.forget_resent(&platform, &reply);
                         self.send_error(dest, &reply, ErrorCode::NoKeys, message);
                         return;
                     }
                 };
+                self.forget_resent(&platform, &reply);
                 self.send(dest, &answer, reply.request_id.as_ref());
             }
             Request::Report {

@@ -145,15 +145,18 @@ impl<R: Rng> Engine<R> {
                     }
                     Assignment::UnknownPlatform => {
                         let message = format!("unknown platform: {platform}");
+                        self.forget_resent(&platform, &reply);
                         self.send_error(dest, &reply, ErrorCode::UnknownPlatform, message);
                         return;
                     }
                     Assignment::NoKeys => {
                         let message = format!("no usable keys for platform: {platform}");
+                        self.forget_resent(&platform, &reply);
                         self.send_error(dest, &reply, ErrorCode::NoKeys, message);
                         return;
                     }
                 };
+                self.forget_resent(&platform, &reply);
                 self.send(dest, &answer, reply.request_id.as_ref());
             }
             Request::Expire {

@@ -296,3 +296,23 @@ fn a_resent_held_request_is_found_when_no_more_can_be_held() {
     assert!(drain(&mut e).is_empty());
     assert_eq!((e.held(), e.stats().holds_total), (1, 1));
 }
+
+#[test]
+fn a_resent_held_request_answered_at_once_is_answered_once() {
+    let mut e = engine();
+    e.publish(t(0), "p", "ghp_only");
+    e.expire(t(0), "p", "ghp_only", t(30));
+    e.handle(t(1), REQ, &new_from("w0", Some("r1"), "p", 60_000));
+    assert_eq!(e.held(), 1);
+    assert!(drain(&mut e).is_empty());
+    // Sent again after the key refreshed, before any timer served the held
+    // one: the key is handed out at once, and the held one is dropped.
+    e.handle(t(31), REQ, &new_from("w0", Some("r1"), "p", 60_000));
+    let out = drain(&mut e);
+    assert_eq!(out.len(), 1);
+    assert_eq!(reply_of(&out[0]).reply, Reply::Key("ghp_only".into()));
+    assert_eq!(e.held(), 0);
+    e.handle_timeout(t(31));
+    e.handle_timeout(t(100));
+    assert!(drain(&mut e).is_empty(), "a second answer to one request");
+}
