@@ -276,13 +276,21 @@ fn the_engine_keeps_its_promises_whatever_arrives() {
             Err(e) => TestResult::error(format!("{:?}: {e}", r.setup)),
         }
     }
-    QuickCheck::new()
-        .rng(Gen::new(100))
-        .tests(500)
-        .quickcheck(prop as fn(Run) -> TestResult);
-    // The messages reached every outcome of NEW and of a lease, not only the
-    // rejections.
-    let seen: Vec<u64> = SEEN.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    // The messages must reach every outcome of NEW and of a lease, not only
+    // the rejections. The rarest (a lease lent to a held request) is missed
+    // by about one batch of 500 runs in 25, so up to five batches run until
+    // every outcome was seen; each run is checked either way.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        QuickCheck::new()
+            .rng(Gen::new(100))
+            .tests(500)
+            .quickcheck(prop as fn(Run) -> TestResult);
+        seen = SEEN.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        if seen.iter().all(|&n| n > 0) {
+            break;
+        }
+    }
     assert!(
         seen.iter().all(|&n| n > 0),
         "handled, rejected, assigned, waits, errors, leases granted, granted held, \
