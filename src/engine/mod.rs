@@ -290,7 +290,7 @@ impl<R: Rng> Engine<R> {
             && self.may_choose(now, platform, &key)
             && let Some(pick) = self.pool.pick_key(platform, &key, now)
         {
-            self.stats.assigned += 1;
+            self.assigned(now, platform, pick);
             return pick;
         }
         let pick = self.draw(now, platform);
@@ -379,15 +379,20 @@ impl<R: Rng> Engine<R> {
             self.pool.pick(platform, now, &mut self.rng)
         };
         if let Pick::Key(_) = answer {
-            self.stats.assigned += 1;
-            if let (Some(p), Assignment::Key(key)) = (
-                self.probe.as_deref_mut(),
-                self.pool.picked(platform, answer),
-            ) {
-                p.mark_used(now, platform, key);
-            }
+            self.assigned(now, platform, answer);
         }
         answer
+    }
+
+    /// Counts a key handed out, and tells the probes it is in use (probed
+    /// every `in_use_interval`).
+    fn assigned(&mut self, now: Timestamp, platform: &str, pick: Pick) {
+        self.stats.assigned += 1;
+        if let (Some(p), Assignment::Key(key)) =
+            (self.probe.as_deref_mut(), self.pool.picked(platform, pick))
+        {
+            p.mark_used(now, platform, key);
+        }
     }
 
     /// Marks `key` rate limited until `refresh_at` (from the API's reset

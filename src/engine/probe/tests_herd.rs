@@ -30,8 +30,9 @@ type World = BTreeMap<&'static str, (u64, u64)>;
 /// Fires the engine's timers up to `to`; each probe given out on the way is
 /// answered at the next tenth-to-the-second (x.9 s: a `Date` of x s, so the
 /// engine's reading of the platform's clock errs late by most of a second),
-/// as `/rate_limit` would answer from `world`.
-fn run_to(d: &mut Driver, world: &World, to: Timestamp) {
+/// as `/rate_limit` would answer from `world`. Returns the keys probed.
+fn run_to(d: &mut Driver, world: &World, to: Timestamp) -> Vec<String> {
+    let mut probed = Vec::new();
     loop {
         match d.engine.poll_timeout() {
             Some(t) if t <= to => {
@@ -39,7 +40,7 @@ fn run_to(d: &mut Driver, world: &World, to: Timestamp) {
             }
             _ => {
                 d.set_time(d.now().max(to));
-                return;
+                return probed;
             }
         }
         let probes = d.take_probes();
@@ -53,6 +54,7 @@ fn run_to(d: &mut Driver, world: &World, to: Timestamp) {
         }
         d.set_time(Timestamp::from_millis(answered));
         for p in probes {
+            probed.push(p.key.clone());
             let (remaining, reset) = world[p.key.as_str()];
             let facts = ProbeFacts {
                 server_date: Some(Timestamp::from_secs(answered / 1000)),
@@ -156,5 +158,15 @@ fn waiters_told_a_reset_that_a_probe_then_moved_later_wait_for_their_key() {
             (4, Reply::Key(A.into())),
         ]);
         assert_eq!(got, want, "seed {seed}");
+        // Handed out to the workers that waited for them, both keys are in
+        // use: probed again within the in-use interval (60 s) of their last
+        // probe, not the idle one (15 minutes).
+        let probed = run_to(&mut d, &world, at(1_200_300 + 70_000));
+        for key in [A, B] {
+            assert!(
+                probed.iter().any(|k| k == key),
+                "seed {seed}: {key} not probed as a key in use: {probed:?}"
+            );
+        }
     }
 }
