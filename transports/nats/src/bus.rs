@@ -10,9 +10,7 @@ use async_nats::connection::State;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
-use keyman_transport::adapter::{
-    bounded, spawn_subscription, subscribe_channels, subscribe_prefixes,
-};
+use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
 use keyman_transport::{
     Bus, BusError, BusEvent, Delivery, ErrorDetail, Subscription, SubscriptionSender,
 };
@@ -55,7 +53,7 @@ impl NatsBus {
     ///
     /// A bad URL, refused credentials or a failed TLS handshake are
     /// [`BusError::Config`]; no server reachable is [`BusError::Disconnected`];
-    /// no answer within [`NatsOptions::operation_timeout`] is
+    /// no answer within [`ConnectionOptions::operation_timeout`](keyman_transport::ConnectionOptions::operation_timeout) is
     /// [`BusError::Timeout`]. Messages name the first server, never a password
     /// or token.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<Self, BusError> {
@@ -65,9 +63,9 @@ impl NatsBus {
             .map(|addr| format!("{}:{}", addr.host(), addr.port()))
             .unwrap_or_default();
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let backoff = options.reconnect;
+        let backoff = options.connection.reconnect;
         let mut connect_options = async_nats::ConnectOptions::new()
-            .connection_timeout(options.operation_timeout)
+            .connection_timeout(options.connection.operation_timeout)
             .request_timeout(None)
             .subscription_capacity(options.client_buffer.max(1))
             .ping_interval(options.health_check_interval)
@@ -91,11 +89,18 @@ impl NatsBus {
             connect_options = connect_options.name(name);
         }
         let connecting = connect_options.connect(servers);
-        let client = match tokio::time::timeout(options.operation_timeout, connecting).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => return Err(connect_error(err, &server, options.operation_timeout)),
-            Err(_) => return Err(BusError::Timeout(options.operation_timeout)),
-        };
+        let client =
+            match tokio::time::timeout(options.connection.operation_timeout, connecting).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(err)) => {
+                    return Err(connect_error(
+                        err,
+                        &server,
+                        options.connection.operation_timeout,
+                    ));
+                }
+                Err(_) => return Err(BusError::Timeout(options.connection.operation_timeout)),
+            };
         let (link_tx, link) = watch::channel(LinkStatus {
             up: true,
             ..LinkStatus::default()
@@ -402,7 +407,7 @@ impl Bus for NatsBus {
     /// connection; see the crate documentation for what happens while disconnected.
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
         self.shared.ensure_connected()?;
-        let timeout = self.shared.options.operation_timeout;
+        let timeout = self.shared.options.connection.operation_timeout;
         bounded(timeout, self.shared.publish(channel, None, payload)).await
     }
 
@@ -414,10 +419,10 @@ impl Bus for NatsBus {
         self.shared.ensure_connected()?;
         let link = self.shared.link.clone();
         let max_message = self.shared.options.max_message;
-        let timeout = self.shared.options.operation_timeout;
+        let timeout = self.shared.options.connection.operation_timeout;
         let subscribers = bounded(timeout, self.shared.open_subscription(&unique)).await?;
         Ok(spawn_subscription(
-            self.shared.options.queue_capacity,
+            self.shared.options.connection.queue_capacity,
             |sender| feed_subscription(subscribers, link, sender, max_message),
         ))
     }
@@ -430,16 +435,15 @@ impl Bus for NatsBus {
     /// message of the account (JetStream and KV traffic included) reaches this
     /// client and is dropped on arrival. After a lost connection the client
     /// subscribes `>` again itself.
-    async fn subscribe_with_prefixes(
+    async fn subscribe_checked_prefixes(
         &self,
-        channels: &[String],
-        prefixes: &[String],
+        channels: Vec<String>,
+        prefixes: Vec<String>,
     ) -> Result<Subscription, BusError> {
-        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
         self.shared.ensure_connected()?;
         let link = self.shared.link.clone();
-        let capacity = self.shared.options.queue_capacity;
-        let timeout = self.shared.options.operation_timeout;
+        let capacity = self.shared.options.connection.queue_capacity;
+        let timeout = self.shared.options.connection.operation_timeout;
         let everything = [">".to_owned()];
         let subscribers = bounded(timeout, self.shared.open_subscription(&everything)).await?;
         let max_message = self.shared.options.max_message;

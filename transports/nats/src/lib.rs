@@ -15,7 +15,7 @@
 //! caller from waiting on that, [`Bus::publish`] fails at once with
 //! [`BusError::Disconnected`] while the client knows it is disconnected, and
 //! otherwise waits until the message is written to the server's connection,
-//! at most [`NatsOptions::operation_timeout`]. A publish that fails with
+//! at most [`ConnectionOptions::operation_timeout`](keyman_transport::ConnectionOptions::operation_timeout). A publish that fails with
 //! [`BusError::Timeout`] because the connection broke meanwhile stays in the
 //! client's buffer and may still be delivered after the reconnection.
 //!

@@ -58,9 +58,12 @@ pub(crate) async fn watch_connection(
                     let Some(shared) = bus.upgrade() else {
                         return;
                     };
-                    if bounded(shared.options.operation_timeout, shared.round_trip())
-                        .await
-                        .is_ok()
+                    if bounded(
+                        shared.options.connection.operation_timeout,
+                        shared.round_trip(),
+                    )
+                    .await
+                    .is_ok()
                     {
                         tracing::info!(server = %shared.server, "NATS connection back");
                         link.send_modify(|status| status.up = true);
@@ -71,7 +74,7 @@ pub(crate) async fn watch_connection(
                         break;
                     }
                     attempt = attempt.saturating_add(1);
-                    tokio::time::sleep(shared.options.reconnect.delay(attempt)).await;
+                    tokio::time::sleep(shared.options.connection.reconnect.delay(attempt)).await;
                 }
             }
             Event::SlowConsumer(sid) => {

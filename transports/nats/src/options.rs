@@ -1,8 +1,6 @@
 //! [`NatsOptions`]: the settings of a [`NatsBus`](crate::NatsBus).
 
-use keyman_transport::{Backoff, DEFAULT_QUEUE_CAPACITY};
-#[cfg(doc)]
-use keyman_transport::{BusError, SubscriptionSender};
+use keyman_transport::ConnectionOptions;
 use std::time::Duration;
 
 /// The default of `NatsOptions::client_buffer`.
@@ -11,14 +9,11 @@ const DEFAULT_CLIENT_BUFFER: usize = 1 << 21;
 /// Settings of a [`NatsBus`](crate::NatsBus); [`NatsOptions::default`] suits most uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsOptions {
-    /// The longest a connection attempt, a publish or a subscribe may take
-    /// before it fails with [`BusError::Timeout`]. Default 3 s.
-    pub operation_timeout: Duration,
-    /// The waits between reconnection attempts. Default 50 ms doubling up to 1 s.
-    pub reconnect: Backoff,
-    /// How many events a subscription queues for a slow reader before the task
-    /// that feeds it waits for room (see [`SubscriptionSender`]). Default 4096.
-    pub queue_capacity: usize,
+    /// Timeouts, reconnection and the subscription queue. When a
+    /// subscription's queue is full, the task that feeds it waits; the NATS
+    /// client goes on reading meanwhile, into its own buffer
+    /// ([`client_buffer`](Self::client_buffer)).
+    pub connection: ConnectionOptions,
     /// How many messages the NATS client buffers for each subscription while
     /// that task waits. The client keeps reading the connection (the server
     /// would cut a client that stops), so beyond this it drops messages and
@@ -40,9 +35,7 @@ pub struct NatsOptions {
 impl Default for NatsOptions {
     fn default() -> Self {
         Self {
-            operation_timeout: Duration::from_secs(3),
-            reconnect: Backoff::default(),
-            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            connection: ConnectionOptions::default(),
             client_buffer: DEFAULT_CLIENT_BUFFER,
             max_message: 64 * 1024 * 1024,
             health_check_interval: Duration::from_secs(15),

@@ -96,7 +96,7 @@ impl NatsStore {
         body: &[u8],
         tolerated: &[u64],
     ) -> Result<Option<serde_json::Value>, BusError> {
-        let timeout = self.bus.options().operation_timeout;
+        let timeout = self.bus.options().connection.operation_timeout;
         let answer = self
             .bus
             .shared

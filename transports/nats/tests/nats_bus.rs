@@ -7,7 +7,7 @@ use keyman_transport::testing::{
     NatsBroker, NatsServer, TransportUnderTest, WhileDown, conformance, next_event, next_payload,
     subscribe_to,
 };
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, StateStore};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, ConnectionOptions, Lease, StateStore};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = conformance::EVENT_TIMEOUT;
@@ -41,22 +41,29 @@ impl TransportUnderTest for Nats {
         reconnect: Backoff,
     ) -> NatsOptions {
         NatsOptions {
-            operation_timeout,
-            reconnect,
+            connection: ConnectionOptions {
+                operation_timeout,
+                reconnect,
+                ..options.connection
+            },
             ..options
         }
     }
 
     fn health_watching_options() -> NatsOptions {
+        let quick = Nats::quick_options();
         NatsOptions {
-            operation_timeout: Duration::from_millis(500),
+            connection: ConnectionOptions {
+                operation_timeout: Duration::from_millis(500),
+                ..quick.connection.clone()
+            },
             health_check_interval: Duration::from_millis(100),
-            ..Nats::quick_options()
+            ..quick
         }
     }
 
     fn operation_timeout(bus: &NatsBus) -> Duration {
-        bus.options().operation_timeout
+        bus.options().connection.operation_timeout
     }
 
     fn conformance_stores(

@@ -4,9 +4,7 @@ use crate::RedisOptions;
 use crate::subscription::{SubscriberConnection, Topics, feed};
 use crate::url::open_client;
 use async_trait::async_trait;
-use keyman_transport::adapter::{
-    bounded, spawn_subscription, subscribe_channels, subscribe_prefixes,
-};
+use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
 use keyman_transport::{Bus, BusError, ErrorDetail, Subscription};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError};
@@ -51,11 +49,11 @@ impl RedisBus {
     /// Errors: [`BusError::Config`] when the URL is bad or Redis refuses the
     /// credentials (`AUTH`), [`BusError::Disconnected`] when nothing answers at
     /// the address, [`BusError::Timeout`] past
-    /// [`RedisOptions::operation_timeout`]. Each names `host:port`, never the
+    /// [`ConnectionOptions::operation_timeout`](keyman_transport::ConnectionOptions::operation_timeout). Each names `host:port`, never the
     /// password.
     pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, BusError> {
         let client = open_client(url)?;
-        let timeout = options.operation_timeout;
+        let timeout = options.connection.operation_timeout;
         let server = client.get_connection_info().addr().to_string();
         let bus = Self {
             shared: Arc::new(BusShared {
@@ -84,8 +82,8 @@ impl RedisBus {
 impl BusShared {
     fn connection_config(&self) -> AsyncConnectionConfig {
         AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.options.operation_timeout))
-            .set_response_timeout(Some(self.options.operation_timeout))
+            .set_connection_timeout(Some(self.options.connection.operation_timeout))
+            .set_response_timeout(Some(self.options.connection.operation_timeout))
     }
 
     /// Runs a command on the publishing connection, within the operation timeout.
@@ -93,7 +91,7 @@ impl BusShared {
         &self,
         cmd: redis::Cmd,
     ) -> Result<T, BusError> {
-        bounded(self.options.operation_timeout, async {
+        bounded(self.options.connection.operation_timeout, async {
             let (number, mut connection) = self.publisher_connection().await?;
             match cmd.query_async::<T>(&mut connection).await {
                 Ok(v) => Ok(v),
@@ -171,14 +169,15 @@ impl BusShared {
     /// timeout) and spawns the task that feeds the subscription from it.
     async fn subscribe(self: &Arc<Self>, topics: Topics) -> Result<Subscription, BusError> {
         let connection = bounded(
-            self.options.operation_timeout,
+            self.options.connection.operation_timeout,
             SubscriberConnection::open(self, &topics),
         )
         .await?;
         let bus = Arc::clone(self);
-        Ok(spawn_subscription(self.options.queue_capacity, |sender| {
-            feed(bus, topics, connection, sender)
-        }))
+        Ok(spawn_subscription(
+            self.options.connection.queue_capacity,
+            |sender| feed(bus, topics, connection, sender),
+        ))
     }
 
     /// Translates an error of the Redis client.
@@ -195,7 +194,7 @@ impl BusShared {
             ErrorKind::AuthenticationFailed => BusError::Config(detail(format!(
                 "the Redis server at {server} refused the credentials: {err}"
             ))),
-            _ if err.is_timeout() => BusError::Timeout(self.options.operation_timeout),
+            _ if err.is_timeout() => BusError::Timeout(self.options.connection.operation_timeout),
             _ if err.is_io_error()
                 || err.is_connection_dropped()
                 || err.is_connection_refusal()
@@ -214,7 +213,7 @@ impl Bus for RedisBus {
     /// server cannot be reached and with [`BusError::Timeout`] when it does not
     /// answer within the operation timeout; the next publish reconnects.
     async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
-        let timeout = self.shared.options.operation_timeout;
+        let timeout = self.shared.options.connection.operation_timeout;
         let result = bounded(timeout, self.shared.publish(channel, payload)).await;
         if let Err(BusError::Timeout(_)) = result {
             // A connection that does not answer is of no further use.
@@ -240,12 +239,11 @@ impl Bus for RedisBus {
     /// one pub/sub connection, so that the server delivers both in the order
     /// it handled the publishes; after a lost connection both are subscribed
     /// again.
-    async fn subscribe_with_prefixes(
+    async fn subscribe_checked_prefixes(
         &self,
-        channels: &[String],
-        prefixes: &[String],
+        channels: Vec<String>,
+        prefixes: Vec<String>,
     ) -> Result<Subscription, BusError> {
-        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
         let topics = Topics {
             channels,
             patterns: prefixes.iter().map(|p| prefix_pattern(p)).collect(),

@@ -3,7 +3,7 @@
 //!
 //! Publishing goes over one connection per bus, opened on first use and opened
 //! again after it fails; every publish is bounded by
-//! [`RedisOptions::operation_timeout`]. Every [`Bus::subscribe`](keyman_transport::Bus::subscribe) gets a pub/sub
+//! [`ConnectionOptions::operation_timeout`](keyman_transport::ConnectionOptions::operation_timeout). Every [`Bus::subscribe`](keyman_transport::Bus::subscribe) gets a pub/sub
 //! connection of its own, driven by a background task that notices a lost
 //! connection, reports [`BusEvent::Disconnected`](keyman_transport::BusEvent),
 //! reconnects with capped exponential backoff, subscribes again, and reports
@@ -14,7 +14,7 @@
 //! client's pub/sub connection reads the socket in a task of its own into an
 //! unbounded queue): it is read one value at a time, with the client's RESP
 //! parser, and only while the subscription's queue
-//! ([`RedisOptions::queue_capacity`]) has room. A subscriber that falls behind
+//! ([`ConnectionOptions::queue_capacity`](keyman_transport::ConnectionOptions::queue_capacity)) has room. A subscriber that falls behind
 //! leaves the rest in the kernel's socket buffers and in Redis's output buffer
 //! for it, so keyman's memory is bounded by the queue, whatever the burst.
 //! Redis keeps up to its `client-output-buffer-limit pubsub` (by default

@@ -6,7 +6,7 @@
 
 use keyman_redis::{RedisBus, RedisOptions};
 use keyman_transport::testing::{QUICK_BACKOFF, QUICK_TIMEOUT, RedisServer, conformance};
-use keyman_transport::{Bus, BusEvent, Subscription};
+use keyman_transport::{Bus, BusEvent, ConnectionOptions, Subscription};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -24,9 +24,11 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 fn options() -> RedisOptions {
     RedisOptions {
-        operation_timeout: QUICK_TIMEOUT,
-        reconnect: QUICK_BACKOFF,
-        queue_capacity: QUEUE,
+        connection: ConnectionOptions {
+            operation_timeout: QUICK_TIMEOUT,
+            reconnect: QUICK_BACKOFF,
+            queue_capacity: QUEUE,
+        },
         ..RedisOptions::default()
     }
 }

@@ -7,7 +7,7 @@ use keyman_transport::testing::{
     RedisBroker, RedisServer, TransportUnderTest, WhileDown, conformance, next_event, next_payload,
     subscribe_to,
 };
-use keyman_transport::{Backoff, Bus, BusError, BusEvent, Lease, StateStore};
+use keyman_transport::{Backoff, Bus, BusError, BusEvent, ConnectionOptions, Lease, StateStore};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = conformance::EVENT_TIMEOUT;
@@ -58,22 +58,28 @@ impl TransportUnderTest for Redis {
         reconnect: Backoff,
     ) -> RedisOptions {
         RedisOptions {
-            operation_timeout,
-            reconnect,
+            connection: ConnectionOptions {
+                operation_timeout,
+                reconnect,
+                ..options.connection
+            },
             ..options
         }
     }
 
     fn health_watching_options() -> RedisOptions {
+        let quick = Redis::quick_options();
         RedisOptions {
-            operation_timeout: Duration::from_millis(300),
+            connection: ConnectionOptions {
+                operation_timeout: Duration::from_millis(300),
+                ..quick.connection
+            },
             health_check_interval: Some(Duration::from_millis(100)),
-            ..Redis::quick_options()
         }
     }
 
     fn operation_timeout(bus: &RedisBus) -> Duration {
-        bus.options().operation_timeout
+        bus.options().connection.operation_timeout
     }
 
     fn conformance_stores(

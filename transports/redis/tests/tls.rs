@@ -7,10 +7,10 @@
 #![cfg(feature = "tls")]
 
 use keyman_redis::{RedisBus, RedisOptions};
-use keyman_transport::Bus;
 use keyman_transport::testing::{
     QUICK_BACKOFF, QUICK_TIMEOUT, RedisServer, conformance, next_payload, subscribe_to, unused_port,
 };
+use keyman_transport::{Bus, ConnectionOptions};
 use std::path::Path;
 use std::process::Command;
 
@@ -110,8 +110,11 @@ fn publish_subscribe_and_prefixes_over_tls() {
         .expect("runtime");
     runtime.block_on(async {
         let options = RedisOptions {
-            operation_timeout: QUICK_TIMEOUT,
-            reconnect: QUICK_BACKOFF,
+            connection: ConnectionOptions {
+                operation_timeout: QUICK_TIMEOUT,
+                reconnect: QUICK_BACKOFF,
+                ..ConnectionOptions::default()
+            },
             ..RedisOptions::default()
         };
         let url = format!("rediss://127.0.0.1:{tls_port}");

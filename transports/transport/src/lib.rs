@@ -13,6 +13,7 @@ mod backoff;
 mod error;
 mod lease;
 mod memory;
+mod options;
 mod queue;
 mod store;
 #[cfg(feature = "testing")]
@@ -22,6 +23,7 @@ pub use backoff::Backoff;
 pub use error::{BusError, ErrorDetail};
 pub use lease::{Lease, MemoryLease};
 pub use memory::MemoryBus;
+pub use options::ConnectionOptions;
 pub use queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
 pub use store::{FileStore, MemoryStore, Records, Saved, StateStore, StateWrite};
 
@@ -123,12 +125,27 @@ pub trait Bus: Send + Sync + 'static {
     /// delivered once; a listed channel may not start with one of the prefixes,
     /// and a prefix may not be empty ([`BusError::Config`]).
     ///
-    /// Transports that cannot subscribe by prefix return
-    /// [`BusError::Unsupported`] (the default).
+    /// Transports implement [`Bus::subscribe_checked_prefixes`], which gets
+    /// the arguments once checked; those that cannot subscribe by prefix
+    /// return [`BusError::Unsupported`] (its default).
     async fn subscribe_with_prefixes(
         &self,
         channels: &[String],
         prefixes: &[String],
+    ) -> Result<Subscription, BusError> {
+        let (channels, prefixes) = adapter::subscribe_prefixes(channels, prefixes)?;
+        self.subscribe_checked_prefixes(channels, prefixes).await
+    }
+
+    /// [`Bus::subscribe_with_prefixes`] once its arguments are checked: each
+    /// channel and prefix once, at least one channel, no empty prefix, no
+    /// channel that starts with a prefix. Callers use
+    /// `subscribe_with_prefixes`; a transport that can subscribe by prefix
+    /// implements this, and a wrapper around another bus forwards it.
+    async fn subscribe_checked_prefixes(
+        &self,
+        channels: Vec<String>,
+        prefixes: Vec<String>,
     ) -> Result<Subscription, BusError> {
         let _ = (channels, prefixes);
         Err(BusError::Unsupported("subscriptions to channel prefixes"))

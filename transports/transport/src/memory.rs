@@ -1,6 +1,5 @@
 //! An in-process [`Bus`], for embedding keyman in one program and for tests.
 
-use crate::adapter::subscribe_prefixes;
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
 use crate::{Bus, BusError, BusEvent, Message, Subscription};
 use async_trait::async_trait;
@@ -271,12 +270,11 @@ impl Bus for MemoryBus {
         Ok(self.subscribe_locked(&mut state, channels, self.shared.queue_capacity))
     }
 
-    async fn subscribe_with_prefixes(
+    async fn subscribe_checked_prefixes(
         &self,
-        channels: &[String],
-        prefixes: &[String],
+        channels: Vec<String>,
+        prefixes: Vec<String>,
     ) -> Result<Subscription, BusError> {
-        let (channels, prefixes) = subscribe_prefixes(channels, prefixes)?;
         let mut state = self.shared.lock();
         if state.closed {
             return Err(BusError::Closed);

@@ -86,10 +86,10 @@ pub(crate) async fn feed(
             attempt = attempt.saturating_add(1);
             tokio::select! {
                 () = sender.closed() => return,
-                () = tokio::time::sleep(bus.options.reconnect.delay(attempt)) => {}
+                () = tokio::time::sleep(bus.options.connection.reconnect.delay(attempt)) => {}
             }
             match bounded(
-                bus.options.operation_timeout,
+                bus.options.connection.operation_timeout,
                 SubscriberConnection::open(&bus, &topics),
             )
             .await
@@ -149,7 +149,7 @@ async fn forward(
     sender: &SubscriptionSender,
     reading: &mut Reading,
 ) -> Option<String> {
-    let timeout = bus.options.operation_timeout;
+    let timeout = bus.options.connection.operation_timeout;
     let idle = bus.options.health_check_interval;
     // One timer, moved only when it fires: it then looks whether anything
     // came since it was set, which costs nothing per message.
