@@ -28,6 +28,18 @@ impl Bus for MeteredBus {
         self.inner.subscribe(channels).await
     }
 
+    /// Passed through, so that a standby with metrics still watches the
+    /// requests and their replies while it stands by.
+    async fn subscribe_checked_prefixes(
+        &self,
+        channels: Vec<String>,
+        prefixes: Vec<String>,
+    ) -> Result<Subscription, BusError> {
+        self.inner
+            .subscribe_checked_prefixes(channels, prefixes)
+            .await
+    }
+
     async fn request(
         &self,
         channel: &str,
@@ -72,5 +84,38 @@ impl StateStore for MeteredStore {
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::BusEvent;
+    use keyman_transport::MemoryBus;
+
+    #[tokio::test]
+    async fn a_metered_bus_subscribes_to_prefixes_as_the_bus_it_wraps() {
+        let inner: Arc<dyn Bus> = Arc::new(MemoryBus::new());
+        let bus = MeteredBus {
+            inner: inner.clone(),
+            metrics: Metrics::new(),
+        };
+        let mut watching = bus
+            .subscribe_with_prefixes(&["requests".to_string()], &["requests-".to_string()])
+            .await
+            .expect("a standby with metrics can watch replies");
+        inner
+            .publish("requests-7", b"a reply")
+            .await
+            .expect("publish");
+        match watching.next().await {
+            Some(BusEvent::Message(m)) => {
+                assert_eq!(
+                    (m.channel.as_str(), &m.payload[..]),
+                    ("requests-7", &b"a reply"[..])
+                );
+            }
+            other => panic!("expected the reply, got {other:?}"),
+        }
     }
 }
