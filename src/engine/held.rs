@@ -421,9 +421,15 @@ impl<R: Rng> Engine<R> {
         }
         // A request sent again (after a reconnect, or to a new native reply
         // subject) is held once, and answered where it was last sent from.
-        if let Some(h) = self.held.find(platform, reply) {
-            h.dest = dest.to_string();
-            return true;
+        // One whose hold is over (its timer has not run yet) is answered
+        // first, as the timer would have, and this one is held afresh.
+        match self.held.find(platform, reply) {
+            Some(h) if h.until > reading => {
+                h.dest = dest.to_string();
+                return true;
+            }
+            Some(_) => self.serve_held(now, true),
+            None => {}
         }
         if self.held.len() >= self.config.max_held {
             return false;
