@@ -142,10 +142,21 @@ pub struct ProbeSchedule {
     next_seq: u64,
     skew: BTreeMap<Provider, Skew>,
     total_sent: u64,
-    /// When keys forgotten lately were last probed: a key published again
-    /// still keeps its minimum interval.
-    forgotten: HashMap<Token, Timestamp>,
+    /// What the schedule knew of keys forgotten lately: a key published
+    /// again keeps its minimum interval, its failures and its backoff.
+    forgotten: HashMap<Token, Forgotten>,
+    /// When each of them may be forgotten for good, in the order they were
+    /// forgotten.
     forgotten_order: VecDeque<(Timestamp, Token)>,
+}
+
+/// What is kept of a key no longer published, until its minimum interval and
+/// backoff are over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Forgotten {
+    last_sent: Option<Timestamp>,
+    failures: u32,
+    backoff_until: Option<Timestamp>,
 }
 
 /// `at`, moved past the key's minimum interval and backoff.
@@ -216,11 +227,13 @@ impl ProbeSchedule {
     ) -> bool {
         self.forget_old();
         let token = Self::token(provider, key);
-        let last_sent = self.forgotten.remove(&token);
+        let forgotten = self.forgotten.remove(&token);
         let entry = self.entries.entry(token).or_default();
         let new = entry.platforms.is_empty();
-        if new {
-            entry.last_sent = entry.last_sent.or(last_sent);
+        if new && let Some(f) = forgotten {
+            entry.last_sent = entry.last_sent.or(f.last_sent);
+            entry.failures = entry.failures.max(f.failures);
+            entry.backoff_until = entry.backoff_until.max(f.backoff_until);
         }
         entry
             .platforms
@@ -246,22 +259,44 @@ impl ProbeSchedule {
             {
                 self.deadlines.remove(&(f.deadline, id));
             }
-            if let Some(last) = self.entries.remove(&token).and_then(|e| e.last_sent) {
-                self.forgotten.insert(token.clone(), last);
-                self.forgotten_order.push_back((last, token));
+            if let Some(e) = self.entries.remove(&token) {
+                let until = [
+                    e.last_sent.map(|t| t.saturating_add(self.min_interval)),
+                    e.backoff_until,
+                ]
+                .into_iter()
+                .flatten()
+                .max();
+                if let Some(until) = until {
+                    let kept = Forgotten {
+                        last_sent: e.last_sent,
+                        failures: e.failures,
+                        backoff_until: e.backoff_until,
+                    };
+                    self.forgotten.insert(token.clone(), kept);
+                    self.forgotten_order.push_back((until, token));
+                }
             }
             self.forget_old();
         }
     }
 
-    /// Forgets the last probe of keys forgotten longer than the minimum
-    /// interval ago.
+    /// Forgets for good the keys whose minimum interval and backoff are over.
     fn forget_old(&mut self) {
-        while let Some((t, token)) = self.forgotten_order.front() {
-            if t.saturating_add(self.min_interval) > self.clock {
+        while let Some((until, token)) = self.forgotten_order.front() {
+            if *until > self.clock {
                 break;
             }
-            if self.forgotten.get(token) == Some(t) {
+            let entry_until = self.forgotten.get(token).and_then(|f| {
+                [
+                    f.last_sent.map(|t| t.saturating_add(self.min_interval)),
+                    f.backoff_until,
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+            });
+            if entry_until.is_some_and(|u| u <= *until) {
                 self.forgotten.remove(token);
             }
             self.forgotten_order.pop_front();

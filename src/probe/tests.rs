@@ -209,3 +209,23 @@ fn a_clock_stepped_back_lets_no_more_probes_through() {
     assert_eq!(count[&1] + count[&2] + count[&3], 0);
     assert_eq!(take_all(&mut s, at(11_000)).len(), 5);
 }
+
+#[test]
+fn a_key_published_again_keeps_its_failures_and_backoff() {
+    let mut s = ProbeSchedule::new(&config());
+    let k = key(3);
+    s.track(at(0), Provider::GitHub, &k, "github_rest", "core");
+    let p = s.next(at(0)).expect("due");
+    s.take_answer(p.id);
+    s.settle(at(0), Provider::GitHub, &k, Settled::Failed);
+    // Unpublished and published again (to another platform) during its
+    // 5 s backoff: it is not probed before the backoff ends...
+    s.untrack(Provider::GitHub, &k, "github_rest");
+    s.track(at(1_000), Provider::GitHub, &k, "github_graphql", "graphql");
+    assert_eq!(s.next(at(4_999)), None);
+    let p = s.next(at(5_000)).expect("due after the backoff");
+    s.take_answer(p.id);
+    // ...and a second failure backs off twice as long, as if it had stayed.
+    s.settle(at(5_000), Provider::GitHub, &k, Settled::Failed);
+    assert_eq!(s.next_wake(), Some(at(15_000)));
+}
