@@ -26,6 +26,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod entries;
+use entries::{Entry, Forgotten, InFlight, Queue, Token, doubled, earliest_allowed};
+
 /// How soon a probe is wanted: urgent ones go before routine ones that are due
 /// at the same time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,73 +52,6 @@ pub enum Settled {
         /// The platform's `Retry-After`, if any.
         retry_after: Option<Duration>,
     },
-}
-
-/// One token of one provider.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Token {
-    provider: Provider,
-    key: Arc<str>,
-}
-
-/// What the schedule knows of one token.
-#[derive(Debug, Clone, Default)]
-struct Entry {
-    /// Platform → resource, for every platform of the provider it is on.
-    platforms: BTreeMap<String, String>,
-    /// Where it is queued: (urgency, time, sequence).
-    queued: Option<(Urgency, Timestamp, u64)>,
-    /// What was wanted while a probe was in flight.
-    wanted_after_flight: Option<(Urgency, Timestamp)>,
-    /// The id of the probe in flight.
-    in_flight: Option<u64>,
-    /// When the last probe was given out.
-    last_sent: Option<Timestamp>,
-    /// Failed or throttled probes in a row.
-    failures: u32,
-    /// No probe before this.
-    backoff_until: Option<Timestamp>,
-    /// Handed out since the last probe was given out.
-    used: bool,
-    /// The urgency of the probe in flight (a retry keeps it).
-    flight_urgency: Option<Urgency>,
-    /// Whether the account is known (no `GET /user` needed).
-    account_known: bool,
-}
-
-/// The due keys of one provider.
-#[derive(Debug, Clone, Default)]
-struct Queue {
-    urgent: BTreeSet<(Timestamp, u64, Token)>,
-    routine: BTreeSet<(Timestamp, u64, Token)>,
-    /// No probe of the provider before this (it throttled one).
-    paused_until: Option<Timestamp>,
-    /// Throttles in a row.
-    strikes: u32,
-}
-
-impl Queue {
-    fn set(&mut self, urgency: Urgency) -> &mut BTreeSet<(Timestamp, u64, Token)> {
-        match urgency {
-            Urgency::Urgent => &mut self.urgent,
-            Urgency::Routine => &mut self.routine,
-        }
-    }
-
-    /// The first due entry of each urgency.
-    fn head(&self, urgency: Urgency) -> Option<&(Timestamp, u64, Token)> {
-        match urgency {
-            Urgency::Urgent => self.urgent.first(),
-            Urgency::Routine => self.routine.first(),
-        }
-    }
-}
-
-/// A probe given out and not yet answered.
-#[derive(Debug, Clone)]
-struct InFlight {
-    token: Token,
-    deadline: Timestamp,
 }
 
 /// Which key to probe when. See the [probe module docs](crate::probe).
@@ -148,31 +84,6 @@ pub struct ProbeSchedule {
     /// When each of them may be forgotten for good, in the order they were
     /// forgotten.
     forgotten_order: VecDeque<(Timestamp, Token)>,
-}
-
-/// What is kept of a key no longer published, until its minimum interval and
-/// backoff are over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Forgotten {
-    last_sent: Option<Timestamp>,
-    failures: u32,
-    backoff_until: Option<Timestamp>,
-}
-
-/// `at`, moved past the key's minimum interval and backoff.
-fn earliest_allowed(min_interval: Duration, entry: &Entry, at: Timestamp) -> Timestamp {
-    let after_last = entry.last_sent.map(|t| t.saturating_add(min_interval));
-    [Some(at), after_last, entry.backoff_until]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(at)
-}
-
-/// `base` doubled `n - 1` times, at most `max`.
-fn doubled(base: Duration, n: u32, max: Duration) -> Duration {
-    let factor = 1u32 << n.saturating_sub(1).min(20);
-    base.saturating_mul(factor).min(max)
 }
 
 impl ProbeSchedule {
