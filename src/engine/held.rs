@@ -421,14 +421,17 @@ impl<R: Rng> Engine<R> {
         }
         // A request sent again (after a reconnect, or to a new native reply
         // subject) is held once, and answered where it was last sent from.
-        // One whose hold is over (its timer has not run yet) is answered
-        // first, as the timer would have, and this one is held afresh.
+        // One whose hold is over (its timer has not run yet) is replaced by
+        // this one, held afresh: the request is answered once, at the end of
+        // the new hold.
         match self.held.find(platform, reply) {
             Some(h) if h.until > reading => {
                 h.dest = dest.to_string();
                 return true;
             }
-            Some(_) => self.serve_held(now, true),
+            Some(_) => {
+                self.held.forget(platform, reply);
+            }
             None => {}
         }
         if self.held.len() >= self.config.max_held {

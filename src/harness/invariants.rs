@@ -236,7 +236,36 @@ impl Checker {
         // Replies to held requests come after the reply to this message, if any.
         let newly_held =
             usize::try_from(after.holds_total - stats.holds_total).unwrap_or(usize::MAX);
-        let released = (before.held + newly_held)
+        // A held request sent again and answered now, or held afresh (its
+        // old hold was over), replaces the one held: the request is answered
+        // once, not once per send.
+        let asked = Asked::of(&self.channels, channel, payload);
+        let dest = asked.address.as_ref().map(|r| {
+            if channel == self.channels.announce {
+                self.channels.announce_reply(&r.requester_id)
+            } else {
+                self.channels.request_reply(&r.requester_id)
+            }
+        });
+        let request_id = asked.address.as_ref().and_then(|r| r.request_id.clone());
+        let mut before_held = before.held;
+        if let (Some(Expect::Key { platform, .. }), Some(dest), Some(_)) =
+            (&asked.expects, &dest, &request_id)
+            && let Some(i) = self.held.iter().position(|h| {
+                &h.dest == dest && h.request_id == request_id && &h.platform == platform
+            })
+        {
+            let answered_here = out.transmits.iter().any(|tx| {
+                &tx.channel == dest
+                    && Reply::decode(&tx.payload, usize::MAX)
+                        .is_ok_and(|r| r.request_id == request_id)
+            });
+            if newly_held > 0 || answered_here {
+                self.held.remove(i);
+                before_held -= 1;
+            }
+        }
+        let released = (before_held + newly_held)
             .checked_sub(engine.held())
             .ok_or_else(|| Violation("held requests appeared from nowhere".into()))?;
         let direct = out
@@ -252,15 +281,6 @@ impl Checker {
             grants.extend(self.check_held_reply(engine, now, tx)?);
         }
 
-        let asked = Asked::of(&self.channels, channel, payload);
-        let dest = asked.address.as_ref().map(|r| {
-            if channel == self.channels.announce {
-                self.channels.announce_reply(&r.requester_id)
-            } else {
-                self.channels.request_reply(&r.requester_id)
-            }
-        });
-        let request_id = asked.address.as_ref().and_then(|r| r.request_id.clone());
         if newly_held > 0 {
             ensure(direct == 0, || "a held request was answered at once".into())?;
             match (&asked.expects, &dest) {
