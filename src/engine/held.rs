@@ -71,8 +71,9 @@ pub(super) struct HeldRequests {
     entries: HashMap<u64, Held>,
     /// Per platform, the sequence numbers of its held requests, oldest first.
     by_platform: BTreeMap<String, BTreeSet<u64>>,
-    /// `(requester_id, request_id)` of those that carry a `request_id`.
-    by_request: HashMap<(Id, Id), u64>,
+    /// `(requester_id, request_id, platform)` of those that carry a
+    /// `request_id`.
+    by_request: HashMap<(Id, Id, String), u64>,
     /// `(until, seq)`: the earliest end first.
     deadlines: BTreeSet<(Timestamp, u64)>,
     /// Per platform, what the pool and the held requests were when a release
@@ -116,7 +117,9 @@ impl HeldRequests {
     /// `O(1)`.
     fn find(&mut self, platform: &str, reply: &ReplyTo) -> Option<&mut Held> {
         let rid = reply.request_id.clone()?;
-        let seq = *self.by_request.get(&(reply.requester_id.clone(), rid))?;
+        let seq = *self
+            .by_request
+            .get(&(reply.requester_id.clone(), rid, platform.to_string()))?;
         self.entries
             .get_mut(&seq)
             .filter(|h| h.platform == platform)
@@ -129,7 +132,10 @@ impl HeldRequests {
         let Some(rid) = reply.request_id.clone() else {
             return false;
         };
-        let Some(&seq) = self.by_request.get(&(reply.requester_id.clone(), rid)) else {
+        let Some(&seq) =
+            self.by_request
+                .get(&(reply.requester_id.clone(), rid, platform.to_string()))
+        else {
             return false;
         };
         if self
@@ -147,8 +153,12 @@ impl HeldRequests {
         let seq = self.next;
         self.next += 1;
         if let Some(rid) = &held.request_id {
-            self.by_request
-                .insert((held.requester_id.clone(), rid.clone()), seq);
+            let key = (
+                held.requester_id.clone(),
+                rid.clone(),
+                held.platform.clone(),
+            );
+            self.by_request.insert(key, seq);
         }
         self.by_platform
             .entry(held.platform.clone())
@@ -162,7 +172,11 @@ impl HeldRequests {
     fn remove(&mut self, seq: u64) -> Option<Held> {
         let held = self.entries.remove(&seq)?;
         if let Some(rid) = &held.request_id {
-            let key = (held.requester_id.clone(), rid.clone());
+            let key = (
+                held.requester_id.clone(),
+                rid.clone(),
+                held.platform.clone(),
+            );
             if self.by_request.get(&key) == Some(&seq) {
                 self.by_request.remove(&key);
             }
