@@ -35,12 +35,8 @@ use std::collections::VecDeque;
 mod config;
 mod events;
 mod held;
-#[cfg(test)]
-mod herd_tests;
 mod probe;
 mod quota;
-#[cfg(test)]
-mod quota_wire_tests;
 mod stagger;
 mod state;
 mod stats;

@@ -14,8 +14,6 @@ fn t(secs: u64) -> Timestamp {
     Timestamp::from_secs(secs)
 }
 
-/// The transmits of the harness's drain (in the documented order; the events
-/// are drained too and dropped).
 /// The transmits queued so far; events stay queued for the tests that read
 /// them (`last_rejection`).
 fn drain(e: &mut Engine<SplitMix64>) -> Vec<Transmit> {
@@ -500,3 +498,5 @@ fn time_going_backwards_panics_nowhere_and_refreshes_nothing_early() {
 }
 
 mod bounds;
+mod herd;
+mod quota_wire;

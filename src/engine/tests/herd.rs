@@ -2,26 +2,10 @@
 //! and held requests (plain and leases) shared out at a refresh.
 
 use super::*;
-use crate::pool::Assignment;
-use crate::protocol::{DEFAULT_MAX_PAYLOAD, Reply, ReplyMessage};
 use crate::quota::Observation;
-use crate::rng::SplitMix64;
 use std::time::Duration;
 
-const REQ: &str = "worker-oath-request";
 const P: &str = "p";
-
-fn t(secs: u64) -> Timestamp {
-    Timestamp::from_secs(secs)
-}
-
-fn drain(e: &mut Engine<SplitMix64>) -> Vec<Transmit> {
-    std::iter::from_fn(|| e.poll_transmit()).collect()
-}
-
-fn reply_of(tx: &Transmit) -> ReplyMessage {
-    Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD).unwrap()
-}
 
 /// Keys `a`, `b`, `c` of `p`, rate limited until 100, 200 and 300 s.
 fn three_limited(config: EngineConfig, seed: u64) -> Engine<SplitMix64> {

@@ -2,23 +2,6 @@
 //! causes.
 
 use super::*;
-use crate::protocol::{DEFAULT_MAX_PAYLOAD, Reply, ReplyMessage};
-use crate::rng::SplitMix64;
-
-const REQ: &str = "worker-oath-request";
-const ANN: &str = "augur-oauth-announce";
-
-fn t(secs: u64) -> Timestamp {
-    Timestamp::from_secs(secs)
-}
-
-fn drain(e: &mut Engine<SplitMix64>) -> Vec<Transmit> {
-    std::iter::from_fn(|| e.poll_transmit()).collect()
-}
-
-fn reply_of(tx: &Transmit) -> ReplyMessage {
-    Reply::decode(&tx.payload, DEFAULT_MAX_PAYLOAD).unwrap()
-}
 
 #[test]
 fn a_report_is_answered_before_the_held_requests_it_releases() {
