@@ -515,8 +515,20 @@ impl Checker {
                 && h.request_id == msg.request_id
                 && match &msg.reply {
                     Reply::Key(k) => (h.lease.is_none() || leases_off) && fresh(h, k),
-                    Reply::Lease { key, calls, .. } => {
-                        h.lease.is_some_and(|want| *calls <= want) && fresh(h, key)
+                    Reply::Lease {
+                        key,
+                        calls,
+                        lease_id,
+                        ..
+                    } => {
+                        // The lease's platform, as the engine lent it, tells
+                        // apart requests that differ only by platform.
+                        let platform_fits = engine
+                            .quotas()
+                            .leases()
+                            .find(|(id, _)| *id == *lease_id)
+                            .is_none_or(|(_, l)| l.platform == h.platform);
+                        h.lease.is_some_and(|want| *calls <= want) && fresh(h, key) && platform_fits
                     }
                     Reply::Wait(n) => {
                         let want = pool
