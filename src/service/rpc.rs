@@ -299,8 +299,15 @@ impl Rpc {
             if left.is_zero() {
                 return Err(KeyError::Timeout(total));
             }
-            let slice = left.min(self.config.resend_interval);
-            match self.shared.bus.request(channel, payload, slice).await {
+            // Sent again every resend interval to the same reply address, so
+            // an answer that takes longer (a large list) still counts.
+            let resend_every = self.config.resend_interval;
+            match self
+                .shared
+                .bus
+                .request_resending(channel, payload, left, resend_every)
+                .await
+            {
                 Ok(bytes) => {
                     let msg =
                         Reply::decode(&bytes, self.config.max_reply).map_err(KeyError::Decode)?;
@@ -309,10 +316,13 @@ impl Rpc {
                     }
                     return Ok(msg);
                 }
-                // Lost on the way or not answered yet: ask again while time is left.
+                // Not answered within the deadline: the top of the loop says so.
                 Err(BusError::Timeout(_)) => continue,
-                Err(BusError::Disconnected(_)) if super::deadline_after(slice) < deadline => {
-                    tokio::time::sleep(slice.min(Duration::from_millis(100))).await;
+                // The connection is gone for now: ask again once it may be
+                // back, unless the deadline is close (then the caller hears why).
+                Err(BusError::Disconnected(_)) if left > resend_every => {
+                    let pause = resend_every.min(Duration::from_millis(100));
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
                 Err(e) => return Err(e.into()),

@@ -40,13 +40,16 @@ impl Bus for MeteredBus {
             .await
     }
 
-    async fn request(
+    async fn request_resending(
         &self,
         channel: &str,
         payload: &[u8],
         timeout: std::time::Duration,
+        resend_every: std::time::Duration,
     ) -> Result<Vec<u8>, BusError> {
-        self.inner.request(channel, payload, timeout).await
+        self.inner
+            .request_resending(channel, payload, timeout, resend_every)
+            .await
     }
 
     fn supports_request(&self) -> bool {

@@ -10,7 +10,7 @@ use async_nats::connection::State;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
-use keyman_transport::adapter::{bounded, spawn_subscription, subscribe_channels};
+use keyman_transport::adapter::{ResendTimer, bounded, spawn_subscription, subscribe_channels};
 use keyman_transport::{
     Bus, BusError, BusEvent, Delivery, ErrorDetail, Subscription, SubscriptionSender,
 };
@@ -280,6 +280,7 @@ impl BusShared {
         channel: &str,
         payload: &[u8],
         timeout: Duration,
+        resend_every: Duration,
     ) -> Result<Vec<u8>, BusError> {
         self.ensure_connected()?;
         let deadline = tokio::time::Instant::now() + timeout;
@@ -292,7 +293,17 @@ impl BusShared {
         let asking = async {
             self.publish(channel, Some(&inbox), payload).await?;
             let mut assembler = chunk::Assembler::new(self.options.max_message);
-            while let Some(message) = replies.next().await {
+            // Every send has the same inbox: an answer to any of them counts.
+            let mut resend = ResendTimer::new(resend_every, timeout);
+            loop {
+                let message = tokio::select! {
+                    message = replies.next() => message,
+                    () = resend.tick() => {
+                        self.publish(channel, Some(&inbox), payload).await?;
+                        continue;
+                    }
+                };
+                let Some(message) = message else { break };
                 if message.status == Some(async_nats::StatusCode::NO_RESPONDERS) {
                     return Err(BusError::NoResponders(channel.to_owned()));
                 }
@@ -458,13 +469,16 @@ impl Bus for NatsBus {
     /// A NATS request: fails fast with [`BusError::NoResponders`] when nobody
     /// is subscribed to `channel`, and with [`BusError::Timeout`] when nobody
     /// answers within `timeout`.
-    async fn request(
+    async fn request_resending(
         &self,
         channel: &str,
         payload: &[u8],
         timeout: Duration,
+        resend_every: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        self.shared.chunked_request(channel, payload, timeout).await
+        self.shared
+            .chunked_request(channel, payload, timeout, resend_every)
+            .await
     }
 
     fn supports_request(&self) -> bool {

@@ -9,6 +9,7 @@
 //!   stops when the subscription is dropped ([`StopOnDrop`]).
 //! - [`bounded`]: an operation limited in time, failing with
 //!   [`BusError::Timeout`].
+//! - [`ResendTimer`]: when a native request is sent again.
 
 use crate::{BusError, Subscription, SubscriptionSender};
 use std::future::Future;
@@ -97,6 +98,39 @@ pub async fn bounded<T>(
     tokio::time::timeout(timeout, operation)
         .await
         .unwrap_or(Err(BusError::Timeout(timeout)))
+}
+
+/// The re-sends of one native request ([`Bus::request_resending`](crate::Bus::request_resending)).
+pub struct ResendTimer(Option<tokio::time::Interval>);
+
+impl ResendTimer {
+    /// Ticks every `resend_every` (at least 1 ms), first after one period;
+    /// never when that is not shorter than the request's `timeout`.
+    pub fn new(resend_every: Duration, timeout: Duration) -> Self {
+        let resend_every = resend_every.max(Duration::from_millis(1));
+        if resend_every >= timeout {
+            return Self(None);
+        }
+        Self(
+            tokio::time::Instant::now()
+                .checked_add(resend_every)
+                .map(|first| {
+                    let mut timer = tokio::time::interval_at(first, resend_every);
+                    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    timer
+                }),
+        )
+    }
+
+    /// Waits until the next re-send is due (forever when there is none).
+    pub async fn tick(&mut self) {
+        match self.0.as_mut() {
+            Some(timer) => {
+                timer.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
 }
 
 #[cfg(test)]

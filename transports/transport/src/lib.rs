@@ -160,7 +160,24 @@ pub trait Bus: Send + Sync + 'static {
         payload: &[u8],
         timeout: Duration,
     ) -> Result<Vec<u8>, BusError> {
-        let _ = (channel, payload, timeout);
+        self.request_resending(channel, payload, timeout, timeout)
+            .await
+    }
+
+    /// [`Bus::request`] that publishes `payload` again every `resend_every`
+    /// while no answer came (a request lost on the way, or sent while nobody
+    /// answered), with the same reply address: an answer to any of the sends
+    /// is taken, so an answer that takes longer than `resend_every` to come
+    /// (a large list) is never given up for a new one. Transports with native
+    /// request/reply implement this; [`Bus::request`] calls it with no resend.
+    async fn request_resending(
+        &self,
+        channel: &str,
+        payload: &[u8],
+        timeout: Duration,
+        resend_every: Duration,
+    ) -> Result<Vec<u8>, BusError> {
+        let _ = (channel, payload, timeout, resend_every);
         Err(BusError::Unsupported("native request/reply"))
     }
 

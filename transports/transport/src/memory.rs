@@ -1,5 +1,6 @@
 //! An in-process [`Bus`], for embedding keyman in one program and for tests.
 
+use crate::adapter::ResendTimer;
 use crate::queue::{DEFAULT_QUEUE_CAPACITY, Delivery, SubscriptionSender};
 use crate::{Bus, BusError, BusEvent, Message, Subscription};
 use async_trait::async_trait;
@@ -294,11 +295,12 @@ impl Bus for MemoryBus {
         }))
     }
 
-    async fn request(
+    async fn request_resending(
         &self,
         channel: &str,
         payload: &[u8],
         timeout: Duration,
+        resend_every: Duration,
     ) -> Result<Vec<u8>, BusError> {
         let (mut reply, inbox, subscribers) = {
             let mut state = self.shared.lock();
@@ -317,12 +319,20 @@ impl Bus for MemoryBus {
             // `reply` is dropped on return and unregisters the inbox.
             return Err(BusError::NoResponders(channel.to_owned()));
         }
+        let mut resend = ResendTimer::new(resend_every, timeout);
         let answer = tokio::time::timeout(timeout, async {
             loop {
-                match reply.next().await {
-                    Some(BusEvent::Message(message)) => return Ok(message.payload),
-                    Some(_) => continue,
-                    None => return Err(BusError::Closed),
+                tokio::select! {
+                    event = reply.next() => match event {
+                        Some(BusEvent::Message(message)) => return Ok(message.payload),
+                        Some(_) => continue,
+                        None => return Err(BusError::Closed),
+                    },
+                    () = resend.tick() => {
+                        // Sent again with the same inbox; nobody there now is not an answer.
+                        let subscribers = Self::subscribers_locked(&mut self.shared.lock(), channel);
+                        Self::deliver(subscribers, channel, payload, Some(&inbox)).await;
+                    }
                 }
             }
         })

@@ -44,6 +44,7 @@ where
     publish_without_subscriber(publisher).await;
     subscribe_to_no_channel_is_refused(subscriber).await;
     request_reply(publisher, subscriber).await;
+    slow_answer_to_a_resent_request(publisher, subscriber).await;
     prefix_subscription(publisher, subscriber).await;
 }
 
@@ -351,6 +352,46 @@ pub async fn request_reply(requester: &dyn Bus, responder: &dyn Bus) {
     let asking = requester.request(&channel, b"question", EVENT_TIMEOUT);
     let ((), answer) = tokio::join!(answering, asking);
     assert_eq!(answer.as_deref(), Ok(&b"re: question"[..]));
+}
+
+/// A request sent again while its answer is on the way keeps waiting for
+/// that answer: the responder answers only the first send, after several
+/// re-sends, and the requester takes it (every send carried the same reply
+/// address). A transport without native request/reply is not asked.
+pub async fn slow_answer_to_a_resent_request(requester: &dyn Bus, responder: &dyn Bus) {
+    if !requester.supports_request() {
+        return;
+    }
+    let channel = unique_channel("slow-answer");
+    let resend_every = Duration::from_millis(100);
+    let mut subscription = subscribe(responder, std::slice::from_ref(&channel)).await;
+    let answering = async {
+        let first = next_message(&mut subscription, "the first send").await;
+        let reply_to = first
+            .reply_to
+            .unwrap_or_else(|| panic!("a request must carry a reply address"));
+        // Wait for three re-sends before answering the first send.
+        for n in 1..=3 {
+            let again = next_message(&mut subscription, &format!("re-send {n}")).await;
+            assert_eq!(
+                again.payload, first.payload,
+                "re-send {n} carries the request"
+            );
+            assert_eq!(
+                again.reply_to.as_deref(),
+                Some(reply_to.as_str()),
+                "re-send {n} asks for the answer at the same address"
+            );
+        }
+        publish(responder, &reply_to, b"late answer").await;
+    };
+    let asking = requester.request_resending(&channel, b"question", EVENT_TIMEOUT, resend_every);
+    let ((), answer) = tokio::join!(answering, asking);
+    assert_eq!(
+        answer.as_deref(),
+        Ok(&b"late answer"[..]),
+        "the answer to the first send, after re-sends"
+    );
 }
 
 /// After the broker restarts, a subscription reports `Disconnected` and then
