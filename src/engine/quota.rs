@@ -2,9 +2,10 @@
 //! floors. The bookkeeping is [`Quotas`]'; what it means for the keys (a key
 //! withheld at its floor, the keys of one account expired together) is here.
 
+use super::wire::Refusal;
 use super::{Engine, KeyEvent, wait_seconds};
 use crate::pool::{Assignment, Published, Weight};
-use crate::protocol::{ErrorCode, PlatformStatus, Reply, Request};
+use crate::protocol::{PlatformStatus, Reply, Request};
 use crate::quota::{Account, LeaseGrant, LeaseReturn, Observation, Quotas, Reported, Source};
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -324,16 +325,10 @@ impl<R: Rng> Engine<R> {
                         Reply::Wait(wait_seconds(now, refresh_at))
                     }
                     Leased::UnknownPlatform => {
-                        let message = format!("unknown platform: {platform}");
-                        self.forget_resent(&platform, &reply);
-                        self.send_error(dest, &reply, ErrorCode::UnknownPlatform, message);
-                        return;
+                        return self.refuse(dest, &reply, &platform, Refusal::UnknownPlatform);
                     }
                     Leased::NoKeys => {
-                        let message = format!("no usable keys for platform: {platform}");
-                        self.forget_resent(&platform, &reply);
-                        self.send_error(dest, &reply, ErrorCode::NoKeys, message);
-                        return;
+                        return self.refuse(dest, &reply, &platform, Refusal::NoKeys);
                     }
                 };
                 self.forget_resent(&platform, &reply);

@@ -10,6 +10,15 @@ use crate::protocol::{
 use crate::time::Timestamp;
 use rand_core::Rng;
 
+/// Why no key of a platform can serve a request.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Refusal {
+    /// No key was ever published for the platform.
+    UnknownPlatform,
+    /// The platform has no usable key.
+    NoKeys,
+}
+
 impl<R: Rng> Engine<R> {
     /// Handles one message received on `channel` at `now`. Call
     /// [`poll_transmit`](Self::poll_transmit) and [`poll_event`](Self::poll_event)
@@ -106,6 +115,30 @@ impl<R: Rng> Engine<R> {
         });
     }
 
+    /// Answers a NEW (or a lease request) that no key of `platform` can
+    /// serve: its platform is unknown, or it has no usable key. A re-send of
+    /// it is a new request from then on.
+    pub(super) fn refuse(
+        &mut self,
+        channel: String,
+        reply: &ReplyTo,
+        platform: &str,
+        refusal: Refusal,
+    ) {
+        let (code, message) = match refusal {
+            Refusal::UnknownPlatform => (
+                ErrorCode::UnknownPlatform,
+                format!("unknown platform: {platform}"),
+            ),
+            Refusal::NoKeys => (
+                ErrorCode::NoKeys,
+                format!("no usable keys for platform: {platform}"),
+            ),
+        };
+        self.forget_resent(platform, reply);
+        self.send_error(channel, reply, code, message);
+    }
+
     pub(super) fn send_error(
         &mut self,
         channel: String,
@@ -144,16 +177,10 @@ impl<R: Rng> Engine<R> {
                         Reply::Wait(wait_seconds(now, at))
                     }
                     Assignment::UnknownPlatform => {
-                        let message = format!("unknown platform: {platform}");
-                        self.forget_resent(&platform, &reply);
-                        self.send_error(dest, &reply, ErrorCode::UnknownPlatform, message);
-                        return;
+                        return self.refuse(dest, &reply, &platform, Refusal::UnknownPlatform);
                     }
                     Assignment::NoKeys => {
-                        let message = format!("no usable keys for platform: {platform}");
-                        self.forget_resent(&platform, &reply);
-                        self.send_error(dest, &reply, ErrorCode::NoKeys, message);
-                        return;
+                        return self.refuse(dest, &reply, &platform, Refusal::NoKeys);
                     }
                 };
                 self.forget_resent(&platform, &reply);
