@@ -176,6 +176,30 @@ async fn shutdown_ends_waiting_requests_and_refuses_later_calls() {
 }
 
 #[tokio::test]
+async fn a_publish_the_pool_refuses_is_an_error_and_adds_nothing() {
+    let pool = EmbeddedPool::new();
+    let long_key = "k".repeat(keyman::protocol::MAX_KEY_LEN + 1);
+    let refused = pool.publish("p", &long_key).await;
+    assert!(
+        matches!(&refused, Err(KeyError::Rejected(reason)) if reason.contains("key_str")),
+        "a key longer than the limit: {refused:?}"
+    );
+    let long_platform = "p".repeat(keyman::protocol::MAX_PLATFORM_LEN + 1);
+    let refused = pool
+        .publish_account(&long_platform, "tok_a", Some("acct"), None)
+        .await;
+    assert!(
+        matches!(&refused, Err(KeyError::Rejected(reason)) if reason.contains("key_platform")),
+        "a platform name longer than the limit: {refused:?}"
+    );
+    assert_eq!(pool.platforms().await, Ok(vec![]));
+    pool.publish("p", "tok_a")
+        .await
+        .expect("a key within the limits");
+    assert_eq!(pool.keys("p").await, Ok(vec!["tok_a".to_owned()]));
+}
+
+#[tokio::test]
 async fn the_same_seed_hands_out_the_same_sequence_of_keys() {
     let draw = |seed| async move {
         let pool = EmbeddedPool::builder().with_seed(seed).build();

@@ -468,7 +468,10 @@ impl<R: Rng> Engine<R> {
     }
 
     /// Whether a publish of `key` to `platform` stays within the limits.
-    fn check_publish(&self, platform: &str, key: &str) -> Result<(), DecodeError> {
+    /// Whether [`publish`](Self::publish) would refuse `key` on `platform`,
+    /// and why: a name longer than its [limit](crate::protocol#limits), or a
+    /// cap of the [`EngineConfig`] reached.
+    pub fn check_publish(&self, platform: &str, key: &str) -> Result<(), DecodeError> {
         for (field, text, max) in [
             ("key_str", key, MAX_KEY_LEN),
             ("key_platform", platform, MAX_PLATFORM_LEN),

@@ -264,7 +264,11 @@ async fn within<T>(
 /// What admins do: publish and unpublish keys, look at the pool, stop the service.
 #[async_trait]
 pub trait KeyAdmin: Send + Sync {
-    /// Adds `key` to `platform` (idempotent; revives an invalid key).
+    /// Adds `key` to `platform` (idempotent; revives an invalid key). A key
+    /// or platform name over its [limit](crate::protocol#limits), or a cap
+    /// of the pool reached, is refused: the embedded pool returns
+    /// [`KeyError::Rejected`] with the reason; over a broker PUBLISH has no
+    /// reply, so the orchestrator logs the refusal and the call returns `Ok`.
     async fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError>;
     /// Adds `key` to `platform` as a key of `account` (ext): the keys of one
     /// account share one quota (the personal access tokens of one GitHub user

@@ -114,10 +114,15 @@ impl Shared {
         })
     }
 
+    /// Publishes `key`; a publish the engine refuses (a name too long, a cap
+    /// reached) is [`KeyError::Rejected`], with the reason.
     pub(super) fn publish(&self, platform: &str, key: &str) -> Result<(), KeyError> {
+        let mut refused = None;
         self.change(platform, key, |engine, now| {
+            refused = engine.check_publish(platform, key).err();
             engine.publish(now, platform, key);
-        })
+        })?;
+        refused.map_or(Ok(()), |reason| Err(KeyError::Rejected(reason.to_string())))
     }
 
     pub(super) fn publish_account(
@@ -132,9 +137,12 @@ impl Shared {
                 "account must not be empty".to_string(),
             ));
         }
+        let mut refused = None;
         self.change(platform, key, |engine, now| {
+            refused = engine.check_publish(platform, key).err();
             engine.publish_account(now, platform, key, account, limit);
-        })
+        })?;
+        refused.map_or(Ok(()), |reason| Err(KeyError::Rejected(reason.to_string())))
     }
 
     /// Takes in a REPORT (what a response said of `key`'s quota, and the
