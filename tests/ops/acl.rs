@@ -55,25 +55,14 @@ fn a_redis_acl_keeps_workers_away_from_admin_actions() {
     let worker = as_user("worker", "worker-secret");
 
     // The orchestrator keeps its state and its lease in Redis, as the ACL allows.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let log = dir.path().join("serve.log");
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_keyman"))
-        .args([
-            "serve",
-            "--standby",
-            "--lease-ttl",
-            "1",
-            "--redis-url",
-            &orchestrator,
-        ])
-        .env("RUST_LOG", "info")
-        .env_remove("REDIS_CONN_STRING")
-        .env_remove("KEYMAN_NATS_URL")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("start keyman serve");
-    let serve_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut serve = Serve::spawn(&[
+        "--standby",
+        "--lease-ttl",
+        "1",
+        "--redis-url",
+        &orchestrator,
+    ]);
+    let serve_log = || serve.log();
 
     // The admin publishes and lists; the worker gets keys and reports them.
     let pinged = keyman(&admin, &["ping"]);
@@ -142,20 +131,10 @@ fn a_redis_acl_keeps_workers_away_from_admin_actions() {
     // The orchestrator still serves; the admin stops it.
     ok(keyman(&admin, &["ping"]));
     ok(keyman(&admin, &["shutdown"]));
-    let until = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = serve.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < until,
-            "serve did not stop:\n{}",
-            serve_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}\n{}", serve_log());
-    let log = serve_log();
+    let status = serve.wait_exit(Duration::from_secs(10));
+    let log = serve.log();
+    let status = status.unwrap_or_else(|| panic!("serve did not stop:\n{log}"));
+    assert!(status.success(), "{status}\n{log}");
     assert!(!log.contains("orchestrator-secret"), "{log}");
     assert!(
         !log.contains("could not") && !log.contains("NOPERM"),

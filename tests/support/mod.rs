@@ -84,14 +84,20 @@ impl Serve {
     }
 
     pub fn start_with(broker: &Broker, extra: &[&str]) -> Serve {
+        let url = broker.url();
+        let mut args = vec![broker.url_flag(), url.as_str()];
+        args.extend_from_slice(extra);
+        Self::spawn(&args)
+    }
+
+    /// `keyman serve` with exactly `args` (the broker's URL among them).
+    pub fn spawn(args: &[&str]) -> Serve {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = dir.path().join("serve.log");
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_keyman"))
             .arg("serve")
-            .arg(broker.url_flag())
-            .arg(broker.url())
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .env_remove("REDIS_CONN_STRING")
             .env_remove("KEYMAN_NATS_URL")
