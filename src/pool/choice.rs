@@ -1,6 +1,7 @@
 //! How [`KeyPool`] chooses a fresh key: [`KeyPool::assign`] with the pool's
 //! [`Selection`], [`KeyPool::choose`] with a strategy and a weight per key.
 
+use super::platform::PlatformPool;
 use super::{Assignment, KeyPool, Pick, Selection, Weight};
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -35,6 +36,20 @@ impl KeyPool {
     }
 
     /// [`assign`](Self::assign), answering with the key's place.
+    /// The pool of `platform` with its due keys refreshed at `now`, if it has
+    /// a fresh key; else the answer to a choice: an unknown platform, or a
+    /// wait until its next refresh (no keys if none is due).
+    fn with_fresh(&mut self, platform: &str, now: Timestamp) -> Result<&mut PlatformPool, Pick> {
+        let Some(pool) = self.platform_mut(platform) else {
+            return Err(Pick::UnknownPlatform);
+        };
+        pool.refresh(now);
+        if pool.fresh.is_empty() {
+            return Err(wait_until(pool.earliest_refresh()));
+        }
+        Ok(pool)
+    }
+
     pub(crate) fn pick<R: Rng + ?Sized>(
         &mut self,
         platform: &str,
@@ -42,17 +57,11 @@ impl KeyPool {
         rng: &mut R,
     ) -> Pick {
         let selection = self.selection;
-        let Some(pool) = self.platform_mut(platform) else {
-            return Pick::UnknownPlatform;
+        let pool = match self.with_fresh(platform, now) {
+            Ok(pool) => pool,
+            Err(answer) => return answer,
         };
-        pool.refresh(now);
         let len = pool.fresh.len();
-        if len == 0 {
-            return match pool.earliest_refresh() {
-                Some(refresh_at) => Pick::Wait(refresh_at),
-                None => Pick::NoKeys,
-            };
-        }
         let idx = match selection {
             Selection::Uniform | Selection::MostRemaining | Selection::WeightedRemaining => {
                 uniform_index(rng.next_u64(), len)
@@ -102,17 +111,11 @@ impl KeyPool {
         max_handouts: Option<u32>,
         mut weight: impl FnMut(&str) -> Weight,
     ) -> Pick {
-        let Some(pool) = self.platform_mut(platform) else {
-            return Pick::UnknownPlatform;
+        let pool = match self.with_fresh(platform, now) {
+            Ok(pool) => pool,
+            Err(answer) => return answer,
         };
-        pool.refresh(now);
         let len = pool.fresh.len();
-        if len == 0 {
-            return match pool.earliest_refresh() {
-                Some(refresh_at) => Pick::Wait(refresh_at),
-                None => Pick::NoKeys,
-            };
-        }
         let weights: Vec<Weight> = pool
             .fresh
             .iter()
@@ -129,10 +132,7 @@ impl KeyPool {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            return match at {
-                Some(refresh_at) => Pick::Wait(refresh_at),
-                None => Pick::NoKeys,
-            };
+            return wait_until(at);
         }
         let nth_eligible = |n: usize| {
             weights
@@ -206,6 +206,14 @@ impl KeyPool {
 
 /// The index with the fewest handouts among those `eligible` allows (at least
 /// one must), ties uniformly at random.
+/// A wait until `at`, or no keys when nothing is due.
+fn wait_until(at: Option<Timestamp>) -> Pick {
+    match at {
+        Some(refresh_at) => Pick::Wait(refresh_at),
+        None => Pick::NoKeys,
+    }
+}
+
 fn least_assigned<R: Rng + ?Sized>(
     handouts: &[u32],
     rng: &mut R,
