@@ -463,35 +463,18 @@ impl Checker {
         want: u64,
         reply: &Reply,
     ) -> Result<Option<Grant>, Violation> {
-        match reply {
-            Reply::Lease {
-                key,
-                calls,
-                lease_id,
-                lease_until,
-            } => {
-                let grant = Grant {
-                    platform: platform.to_string(),
-                    key: key.clone(),
-                    calls: *calls,
-                    id: *lease_id,
-                    until: *lease_until,
-                    want,
-                };
-                self.book.check_grant(engine, now, &grant)?;
-                Ok(Some(grant))
-            }
-            other => {
-                if let Reply::Key(_) = other {
-                    ensure(engine.config().quota.max_leases == 0, || {
-                        "a key without a lease while leases are on".into()
-                    })?;
-                }
-                let ends = self.book.ends_of(platform);
-                check_new_reply(engine, now, platform, other, &ends)?;
-                Ok(None)
-            }
+        if let Some(grant) = Grant::from_reply(platform, want, reply) {
+            self.book.check_grant(engine, now, &grant)?;
+            return Ok(Some(grant));
         }
+        if let Reply::Key(_) = reply {
+            ensure(engine.config().quota.max_leases == 0, || {
+                "a key without a lease while leases are on".into()
+            })?;
+        }
+        let ends = self.book.ends_of(platform);
+        check_new_reply(engine, now, platform, reply, &ends)?;
+        Ok(None)
     }
 
     /// A reply to a held NEW (answered now that a key is fresh, its hold ended,
@@ -562,26 +545,13 @@ impl Checker {
             )));
         };
         let h = self.held.remove(i);
+        if let Some(grant) = Grant::from_reply(&h.platform, h.lease.unwrap_or(0), &msg.reply) {
+            self.book.check_grant(engine, now, &grant)?;
+            self.book.count_held_grant();
+            return Ok(Some(grant));
+        }
         match msg.reply {
             Reply::Key(k) => check_handed_out(engine, now, &h.platform, &k).map(|()| None),
-            Reply::Lease {
-                key,
-                calls,
-                lease_id,
-                lease_until,
-            } => {
-                let grant = Grant {
-                    platform: h.platform,
-                    key,
-                    calls,
-                    id: lease_id,
-                    until: lease_until,
-                    want: h.lease.unwrap_or(0),
-                };
-                self.book.check_grant(engine, now, &grant)?;
-                self.book.count_held_grant();
-                Ok(Some(grant))
-            }
             _ => Ok(None),
         }
     }

@@ -18,6 +18,7 @@
 use super::invariants::Violation;
 use crate::engine::Engine;
 use crate::pool::KeyState;
+use crate::protocol::Reply;
 use crate::quota::Account;
 use crate::time::Timestamp;
 use rand_core::Rng;
@@ -56,6 +57,29 @@ pub struct Grant {
     pub until: u64,
     /// The calls asked for (`lease`).
     pub want: u64,
+}
+
+impl Grant {
+    /// The lease that `reply` lends, for a request of `want` calls of
+    /// `platform`; `None` when the reply is not a lease.
+    pub fn from_reply(platform: &str, want: u64, reply: &Reply) -> Option<Grant> {
+        match reply {
+            Reply::Lease {
+                key,
+                calls,
+                lease_id,
+                lease_until,
+            } => Some(Grant {
+                platform: platform.to_owned(),
+                key: key.clone(),
+                calls: *calls,
+                id: *lease_id,
+                until: *lease_until,
+                want,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A REPORT's end of a lease: `lease_id` with `done`, about `key` of
