@@ -96,8 +96,11 @@ pub trait KeySource: Send + Sync {
     /// On the wire this is EXPIRE or INVALIDATE followed by NEW, exactly what a
     /// worker of Augur's does after a 403 or a 401, so it works against Augur's
     /// orchestrator too. It does not send the rate-limit figures themselves to
-    /// the orchestrator yet (no REPORT message, no leases): that comes with the
-    /// quota extension. Errors are those of [`expire`](Self::expire) and
+    /// the orchestrator: a worker that borrows calls with
+    /// [`lease`](Self::lease) and calls [`observe_lease`](Self::observe_lease)
+    /// does (a REPORT of what the headers said whenever a lease goes back),
+    /// so that the orchestrator knows every account's remaining calls.
+    /// Errors are those of [`expire`](Self::expire) and
     /// [`invalidate`](Self::invalidate); after an error the old key may already
     /// have been reported, so the worker should [`request`](Self::request) a
     /// new one rather than keep it.
