@@ -39,6 +39,14 @@ pub struct EngineConfig {
     ///
     /// [`Engine::assign`]: super::Engine::assign
     pub stagger_waits: bool,
+    /// Learn how far behind ours a platform's clock is from the EXPIREs whose
+    /// reset time has already passed by our clock, and keep such keys (and
+    /// the platform's later EXPIREs) expired until the platform's reset
+    /// ([`Engine::expire`](super::Engine::expire)). On by default; off, such
+    /// an EXPIRE changes nothing and the key stays fresh, as in Augur's
+    /// orchestrator, whose workers then loop on 403s until the platform's
+    /// clock reaches the reset (Augur #3598).
+    pub learn_lag: bool,
     /// Quota awareness: floors per platform and account, the choice
     /// strategy per platform, the lease cap per account and lease duration.
     pub quota: QuotaConfig,
@@ -64,6 +72,7 @@ impl Default for EngineConfig {
             max_held: 10_000,
             max_expiry: Duration::from_secs(25 * 3600),
             stagger_waits: true,
+            learn_lag: true,
             quota: QuotaConfig::default(),
             max_platforms: DEFAULT_MAX_PLATFORMS,
             max_keys_per_platform: DEFAULT_MAX_KEYS_PER_PLATFORM,

@@ -25,7 +25,7 @@
 
 use crate::mask::Masked;
 use crate::pool::Counts;
-use crate::pool::{Assignment, Expired, Invalidated, KeyPool, Pick, Published};
+use crate::pool::{Assignment, Expired, Invalidated, KeyPool, KeyState, Pick, Published};
 use crate::protocol::{DecodeError, MAX_KEY_LEN, MAX_PLATFORM_LEN, PlatformStatus, ReplyTo};
 use crate::quota::Quotas;
 use crate::time::Timestamp;
@@ -35,6 +35,7 @@ use std::collections::VecDeque;
 mod config;
 mod events;
 mod held;
+mod lag;
 mod probe;
 mod quota;
 mod stagger;
@@ -52,6 +53,7 @@ pub use state::StateGeneration;
 pub use stats::Stats;
 
 use held::{HeldRequests, HoldClock};
+use lag::PlatformLags;
 use stagger::{Stagger, Waiter};
 
 /// The orchestrator's state machine. See the [module docs](self) for the run
@@ -103,6 +105,8 @@ pub struct Engine<R> {
     probe: Option<Box<probe::ProbeState>>,
     /// When the requests told to wait ask again.
     stagger: Stagger,
+    /// How far behind ours each platform's clock is, as EXPIREs show it.
+    lags: PlatformLags,
 }
 
 impl<R: Rng> Engine<R> {
@@ -129,6 +133,7 @@ impl<R: Rng> Engine<R> {
             hold_clock: HoldClock::default(),
             quota: Quotas::new(),
             stagger: Stagger::default(),
+            lags: PlatformLags::default(),
             probe,
         };
         engine.probe_restored();
@@ -394,9 +399,16 @@ impl<R: Rng> Engine<R> {
     /// Marks `key` rate limited until `refresh_at` (from the API's reset
     /// header), cut to `now + max_expiry` ([`EngineConfig::max_expiry`]) so that
     /// a wrong header parks no key for years. The later of two refresh times
-    /// wins; a refresh time not after `now`, an unknown or an invalid key change
-    /// nothing. A change is reported as [`KeyEvent::Expired`] with the refresh
-    /// time applied.
+    /// wins; an unknown or an invalid key change nothing. A change is
+    /// reported as [`KeyEvent::Expired`] with the refresh time applied.
+    ///
+    /// A refresh time up to [`MAX_SKEW`](crate::quota::MAX_SKEW) before
+    /// `now` means the platform refused the key although its reset has passed
+    /// by our clock: its clock is behind ours. The key is kept expired for as
+    /// long again (at least a second), and the platform's lag is learnt and
+    /// added to its later EXPIREs (see the `lag` module: Augur's workers give
+    /// reset times on the platform's clock and no `Date`). A refresh time
+    /// further back changes nothing.
     pub fn expire(
         &mut self,
         now: Timestamp,
@@ -404,6 +416,16 @@ impl<R: Rng> Engine<R> {
         key: &str,
         refresh_at: Timestamp,
     ) -> Expired {
+        let refresh_at = if self.config.learn_lag
+            && self
+                .pool
+                .state(platform, key, now)
+                .is_some_and(|s| s != KeyState::Invalid)
+        {
+            self.lags.refresh_at(now, platform, refresh_at)
+        } else {
+            refresh_at
+        };
         let refresh_at = refresh_at.min(now.saturating_add(self.config.max_expiry));
         let outcome = self.pool.expire(platform, key, refresh_at, now);
         if outcome != Expired::Unchanged {

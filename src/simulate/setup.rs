@@ -19,8 +19,8 @@ const PUBLISH_LEAD: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The engine's configuration: keyman's with the simulation's strategy,
 /// stagger, floor and lease cap, or for the model of Augur's orchestrator,
-/// uniform choice, every wait hint for the earliest refresh, and none of the
-/// quota extension.
+/// uniform choice, every wait hint for the earliest refresh, an EXPIRE whose
+/// reset has passed ignored, and none of the quota extension.
 fn engine_config(config: &SimConfig) -> EngineConfig {
     let keyman = config.orchestrator == Orchestrator::Keyman;
     if !keyman {
@@ -29,6 +29,7 @@ fn engine_config(config: &SimConfig) -> EngineConfig {
         let mut engine = EngineConfig {
             stagger_waits: false,
             max_held: 0,
+            learn_lag: false,
             ..EngineConfig::default()
         };
         engine.quota.max_leases = 0;

@@ -499,4 +499,5 @@ fn time_going_backwards_panics_nowhere_and_refreshes_nothing_early() {
 
 mod bounds;
 mod herd;
+mod lag;
 mod quota_wire;
