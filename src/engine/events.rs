@@ -47,6 +47,16 @@ pub enum Event {
     },
     /// SHUTDOWN was received; the engine handles nothing more.
     Shutdown,
+    /// The platform's clock is behind ours by at least `lag`, as an EXPIRE
+    /// whose reset had already passed by our clock shows (see
+    /// [`Engine::expire`](super::Engine::expire)): the platform's later
+    /// EXPIREs are moved `lag` later. Given when the lag applied grows.
+    ClockLag {
+        /// The platform.
+        platform: String,
+        /// How far behind ours its clock is taken to be.
+        lag: Duration,
+    },
     /// What a probe of a key found (or that it found nothing); `key` is masked.
     Probe {
         /// Who was asked.
@@ -150,6 +160,7 @@ impl Event {
             | Event::UnknownPlatform { .. } => Level::Warn,
             Event::Key { what, .. } => what.level(),
             Event::Shutdown => Level::Info,
+            Event::ClockLag { .. } => Level::Warn,
             Event::Probe { what, .. } => what.level(),
         }
     }

@@ -53,35 +53,40 @@ impl PlatformLags {
     /// `now`: later by the platform's lag when one is known, or (a reset
     /// already passed by our clock, by less than [`MAX_SKEW`]) as far past
     /// `now` as it is behind it, at least [`MIN_HOLD`], and the lag learnt.
+    ///
+    /// Also returns the platform's lag when this EXPIRE made the lag applied
+    /// to its EXPIREs grow (to [`MEASURABLE_SKEW`] or more), for the log.
     pub(super) fn refresh_at(
         &mut self,
         now: Timestamp,
         platform: &str,
         refresh_at: Timestamp,
-    ) -> Timestamp {
+    ) -> (Timestamp, Option<Duration>) {
+        let applied = self.lag(now, platform).filter(|&l| l >= MEASURABLE_SKEW);
         if refresh_at > now {
-            return match self.lag(now, platform) {
-                Some(lag) if lag >= MEASURABLE_SKEW => refresh_at.saturating_add(lag),
-                _ => refresh_at,
-            };
+            return (
+                applied.map_or(refresh_at, |lag| refresh_at.saturating_add(lag)),
+                None,
+            );
         }
         let behind = now.saturating_since(refresh_at);
         if behind > MAX_SKEW {
-            return refresh_at;
+            return (refresh_at, None);
         }
-        let lag = behind.saturating_mul(2).min(MAX_SKEW);
         let known = self.lag(now, platform).unwrap_or_default();
-        let entry = Learnt {
-            lag: lag.max(known),
-            at: now,
-        };
+        let lag = behind.saturating_mul(2).min(MAX_SKEW).max(known);
+        let entry = Learnt { lag, at: now };
         match self.learnt.get_mut(platform) {
             Some(learnt) => *learnt = entry,
             None => {
                 self.learnt.insert(platform.to_owned(), entry);
             }
         }
-        now.saturating_add(behind.max(MIN_HOLD))
+        let grew = lag >= MEASURABLE_SKEW && applied.is_none_or(|old| lag > old);
+        (
+            now.saturating_add(behind.max(MIN_HOLD)),
+            grew.then_some(lag),
+        )
     }
 
     /// The lag of `platform` at `now`, if one was learnt within [`LAG_MEMORY`].
@@ -106,7 +111,7 @@ mod tests {
     #[test]
     fn a_reset_ahead_with_nothing_learnt_is_taken_as_it_is() {
         let mut lags = PlatformLags::default();
-        assert_eq!(lags.refresh_at(at(0.0), "p", at(30.0)), at(30.0));
+        assert_eq!(lags.refresh_at(at(0.0), "p", at(30.0)), (at(30.0), None));
         assert_eq!(lags.lag(at(0.0), "p"), None);
     }
 
@@ -114,13 +119,23 @@ mod tests {
     fn a_reset_already_passed_keeps_the_key_expired_as_long_again_and_teaches_the_lag() {
         let mut lags = PlatformLags::default();
         // Refused 0.2 s after its reset by our clock: held at least 1 s.
-        assert_eq!(lags.refresh_at(at(0.2), "p", at(0.0)), at(1.2));
+        // Not yet a lag to act on (0.4 s): nothing to report.
+        assert_eq!(lags.refresh_at(at(0.2), "p", at(0.0)), (at(1.2), None));
         // Refused again 1.2 s after it: held 1.2 s more.
-        assert_eq!(lags.refresh_at(at(1.2), "p", at(0.0)), at(2.4));
+        let lag = Duration::from_millis(2400);
+        assert_eq!(lags.refresh_at(at(1.2), "p", at(0.0)), (at(2.4), Some(lag)));
         assert_eq!(lags.lag(at(1.2), "p"), Some(Duration::from_millis(2400)));
         // The next window's EXPIRE is moved by the lag; another platform's is not.
-        assert_eq!(lags.refresh_at(at(10.0), "p", at(3600.0)), at(3602.4));
-        assert_eq!(lags.refresh_at(at(10.0), "q", at(3600.0)), at(3600.0));
+        assert_eq!(
+            lags.refresh_at(at(10.0), "p", at(3600.0)),
+            (at(3602.4), None)
+        );
+        assert_eq!(
+            lags.refresh_at(at(10.0), "q", at(3600.0)),
+            (at(3600.0), None)
+        );
+        // A smaller gap later changes nothing to report.
+        assert_eq!(lags.refresh_at(at(3601.0), "p", at(3600.5)).1, None);
     }
 
     #[test]
@@ -128,7 +143,10 @@ mod tests {
         let mut lags = PlatformLags::default();
         lags.refresh_at(at(0.3), "p", at(0.0));
         assert_eq!(lags.lag(at(0.3), "p"), Some(Duration::from_millis(600)));
-        assert_eq!(lags.refresh_at(at(1.0), "p", at(3600.0)), at(3600.0));
+        assert_eq!(
+            lags.refresh_at(at(1.0), "p", at(3600.0)),
+            (at(3600.0), None)
+        );
     }
 
     #[test]
@@ -140,7 +158,7 @@ mod tests {
         let later = at(21.0).saturating_add(LAG_MEMORY + Duration::from_secs(1));
         assert_eq!(lags.lag(later, "p"), None);
         let reset = later.saturating_add(Duration::from_secs(60));
-        assert_eq!(lags.refresh_at(later, "p", reset), reset);
+        assert_eq!(lags.refresh_at(later, "p", reset), (reset, None));
     }
 
     #[test]
@@ -148,10 +166,10 @@ mod tests {
         let mut lags = PlatformLags::default();
         let now = at(0.0);
         let long_ago = Timestamp::from_secs(T - 3600);
-        assert_eq!(lags.refresh_at(now, "p", long_ago), long_ago);
+        assert_eq!(lags.refresh_at(now, "p", long_ago), (long_ago, None));
         assert_eq!(
             lags.refresh_at(now, "p", Timestamp::from_secs(0)),
-            Timestamp::from_secs(0)
+            (Timestamp::from_secs(0), None)
         );
         assert_eq!(lags.lag(now, "p"), None);
     }

@@ -422,7 +422,14 @@ impl<R: Rng> Engine<R> {
                 .state(platform, key, now)
                 .is_some_and(|s| s != KeyState::Invalid)
         {
-            self.lags.refresh_at(now, platform, refresh_at)
+            let (refresh_at, grew) = self.lags.refresh_at(now, platform, refresh_at);
+            if let Some(lag) = grew {
+                self.events.push_back(Event::ClockLag {
+                    platform: platform.to_owned(),
+                    lag,
+                });
+            }
+            refresh_at
         } else {
             refresh_at
         };

@@ -87,6 +87,15 @@ pub(crate) fn log_event(event: &Event) {
             }
         }
         Event::Shutdown => log_at!(level, "SHUTDOWN received"),
+        Event::ClockLag { platform, lag } => {
+            let platform = Escaped(platform);
+            log_at!(
+                level,
+                %platform,
+                lag_ms = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX),
+                "the platform refuses keys after the reset time workers report, by our clock: its clock is behind ours (or ours ahead); its rate limits are taken that much later (check this host's clock)"
+            )
+        }
         Event::Probe {
             provider,
             key,

@@ -201,3 +201,63 @@ fn keys_read_from_stdin_or_a_file_are_in_no_argv() {
 }
 
 // ---------------------------------------------------------------- metrics
+
+/// Seconds since the Unix epoch, by this host's clock.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_platform_clock_behind_ours_is_logged_and_its_refused_key_withheld() {
+    let broker = Broker::redis();
+    let url = broker.url();
+    let serve = Serve::start_with(&broker, &["--no-state"]);
+    ok(keyman(
+        &url,
+        &["publish", "--platform", "github_rest", KEY_A, KEY_B],
+    ));
+    // An Augur worker got a 403 for KEY_A with a reset 3 s in our past: the
+    // platform has not reset the key, its clock is behind ours.
+    let expire = format!(
+        r#"{{"type": "EXPIRE", "key_str": "{KEY_A}", "key_platform": "github_rest", "refresh_time": {}, "requester_id": 4711}}"#,
+        unix_now() - 3
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let bus = broker.bus().await;
+        bus.publish("worker-oath-request", expire.as_bytes())
+            .await
+            .expect("publish");
+    });
+    wait_for_log(&serve, "its clock is behind ours");
+    let log = serve.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("its clock is behind ours"))
+        .unwrap_or_default();
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("github_rest"), "{line}");
+    // At least twice the 3 s (the second's fraction adds to it).
+    let lag_ms: u64 = line
+        .split("lag_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no lag_ms in {line}"));
+    assert!((6_000..=8_000).contains(&lag_ms), "{line}");
+    // The refused key is not handed out again at once (Augur's orchestrator would).
+    for _ in 0..5 {
+        let key = ok(keyman(
+            &url,
+            &["request", "--platform", "github_rest", "--show-keys"],
+        ));
+        assert_eq!(key.trim(), KEY_B);
+    }
+    assert!(!log.contains(KEY_A), "{log}");
+}

@@ -2,6 +2,7 @@
 //! report the reset time of each 403 as the platform gives it.
 
 use super::*;
+use std::time::Duration;
 
 fn ms(millis: u64) -> Timestamp {
     Timestamp::from_millis(millis)
@@ -31,9 +32,22 @@ fn rounds_until_the_platform_resets(config: EngineConfig) -> (u32, Engine<SplitM
 #[test]
 fn a_key_refused_after_its_reset_by_our_clock_waits_for_the_platform_s_reset() {
     let (refused, mut e) = rounds_until_the_platform_resets(EngineConfig::default());
-    // One 403 at 100 s, then one each time the hold doubles: 101, 103, 106,
-    // 112, 124; 148 is past the platform's reset.
+    // One 403 at 100 s (held 1 s), then one each time the hold ends and
+    // doubles: 101, 102, 104, 108, 116; 132 is past the platform's reset.
     assert_eq!(refused, 6, "403s before the platform reset");
+    // The log says so each time the lag taken grew: 2 s (from the 403 at
+    // 101 s) to 32 s.
+    let lags: Vec<Duration> = std::iter::from_fn(|| e.poll_event())
+        .filter_map(|ev| match ev {
+            Event::ClockLag { platform, lag } if platform == "p" => Some(lag),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        lags,
+        [2, 4, 8, 16, 32].map(Duration::from_secs).to_vec(),
+        "the lags logged"
+    );
     // Meanwhile every NEW got the other key.
     assert!(matches!(e.assign(ms(125_000), "p"), Assignment::Key("k2")));
     // The next window: the reset the worker reports is moved by the lag
