@@ -56,13 +56,20 @@ fn wait_for_log(serve: &Serve, what: &str) {
 
 /// Publishes a raw payload on the admin channel, as any client of the broker can.
 fn publish_raw(broker: &Broker, payload: &str) {
+    publish_raw_on(broker, ANN, payload);
+}
+
+/// Publishes a raw payload on `channel`.
+fn publish_raw_on(broker: &Broker, channel: &str, payload: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
         let bus = broker.bus().await;
-        bus.publish(ANN, payload.as_bytes()).await.expect("publish");
+        bus.publish(channel, payload.as_bytes())
+            .await
+            .expect("publish");
     });
 }
 

@@ -225,16 +225,7 @@ fn a_platform_clock_behind_ours_is_logged_and_its_refused_key_withheld() {
         r#"{{"type": "EXPIRE", "key_str": "{KEY_A}", "key_platform": "github_rest", "refresh_time": {}, "requester_id": 4711}}"#,
         unix_now() - 3
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let bus = broker.bus().await;
-        bus.publish("worker-oath-request", expire.as_bytes())
-            .await
-            .expect("publish");
-    });
+    publish_raw_on(&broker, "worker-oath-request", &expire);
     wait_for_log(&serve, "its clock is behind ours");
     let log = serve.log();
     let line = log

@@ -59,20 +59,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// Publishes a raw payload on `channel`.
-fn publish_on(broker: &Broker, channel: &str, payload: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let bus = broker.bus().await;
-        bus.publish(channel, payload.as_bytes())
-            .await
-            .expect("publish");
-    });
-}
-
 const REQ: &str = "worker-oath-request";
 
 #[test]
@@ -116,21 +102,21 @@ fn metrics_count_what_a_scripted_workload_did() {
     ));
     assert_eq!(next.trim(), KEY_C);
     // EXPIRE C as Augur's workers send it, then a NEW that can only wait.
-    publish_on(
+    publish_raw_on(
         &broker,
         REQ,
         &format!(
             r#"{{"type": "EXPIRE", "key_str": "{KEY_C}", "key_platform": "{p}", "refresh_time": {reset}}}"#
         ),
     );
-    publish_on(
+    publish_raw_on(
         &broker,
         REQ,
         &format!(r#"{{"type": "NEW", "key_platform": "{p}", "requester_id": 4711}}"#),
     );
     // Two messages dropped.
-    publish_on(&broker, ANN, "not json");
-    publish_on(&broker, ANN, r#"{"type": "BOGUS"}"#);
+    publish_raw_on(&broker, ANN, "not json");
+    publish_raw_on(&broker, ANN, r#"{"type": "BOGUS"}"#);
 
     let expected = [
         (
