@@ -581,6 +581,13 @@ impl<R: Rng> Engine<R> {
         let mut status = self.pool.status(now);
         self.add_forecasts(now, &mut status);
         self.add_probe_status(now, &mut status);
+        for p in &mut status {
+            p.clock_lag_ms = self
+                .lags
+                .lag(now, &p.platform)
+                .filter(|&lag| lag >= crate::quota::MEASURABLE_SKEW)
+                .map(|lag| u64::try_from(lag.as_millis()).unwrap_or(u64::MAX));
+        }
         status
     }
 

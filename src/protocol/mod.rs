@@ -67,8 +67,11 @@
 //! - **STATUS** items add, when known: `remaining` (the known remaining calls
 //!   less those lent), `leased` (calls lent in leases outstanding),
 //!   `burn_per_hour` (calls spent per hour over the last ten minutes) and
-//!   `dry_at` (when the known remaining calls run out at that rate). Fields
-//!   unknown are absent; old clients ignore them.
+//!   `dry_at` (when the known remaining calls run out at that rate); with
+//!   probes `tokens_expiring` and `token_expires_at`; and `clock_lag_ms`
+//!   (how far behind ours the platform's clock is taken to be, learnt from
+//!   EXPIREs whose reset had passed). Fields unknown are absent; old clients
+//!   ignore them.
 //!
 //! # Limits
 //!

@@ -76,6 +76,11 @@ pub struct PlatformStatus {
     /// The earliest expiry of a token of the platform that a probe learnt, in
     /// Unix epoch seconds.
     pub token_expires_at: Option<u64>,
+    // -- clocks (ext); absent on the wire when nothing was learnt --
+    /// How far behind ours the platform's clock is taken to be, in
+    /// milliseconds, as EXPIREs of keys refused after their reset showed it;
+    /// its EXPIREs are moved that much later.
+    pub clock_lag_ms: Option<u64>,
 }
 
 /// An answer of the orchestrator.
@@ -172,6 +177,7 @@ impl Reply {
                             ("dry_at", p.dry_at),
                             ("tokens_expiring", p.tokens_expiring),
                             ("token_expires_at", p.token_expires_at),
+                            ("clock_lag_ms", p.clock_lag_ms),
                         ];
                         for (field, v) in forecast {
                             if let Some(v) = v {
@@ -316,6 +322,7 @@ impl Reply {
                     dry_at: p.get("dry_at").and_then(Value::as_u64),
                     tokens_expiring: p.get("tokens_expiring").and_then(Value::as_u64),
                     token_expires_at: p.get("token_expires_at").and_then(Value::as_u64),
+                    clock_lag_ms: p.get("clock_lag_ms").and_then(Value::as_u64),
                 });
             }
             Reply::Status(out)

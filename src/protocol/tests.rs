@@ -215,6 +215,7 @@ fn replies_round_trip_with_request_id() {
             expired: 2,
             invalid: 3,
             next_refresh: Some(10),
+            clock_lag_ms: Some(32_000),
             ..PlatformStatus::default()
         }]),
     ] {

@@ -242,6 +242,11 @@ fn a_platform_clock_behind_ours_is_logged_and_its_refused_key_withheld() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no lag_ms in {line}"));
     assert!((6_000..=8_000).contains(&lag_ms), "{line}");
+    // STATUS says the same.
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(keyman(&url, &["status", "--json"]))).expect("status JSON");
+    assert_eq!(status[0]["platform"], "github_rest", "{status}");
+    assert_eq!(status[0]["clock_lag_ms"], lag_ms, "{status}");
     // The refused key is not handed out again at once (Augur's orchestrator would).
     for _ in 0..5 {
         let key = ok(keyman(

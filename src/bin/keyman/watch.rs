@@ -61,11 +61,21 @@ pub(crate) fn table(status: &[PlatformStatus]) -> String {
             known(p.burn_per_hour),
         ));
     }
+    for p in status {
+        if let Some(ms) = p.clock_lag_ms {
+            text.push_str(&format!(
+                "{}: the platform's clock is about {} behind ours (or ours ahead); its resets are taken that much later\n",
+                p.platform.escape_debug(),
+                span(ms.div_ceil(1000)),
+            ));
+        }
+    }
     text
 }
 
 /// The status as `--json` prints it: one object per platform, with the
-/// forecast (`remaining`, `burn_per_hour` and `dry_at` are null when unknown).
+/// forecast (`remaining`, `burn_per_hour` and `dry_at` are null when unknown)
+/// and the platform's clock lag (`clock_lag_ms`, null when none is known).
 pub(crate) fn json_status(status: &[PlatformStatus]) -> serde_json::Value {
     status
         .iter()
@@ -75,6 +85,7 @@ pub(crate) fn json_status(status: &[PlatformStatus]) -> serde_json::Value {
                 "invalid": p.invalid, "next_refresh": p.next_refresh,
                 "remaining": p.remaining, "leased": p.leased.unwrap_or(0),
                 "burn_per_hour": p.burn_per_hour, "dry_at": p.dry_at,
+                "clock_lag_ms": p.clock_lag_ms,
             })
         })
         .collect()
@@ -212,8 +223,26 @@ mod tests {
             ],
             "{text}"
         );
+        assert_eq!(lines.len(), 3, "no clock line when no lag is known: {text}");
         let j = json_status(&[platform("p")]);
         assert_eq!(j[0]["remaining"], serde_json::Value::Null);
         assert_eq!(j[0]["leased"], 0);
+        assert_eq!(j[0]["clock_lag_ms"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_platform_clock_behind_ours_is_said_under_the_table() {
+        let lagging = PlatformStatus {
+            clock_lag_ms: Some(32_000),
+            ..platform("github_rest")
+        };
+        let text = table(&[lagging.clone(), platform("gitlab_rest")]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(
+            lines[3].starts_with("github_rest: the platform's clock is about 32s behind ours"),
+            "{text}"
+        );
+        assert_eq!(json_status(&[lagging])[0]["clock_lag_ms"], 32_000);
     }
 }

@@ -48,6 +48,8 @@ fn a_key_refused_after_its_reset_by_our_clock_waits_for_the_platform_s_reset() {
         [2, 4, 8, 16, 32].map(Duration::from_secs).to_vec(),
         "the lags logged"
     );
+    // STATUS tells it too.
+    assert_eq!(e.status(ms(125_000))[0].clock_lag_ms, Some(32_000));
     // Meanwhile every NEW got the other key.
     assert!(matches!(e.assign(ms(125_000), "p"), Assignment::Key("k2")));
     // The next window: the reset the worker reports is moved by the lag
