@@ -9,7 +9,8 @@
 //! - A `Connection` may be used from any number of Python threads at once.
 //! - After `os.fork()` the child notices the new process id on its next call and
 //!   opens a runtime and connections of its own; the parent's are left untouched
-//!   (never dropped in the child: their threads do not exist there).
+//!   (never dropped in the child: their threads do not exist there), and no
+//!   lock of the parent is taken ([`PerProcess`](process::PerProcess)).
 //! - [`Lease`](lease::Lease): a key lent with calls, counted by `observe_lease`.
 
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@
 mod call;
 mod conn;
 mod lease;
+mod process;
 
 use call::{Failure, INNER_DEADLINE, deadline, until_after, within};
 use conn::Conn;
@@ -24,8 +26,9 @@ use keyman::protocol::Request;
 use keyman::ratelimit::RateLimit;
 use keyman::service::{KeyAdmin, KeySource};
 use keyman::time::Timestamp;
+use process::PerProcess;
 use pyo3::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A row of `Connection.status()`.
@@ -46,47 +49,20 @@ fn rate_limit(headers: &[(String, String)]) -> RateLimit {
     RateLimit::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())))
 }
 
-/// Where a [`Connection`] stands: open in the process that opened it, or closed.
-enum State {
-    Open { pid: u32, conn: Arc<Conn> },
-    Closed,
-}
-
 /// A connection to keyman's broker: a worker's or an admin's client, with its
 /// own runtime. Thread-safe; re-opened by itself in a forked child.
 #[pyclass(frozen, module = "keyman_client._native")]
 struct Connection {
     url: String,
     admin: bool,
-    state: Mutex<State>,
+    state: PerProcess,
 }
 
 impl Connection {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A poisoned lock only means a panic elsewhere; the state is intact.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// This process's connection: the open one, or a new one if this process
     /// is a fork of the one that opened it. Call without the GIL.
     fn conn(&self, deadline: Duration) -> Result<Arc<Conn>, Failure> {
-        let pid = std::process::id();
-        let mut state = self.state();
-        match &*state {
-            State::Closed => Err(Failure::Closed),
-            State::Open { pid: owner, conn } if *owner == pid => Ok(conn.clone()),
-            State::Open { .. } => {
-                // Forked: the parent's runtime has no threads here, and its
-                // sockets are the parent's. Leave them alone, forever.
-                std::mem::forget(std::mem::replace(&mut *state, State::Closed));
-                let conn = Arc::new(Conn::open(&self.url, self.admin, deadline)?);
-                *state = State::Open {
-                    pid,
-                    conn: conn.clone(),
-                };
-                Ok(conn)
-            }
-        }
+        self.state.conn(&self.url, self.admin, deadline)
     }
 
     /// Runs `f` on this process's connection without the GIL.
@@ -104,18 +80,6 @@ impl Connection {
             f(&conn, d.saturating_sub(started.elapsed()))
         });
         result.map_err(|e| e.into_py(py))
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        let state = std::mem::replace(&mut *self.state(), State::Closed);
-        if let State::Open { pid, conn } = state
-            && pid != std::process::id()
-        {
-            // A forked child dropping the parent's connection: leave it alone.
-            std::mem::forget(conn);
-        }
     }
 }
 
@@ -142,10 +106,7 @@ impl Connection {
         Ok(Connection {
             url,
             admin,
-            state: Mutex::new(State::Open {
-                pid: std::process::id(),
-                conn: Arc::new(conn),
-            }),
+            state: PerProcess::new(conn),
         })
     }
 
@@ -153,18 +114,16 @@ impl Connection {
     /// after a fork, once the child has used the connection).
     #[getter]
     fn requester_id(&self) -> String {
-        match &*self.state() {
-            State::Open { pid, conn } if *pid == std::process::id() => {
-                conn.requester_id().to_string()
-            }
-            _ => String::new(),
-        }
+        self.state
+            .opened()
+            .map(|conn| conn.requester_id().to_string())
+            .unwrap_or_default()
     }
 
     /// Whether `close()` was called.
     #[getter]
     fn closed(&self) -> bool {
-        matches!(&*self.state(), State::Closed)
+        self.state.is_closed()
     }
 
     /// A fresh key of `platform`, waiting while all its keys are rate limited.
@@ -412,15 +371,8 @@ impl Connection {
 
     /// Closes the connection; later calls raise `Disconnected`. Idempotent.
     fn close(&self, py: Python<'_>) {
-        let state = py.detach(|| std::mem::replace(&mut *self.state(), State::Closed));
-        if let State::Open { pid, conn } = state {
-            if pid == std::process::id() {
-                // Calls still running hold their own reference; the last one closes.
-                py.detach(move || drop(conn));
-            } else {
-                std::mem::forget(conn);
-            }
-        }
+        // Calls still running hold their own reference; the last one closes.
+        py.detach(|| drop(self.state.close()));
     }
 }
 

@@ -137,3 +137,68 @@ def test_client_made_before_fork_works_in_the_child(served: str, platform: str) 
         # And after the children are gone, the parent's connection is intact.
         assert client.requester_id == parent_id
         assert client.request() == keys[parent_name]
+
+
+FORKS = 60
+HAMMERS = 8
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forks_while_threads_call_never_hang_the_child(served: str, platform: str) -> None:
+    # fork() copies only the calling thread: a lock another thread held at
+    # that moment stays locked in the child. Children forked while 8 threads
+    # keep calling must each get their key within the deadline, never hang.
+    names = [f"{platform}_parent", f"{platform}_child"]
+    keys = publish_per_platform(served, names)
+    parent_name, child_name = names
+    with KeyClient(parent_name, None, url=served, timeout=10) as client:
+        assert client.request() == keys[parent_name]
+        stop = threading.Event()
+        errors: List[BaseException] = []
+
+        def hammer() -> None:
+            try:
+                while not stop.is_set():
+                    client.request()
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=hammer) for _ in range(HAMMERS)]
+        for t in threads:
+            t.start()
+        outcomes: List[str] = []
+        try:
+            for _ in range(FORKS):
+                read, write = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child
+                    code = 1
+                    try:
+                        os.close(read)
+                        got = client.request(child_name, timeout=5)
+                        os.write(write, b"ok" if got == keys[child_name] else b"wrong key")
+                        code = 0
+                    finally:
+                        os._exit(code)
+                os.close(write)
+                # The child's deadline is 5 s: one still running after 15 s hangs.
+                until = time.monotonic() + 15
+                hung = True
+                while time.monotonic() < until:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        hung = False
+                        break
+                    time.sleep(0.01)
+                if hung:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                with os.fdopen(read, "rb") as pipe:
+                    answer = pipe.read()
+                outcomes.append("hung" if hung else answer.decode() or "failed")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=30)
+        assert not errors, errors[:3]
+        assert outcomes == ["ok"] * FORKS, outcomes
