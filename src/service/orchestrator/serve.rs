@@ -105,7 +105,10 @@ impl Orchestrator {
         // The message being handled, for the metrics.
         let mut seen = None;
 
-        let outbox = Outbox::start(self.bus.clone());
+        // Replies go out only while the term's lease is valid.
+        let (validity, valid_until_rx) =
+            tokio::sync::watch::channel(answer_until(leadership.as_ref()));
+        let outbox = Outbox::start(self.bus.clone(), valid_until_rx);
         // The probes of this term: answers to an earlier term's are dropped with it.
         let max_probes = self
             .engine
@@ -214,6 +217,7 @@ impl Orchestrator {
                     if let Some(lead) = leadership.as_mut() {
                         lead.handle_renewal(now(), sent.into_std(), outcome);
                     }
+                    validity.send_replace(answer_until(leadership.as_ref()));
                     // The top of the loop acts on the outcome.
                     continue;
                 }
@@ -298,6 +302,18 @@ impl Orchestrator {
 /// Until when a term may still write its state (with a lease).
 fn valid_until(leadership: Option<&Leadership>) -> Option<Instant> {
     leadership.map(|lead| Instant::from_std(lead.valid_until()))
+}
+
+/// Until when a term may still publish replies (with a lease): as
+/// [`valid_until`], and no longer once the lease is known to be another's.
+fn answer_until(leadership: Option<&Leadership>) -> Option<Instant> {
+    leadership.map(|lead| {
+        if lead.is_valid(now()) {
+            Instant::from_std(lead.valid_until())
+        } else {
+            Instant::now()
+        }
+    })
 }
 
 impl Orchestrator {
