@@ -14,7 +14,7 @@ use keyman::Masked;
 use keyman::ratelimit::{LeasedKey, RateLimit};
 use keyman::service::{KeyError, KeySource};
 use pyo3::prelude::*;
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
 
 /// What Python reads of a lease: a copy, replaced whenever the lease changes,
@@ -66,6 +66,26 @@ impl Lease {
     }
 
     fn view(&self) -> View {
+        if !self.ours() {
+            // A forked child: a thread of the parent may have held the lock
+            // at the fork, and it would never be released here. The lease
+            // has ended for this process anyway.
+            let last = match self.view.try_lock() {
+                Ok(view) => Some(view.clone()),
+                Err(TryLockError::Poisoned(e)) => Some(e.into_inner().clone()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            return View {
+                ended: true,
+                ..last.unwrap_or(View {
+                    key: String::new(),
+                    calls: None,
+                    used: 0,
+                    until: None,
+                    ended: true,
+                })
+            };
+        }
         // A poisoned lock only means a panic elsewhere; the view is whole.
         self.view.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
