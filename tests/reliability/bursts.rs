@@ -172,6 +172,7 @@ pub fn listed_raw(broker: &Broker) -> Vec<(String, Option<usize>)> {
 }
 
 async fn burst_of_publishes_all_applied(broker: Broker) {
+    let _alone = crate::ALONE.lock().await;
     let serve = Serve::start(&broker);
     let bus = broker.bus().await;
     ready_admin(bus.clone()).await;

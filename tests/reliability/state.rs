@@ -381,6 +381,7 @@ async fn unreadable_state_is_kept_and_serve_refuses_in_a_file() {
 /// then a round trip through `serve`), listed,
 /// `serve` restarted (SIGTERM), listed again.
 async fn hundred_thousand_keys_survive_a_restart(broker: Broker) {
+    let _alone = crate::ALONE.lock().await;
     let mut serve = Serve::start(&broker);
     let bus = broker.bus().await;
     ready_admin(bus.clone()).await;

@@ -258,12 +258,14 @@ fn takeover_answers_every_request(broker: &Broker) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_answers_every_request_over_redis() {
+    let _alone = crate::ALONE.lock().await;
     let broker = Broker::redis();
     block_in_place(|| takeover_answers_every_request(&broker));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_answers_every_request_over_nats() {
+    let _alone = crate::ALONE.lock().await;
     let broker = Broker::nats();
     block_in_place(|| takeover_answers_every_request(&broker));
 }
