@@ -165,10 +165,16 @@ fn split_brain_old_leader_neither_answers_nor_writes(broker: &Broker) {
         raw.publish(REQ, &new_bytes(PLATFORM, id));
     }
     // Every NEW gets exactly one reply, the new leader's; the old one answers
-    // nothing. Replies come within a second; the window catches late ones.
+    // nothing. Read until every NEW has its reply (at most 15 s, for a loaded
+    // machine), then one second more for any second or late reply.
     let mut answers: HashMap<String, Vec<String>> = HashMap::new();
-    let until = Instant::now() + Duration::from_secs(3);
+    let mut until = Instant::now() + Duration::from_secs(15);
+    let mut all_in = false;
     while Instant::now() < until {
+        if !all_in && ids.iter().all(|id| answers.contains_key(id)) {
+            all_in = true;
+            until = Instant::now() + Duration::from_secs(1);
+        }
         if let Some((channel, payload, _)) = replies.next(Duration::from_millis(100)) {
             let id = channel
                 .strip_prefix(&format!("{REQ}-"))
