@@ -250,12 +250,14 @@ fn split_brain_old_leader_neither_answers_nor_writes(broker: &Broker) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_old_leader_neither_answers_nor_writes_over_redis() {
+    let _alone = crate::ALONE.lock().await;
     let broker = Broker::redis();
     block_in_place(|| split_brain_old_leader_neither_answers_nor_writes(&broker));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_brain_old_leader_neither_answers_nor_writes_over_nats() {
+    let _alone = crate::ALONE.lock().await;
     let broker = Broker::nats();
     block_in_place(|| split_brain_old_leader_neither_answers_nor_writes(&broker));
 }
