@@ -215,6 +215,8 @@ fn a_platform_clock_behind_ours_is_logged_and_its_refused_key_withheld() {
     let broker = Broker::redis();
     let url = broker.url();
     let serve = Serve::start_with(&broker, &["--no-state"]);
+    // Serving before anything is published (a PUBLISH before it would be lost).
+    ok(keyman(&url, &["ping"]));
     ok(keyman(
         &url,
         &["publish", "--platform", "github_rest", KEY_A, KEY_B],
