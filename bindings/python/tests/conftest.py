@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional
+from typing import Iterator, List
 
 import pytest
 
@@ -192,36 +192,3 @@ def make_key(tag: str = "") -> str:
 
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-def in_child(body: "Callable[[], bytes]", limit: float = 30.0) -> "Optional[bytes]":
-    """Runs ``body`` in a forked child and returns what it returned, or None
-    if the child failed or was still running after ``limit`` seconds (then it
-    is killed: a hung child fails the test instead of hanging it)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        code = 1
-        try:
-            os.close(read)
-            os.write(write, body())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    until = time.monotonic() + limit
-    status = None
-    while time.monotonic() < until:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        status = None
-        time.sleep(0.01)
-    if status is None:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    with os.fdopen(read, "rb") as pipe:
-        answer = pipe.read()
-    if status is None or not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        return None
-    return answer

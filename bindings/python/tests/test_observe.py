@@ -13,7 +13,7 @@ import pytest
 
 import keyman_client
 from keyman_client import KeyClient, KeyPublisher, Lease
-from conftest import in_child, make_key
+from conftest import make_key
 
 
 def publish(url: str, platform: str, *keys: str, limit: Any = None) -> None:
@@ -284,29 +284,41 @@ def test_platform_status_is_still_the_tuple_of_counts(served: str, platform: str
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
 def test_a_lease_belongs_to_the_process_that_took_it(served: str, platform: str) -> None:
+    import os
+
     key = make_key()
     publish(served, platform, key, limit=100)
     reset = int(time.time()) + 3600
     with KeyClient(platform, None, url=served, timeout=10) as client:
         lease = client.lease(10)
         assert client.observe(lease, 200, github(99, reset, limit=100)) == key
-
-        def child() -> bytes:
-            problems = []
-            if not lease.ended or lease.calls_left != 0:
-                problems.append("the parent's lease is not ended in the child")
-            client.release(lease)  # not the child's to return: nothing happens
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
             try:
-                client.observe(lease, 200, github(98, reset, limit=100))
-                problems.append("observe of the parent's lease worked in the child")
-            except keyman_client.InvalidArgument:
-                pass
-            with client.lease(5) as own:
-                if own.calls != 5 or client.observe(own, 200, github(97, reset, limit=100)) != key:
-                    problems.append("the child's own lease did not work")
-            return "; ".join(problems).encode() or b"ok"
-
-        answer = in_child(child)
+                os.close(read)
+                problems = []
+                if not lease.ended or lease.calls_left != 0:
+                    problems.append("the parent's lease is not ended in the child")
+                client.release(lease)  # not the child's to return: nothing happens
+                try:
+                    client.observe(lease, 200, github(98, reset, limit=100))
+                    problems.append("observe of the parent's lease worked in the child")
+                except keyman_client.InvalidArgument:
+                    pass
+                with client.lease(5) as own:
+                    if own.calls != 5 or client.observe(own, 200, github(97, reset, limit=100)) != key:
+                        problems.append("the child's own lease did not work")
+                os.write(write, "; ".join(problems).encode() or b"ok")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            answer = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert answer == b"ok", answer
         # The parent's lease is untouched: still lent, still counting.
         assert not lease.ended and lease.used == 1

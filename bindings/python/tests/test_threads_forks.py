@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 import pytest
 
 from keyman_client import KeyClient, KeyPublisher
-from conftest import in_child, make_key
+from conftest import make_key
 
 THREADS = 32
 TOTAL = 1000
@@ -98,13 +98,23 @@ def test_client_made_before_fork_works_in_the_child(served: str, platform: str) 
         loop = threading.Thread(target=parent_loop)
         loop.start()
         try:
-
-            def child() -> bytes:
-                _, child_id, got = _child_requests(client, child_name, 20)
-                ok = got == [keys[child_name]] * 20 and child_id != parent_id and child_id
-                return b"ok" if ok else f"{child_id!r}, {len(got)} replies".encode()
-
-            answer = in_child(child)
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child
+                code = 1
+                try:
+                    os.close(read)
+                    _, child_id, got = _child_requests(client, child_name, 20)
+                    ok = got == [keys[child_name]] * 20 and child_id != parent_id and child_id
+                    os.write(write, b"ok" if ok else f"{child_id!r}, {len(got)} replies".encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write)
+            with os.fdopen(read, "rb") as pipe:
+                answer = pipe.read()
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
             assert answer == b"ok", answer
 
             _inherited["client"] = client
@@ -159,14 +169,33 @@ def test_forks_while_threads_call_never_hang_the_child(served: str, platform: st
         outcomes: List[str] = []
         try:
             for _ in range(FORKS):
-
-                def child() -> bytes:
-                    got = client.request(child_name, timeout=5)
-                    return b"ok" if got == keys[child_name] else b"wrong key"
-
+                read, write = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the child
+                    code = 1
+                    try:
+                        os.close(read)
+                        got = client.request(child_name, timeout=5)
+                        os.write(write, b"ok" if got == keys[child_name] else b"wrong key")
+                        code = 0
+                    finally:
+                        os._exit(code)
+                os.close(write)
                 # The child's deadline is 5 s: one still running after 15 s hangs.
-                answer = in_child(child, limit=15)
-                outcomes.append(answer.decode() if answer is not None else "failed or hung")
+                until = time.monotonic() + 15
+                hung = True
+                while time.monotonic() < until:
+                    done, _ = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        hung = False
+                        break
+                    time.sleep(0.01)
+                if hung:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                with os.fdopen(read, "rb") as pipe:
+                    answer = pipe.read()
+                outcomes.append("hung" if hung else answer.decode() or "failed")
         finally:
             stop.set()
             for t in threads:
