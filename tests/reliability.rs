@@ -11,13 +11,9 @@ mod support;
 
 /// Held by the tests that load both cores for a minute (400 000 PUBLISHes,
 /// 100 000 keys through a restart) and by the takeover and split-brain
-/// tests, so that those never run at once. Next to those loads, on NATS: the
+/// tests, so that those never run at once. Next to those loads, on NATS, the
 /// takeover test saw 1 to 11 of about 2 000 requests get a second reply in 3
-/// of 5 runs (a fault not yet explained), and the split-brain test once found
-/// a key of the new leader missing from the saved state, as the README's
-/// known limit of NATS fencing allows (a process paused between the fence
-/// check and the writes of one save lands that save when it wakes up).
-/// Neither was seen with these tests alone.
+/// of 5 runs (a fault not yet explained; never seen with these tests alone).
 pub(crate) static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[path = "reliability/bounds.rs"]

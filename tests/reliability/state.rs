@@ -2,8 +2,8 @@
 //! and large pools survive a restart.
 
 use crate::support::faults::{
-    ANN, NATS_STATE_ENTRY, REDIS_STATE_KEY, Raw, Resp, grep, list, list_keys, nats_kv_entries,
-    nats_kv_get, nats_kv_put, noise, publish_bytes, redis_keys, signal, tail, wait_ack,
+    ANN, REDIS_STATE_KEY, Raw, Resp, grep, list, list_keys, nats_kv_entries, nats_kv_get, noise,
+    publish_bytes, redis_keys, signal, tail, wait_ack,
 };
 use crate::support::{Broker, Serve, client_config, ready_admin};
 use keyman::service::{KeyAdmin, KeyPublisher};
@@ -126,9 +126,10 @@ impl Store {
                     other => Some(format!("{other:?}").into_bytes()),
                 }
             }
-            (Store::Broker, Broker::Nats(_)) => {
-                nats_kv_get(&mut Raw::connect(broker), NATS_STATE_ENTRY)
-            }
+            (Store::Broker, Broker::Nats(_)) => nats_state(broker, |store| async move {
+                let records = store.load(None).await.expect("load the saved state");
+                records.and_then(|mut r| r.remove("meta"))
+            }),
         }
     }
 
@@ -140,7 +141,13 @@ impl Store {
                 assert_eq!(r, Resp::Simple("OK".into()));
             }
             (Store::Broker, Broker::Nats(_)) => {
-                nats_kv_put(&mut Raw::connect(broker), NATS_STATE_ENTRY, value);
+                let meta = keyman::service::StateWrite {
+                    records: [("meta".to_owned(), value.to_vec())].into_iter().collect(),
+                    replace: false,
+                };
+                let saved =
+                    nats_state(broker, |store| async move { store.save(&meta, None).await });
+                assert_eq!(saved, Ok(keyman::service::Saved::Written));
             }
         }
     }
@@ -197,6 +204,23 @@ impl Store {
             }
         }
     }
+}
+
+/// Runs `f` on the store `serve` keeps its state in on NATS (records are
+/// entries of a layout that only the store reads), from a thread in
+/// `block_in_place`.
+fn nats_state<T, F, Fut>(broker: &Broker, f: F) -> T
+where
+    F: FnOnce(std::sync::Arc<dyn keyman::service::StateStore>) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    tokio::runtime::Handle::current().block_on(async {
+        let (_bus, store) =
+            keyman::service::connect_url_with_store(&broker.url(), "augur-oauth-announce")
+                .await
+                .expect("connect to the store");
+        f(store).await
+    })
 }
 
 /// Starts `serve` and waits until it either exits (its code) or answers

@@ -25,8 +25,6 @@ pub const SERVING: &str = "took the lease; serving";
 pub const REDIS_STATE_KEY: &str = "keyman:state:augur-oauth-announce";
 /// The NATS JetStream key-value bucket of the saved state.
 pub const NATS_BUCKET: &str = "keyman";
-/// The NATS key-value entry of the saved state under the default name.
-pub const NATS_STATE_ENTRY: &str = "state.augur-oauth-announce";
 /// How long one raw broker operation may take.
 const IO_LIMIT: Duration = Duration::from_secs(60);
 
@@ -283,16 +281,6 @@ pub fn nats_kv_get(raw: &mut Raw, entry: &str) -> Option<Vec<u8>> {
     );
     let data = answer.pointer("/message/data")?.as_str()?;
     Some(decode_base64(data).expect("JetStream gives base64"))
-}
-
-/// Writes a NATS key-value entry and waits for JetStream's ack.
-pub fn nats_kv_put(raw: &mut Raw, entry: &str, value: &[u8]) {
-    let ack = raw.nats_request(&format!("$KV.{NATS_BUCKET}.{entry}"), value);
-    let ack: serde_json::Value = serde_json::from_slice(&ack).expect("a JSON ack");
-    assert!(
-        ack.get("error").is_none(),
-        "JetStream refused the write: {ack}"
-    );
 }
 
 /// The entries of the NATS bucket (the part after `$KV.keyman.`).

@@ -33,7 +33,7 @@
 //! - `link`: the connection's state as subscriptions see it, and the task feeding each one.
 //! - `chunk`: payloads larger than the server takes, split and put together again.
 //! - `options`: [`NatsOptions`].
-//! - `store`: [`NatsStore`], state in a JetStream key-value entry.
+//! - `store`: [`NatsStore`], state in JetStream key-value entries; `layout`: how they are laid out.
 //! - `lease`: [`NatsLease`], the serving orchestrator's lease in such an entry.
 //! - `url`: server URLs and the credentials in them; `base64`: what JetStream returns values in.
 
@@ -45,6 +45,7 @@ use keyman_transport::{Bus, BusError};
 mod base64;
 mod bus;
 mod chunk;
+mod layout;
 mod lease;
 mod link;
 mod options;

@@ -1,42 +1,59 @@
-//! [`NatsStore`]: state in a JetStream key-value entry, over the JetStream
-//! API directly (the stream `KV_{bucket}`, one value per key).
+//! [`NatsStore`]: state in JetStream key-value entries, over the JetStream
+//! API directly (the stream `KV_{bucket}`, one value per entry), laid out as
+//! the `layout` module says: every save writes new entries and lands at one
+//! compare-and-set of an index entry, which is also its fence.
 
 use crate::NatsBus;
 use crate::base64::decode_base64;
+use crate::layout::{self, Generation, INDEX, Index, MIGRATED, UNREADABLE};
 use async_trait::async_trait;
 use keyman_transport::{BusError, ErrorDetail, Records, Saved, StateStore, StateWrite};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl NatsBus {
-    /// A [`StateStore`] in entry `key` of the JetStream key-value bucket
-    /// `bucket` (its stream `KV_{bucket}` is created on first use, keeping one
-    /// value per key; the server must run with JetStream). Values are limited
-    /// by the server's largest message (1 MiB by default). It speaks the
-    /// JetStream API directly, so it works with servers from 2.9 on.
+    /// A [`StateStore`] under entry name `key` of the JetStream key-value
+    /// bucket `bucket` (its stream `KV_{bucket}` is created on first use,
+    /// keeping one value per entry; the server must run with JetStream).
+    /// Each record is an entry of its own, limited by the server's largest
+    /// message (1 MiB by default). It speaks the JetStream API directly, so
+    /// it works with servers from 2.9 on.
     pub fn state_store(&self, bucket: impl Into<String>, key: impl Into<String>) -> NatsStore {
         NatsStore {
             bus: self.clone(),
             bucket: bucket.into(),
             key: key.into(),
             ready: Arc::new(tokio::sync::OnceCell::new()),
-            fence: None,
+            lease: None,
+            session: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 }
 
-/// What fences a [`NatsStore`]: the lease, the fence entry, and the holder
-/// and sequence of this store's last write of the fence entry.
-#[derive(Clone)]
-pub(crate) struct Fence {
-    lease: Box<crate::NatsLease>,
-    entry: String,
-    claimed: Arc<std::sync::Mutex<Option<(String, u64)>>>,
+/// What a store knows of the state it claimed: who claimed it, the index as
+/// it committed it last and that write's sequence, and each record's
+/// current generation.
+#[derive(Debug, Clone)]
+struct Session {
+    /// The holder that claimed (`None` for an unfenced store).
+    holder: Option<String>,
+    /// The sequence of this store's last write of the index.
+    seq: u64,
+    /// The epoch: the sequence of the claim's index write.
+    epoch: u64,
+    /// The counter of the last save of this epoch.
+    counter: u64,
+    index: Index,
+    current: BTreeMap<String, Generation>,
 }
 
-/// A [`StateStore`] in entries of a NATS JetStream key-value bucket: the
-/// record `meta` in entry `key` (where older keyman versions kept their one
-/// value), every other record `r` in entry `key.r`, copies set aside in
-/// `key.unreadable.<ms>[.r]`. Made by [`NatsBus::state_store`]; fenced by
+/// A [`StateStore`] in entries of a NATS JetStream key-value bucket, laid
+/// out as described in the crate's `layout` module: an index entry
+/// `key.index`, each record in an entry `key.s.<epoch>.<counter>.<record>`
+/// that is written once, copies set aside in `key.unreadable.<ms>[.r]`.
+/// Records of older keyman versions (`meta` in `key`, each other record `r`
+/// in `key.r`) are read and moved to that layout by the first load of a
+/// holder. Made by [`NatsBus::state_store`]; fenced by
 /// [`NatsStore::fenced_by`].
 #[derive(Clone)]
 pub struct NatsStore {
@@ -44,7 +61,8 @@ pub struct NatsStore {
     pub(crate) bucket: String,
     pub(crate) key: String,
     ready: Arc<tokio::sync::OnceCell<()>>,
-    fence: Option<Fence>,
+    lease: Option<Box<crate::NatsLease>>,
+    session: Arc<tokio::sync::Mutex<Option<Session>>>,
 }
 
 impl std::fmt::Debug for NatsStore {
@@ -67,6 +85,13 @@ const STREAM_NAME_IN_USE: u64 = 10058;
 const SUBJECTS_OVERLAP: u64 = 10065;
 /// JetStream's error code for "no message found".
 pub(crate) const NO_MESSAGE_FOUND: u64 = 10037;
+
+/// How many entries one step reads, writes or removes at once.
+const AT_ONCE: usize = 32;
+
+/// How many times a claim reads the index again when another one wrote it
+/// in between.
+const CLAIM_ATTEMPTS: usize = 5;
 
 impl NatsStore {
     pub(crate) fn stream(&self) -> String {
@@ -141,14 +166,6 @@ impl NatsStore {
         }
     }
 
-    async fn get_owned(&self, entry: String) -> Result<Option<(u64, Vec<u8>)>, BusError> {
-        self.get(&entry).await
-    }
-
-    async fn put_plain(&self, entry: String, value: &[u8]) -> Result<Option<u64>, BusError> {
-        self.put(&entry, value, None).await
-    }
-
     pub(crate) async fn ensure_stream(&self) -> Result<(), BusError> {
         self.ready
             .get_or_try_init(|| async {
@@ -174,21 +191,22 @@ impl NatsStore {
     }
 }
 
+/// A save whose entries are written and which has yet to commit.
+struct Staged {
+    generation: Generation,
+    replace: bool,
+    names: Vec<String>,
+}
+
 impl NatsStore {
-    /// This store, fenced by `lease`: loading with a holder checks that it
-    /// holds the lease and claims the fence entry `fence.{key}` for it (a
-    /// write with `Nats-Expected-Last-Subject-Sequence`); every fenced save
-    /// first writes the fence entry again, expecting the sequence of its own
-    /// last write, so once another holder has claimed it the save is refused
-    /// before it writes anything. (Between that check and the writes of one
-    /// save there is no fence: a server with atomic batches or
-    /// `Nats-Expected-Last-Subject-Sequence-Subject` could close that gap.)
+    /// This store, fenced by `lease`: a load with a holder checks that it
+    /// holds the lease and claims the store for it (rewrites the index,
+    /// expecting the sequence it read); each save of that holder commits by
+    /// rewriting the index expecting the sequence of its own last write. Once
+    /// another holder has claimed the store, the save is refused and what it
+    /// wrote is never read (see the `layout` module).
     pub fn fenced_by(mut self, lease: &crate::NatsLease) -> Self {
-        self.fence = Some(Fence {
-            lease: Box::new(lease.clone()),
-            entry: format!("fence.{}", self.key),
-            claimed: Arc::new(std::sync::Mutex::new(None)),
-        });
+        self.lease = Some(Box::new(lease.clone()));
         self
     }
 
@@ -196,12 +214,17 @@ impl NatsStore {
         format!("$KV.{}.{entry}", self.bucket)
     }
 
-    /// The entry of record `name`.
-    fn record_entry(&self, name: &str) -> String {
+    /// The entry `name` under this store's entry name.
+    fn entry(&self, name: &str) -> String {
+        format!("{}.{name}", self.key)
+    }
+
+    /// The entry of record `name` in the layout before the index.
+    fn legacy_entry(&self, name: &str) -> String {
         if name == "meta" {
             self.key.clone()
         } else {
-            format!("{}.{name}", self.key)
+            self.entry(name)
         }
     }
 
@@ -228,7 +251,7 @@ impl NatsStore {
     }
 
     /// Writes `entry`; with `expected`, only if its last sequence is that
-    /// (`Ok(None)` if not). Returns the new sequence.
+    /// (0: only if it has none; `Ok(None)` if not). Returns the new sequence.
     async fn put(
         &self,
         entry: &str,
@@ -255,15 +278,71 @@ impl NatsStore {
         }))
     }
 
-    /// The entries under `key.` (not the copies set aside).
-    async fn record_entries(&self) -> Result<Vec<String>, BusError> {
+    /// Removes `entry`.
+    async fn purge(&self, entry: &str) -> Result<(), BusError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "filter": self.entry_subject(entry) }))
+            .unwrap_or_default();
+        let subject = format!("$JS.API.STREAM.PURGE.{}", self.stream());
+        self.api(&subject, &body, &[]).await.map(drop)
+    }
+
+    /// Removes `entries`, [`AT_ONCE`] at a time; what cannot be removed
+    /// stays as garbage for the next claim, with a debug line.
+    async fn purge_all(&self, entries: &[String]) {
+        for chunk in entries.chunks(AT_ONCE) {
+            let done = futures_util::future::join_all(chunk.iter().map(|e| self.purge(e))).await;
+            if let Some(Err(err)) = done.into_iter().find(Result::is_err) {
+                tracing::debug!(%err, store = %self.describe(), "could not remove old state entries");
+                return;
+            }
+        }
+    }
+
+    /// Writes each `(entry, value)`, [`AT_ONCE`] at a time.
+    async fn put_all(&self, writes: &[(String, &[u8])]) -> Result<(), BusError> {
+        for chunk in writes.chunks(AT_ONCE) {
+            let done =
+                futures_util::future::join_all(chunk.iter().map(|(e, v)| self.put(e, v, None)))
+                    .await;
+            for put in done {
+                put?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads each `(record, entry)`; `None` if an entry has no value.
+    async fn get_all(&self, entries: &[(String, String)]) -> Result<Option<Records>, BusError> {
+        let mut records = Records::new();
+        for chunk in entries.chunks(AT_ONCE) {
+            let values =
+                futures_util::future::join_all(chunk.iter().map(|(_, e)| self.get(e))).await;
+            for ((name, _), value) in chunk.iter().zip(values) {
+                match value? {
+                    Some((_, v)) => {
+                        records.insert(name.clone(), v);
+                    }
+                    None => return Ok(None),
+                }
+            }
+        }
+        Ok(Some(records))
+    }
+
+    /// The names of the entries under this store's entry name whose names
+    /// start with `part` (all of them for `None`).
+    async fn names(&self, part: Option<&str>) -> Result<Vec<String>, BusError> {
         let prefix = format!("$KV.{}.{}.", self.bucket, self.key);
+        let filter = match part {
+            Some(p) => format!("{prefix}{p}.>"),
+            None => format!("{prefix}>"),
+        };
         let subject = format!("$JS.API.STREAM.INFO.{}", self.stream());
         let mut names = Vec::new();
         let mut offset = 0u64;
         loop {
             let body = serde_json::to_vec(&serde_json::json!({
-                "subjects_filter": format!("{prefix}>"),
+                "subjects_filter": filter,
                 "offset": offset,
             }))
             .unwrap_or_default();
@@ -283,7 +362,6 @@ impl NatsStore {
             names.extend(
                 page.iter()
                     .filter_map(|s| s.strip_prefix(&prefix))
-                    .filter(|n| !n.starts_with("unreadable."))
                     .map(str::to_owned),
             );
             if page.is_empty() || offset >= total {
@@ -293,46 +371,219 @@ impl NatsStore {
         Ok(names)
     }
 
-    /// Checks that `holder` holds the lease and claims the fence entry for it.
-    async fn claim(&self, fence: &Fence, holder: &str) -> Result<bool, BusError> {
-        if fence.lease.holder_now().await?.as_deref() != Some(holder) {
-            return Ok(false);
-        }
-        for _ in 0..3 {
-            let seq = self.get(&fence.entry).await?.map_or(0, |(seq, _)| seq);
-            let value =
-                serde_json::to_vec(&serde_json::json!({ "holder": holder })).unwrap_or_default();
-            if let Some(new) = self.put(&fence.entry, &value, Some(seq)).await? {
-                *fence.claimed.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some((holder.to_owned(), new));
-                return Ok(true);
-            }
-        }
-        Ok(false)
+    /// The index and its sequence, if there is one.
+    async fn read_index(&self) -> Result<Option<(u64, Index)>, BusError> {
+        let Some((seq, bytes)) = self.get(&self.entry(INDEX)).await? else {
+            return Ok(None);
+        };
+        Index::decode(&bytes)
+            .map(|i| Some((seq, i)))
+            .map_err(|why| {
+                BusError::Broker(
+                    format!(
+                        "the index of the saved state in {} is unreadable: {why}",
+                        self.describe()
+                    )
+                    .into(),
+                )
+            })
     }
 
-    /// Whether `holder` still has the fence: rewrites it expecting the
-    /// sequence of its own last write (claims it first if it never did).
-    async fn check_fence(&self, fence: &Fence, holder: &str) -> Result<bool, BusError> {
-        let claimed = fence
-            .claimed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match claimed {
-            Some((h, seq)) if h == holder => {
-                let value = serde_json::to_vec(&serde_json::json!({ "holder": holder }))
-                    .unwrap_or_default();
-                match self.put(&fence.entry, &value, Some(seq)).await? {
-                    Some(new) => {
-                        *fence.claimed.lock().unwrap_or_else(|e| e.into_inner()) = Some((h, new));
-                        Ok(true)
-                    }
-                    None => Ok(false),
+    /// The records of the layout before the index, and their entries.
+    async fn legacy(&self) -> Result<(Records, Vec<String>), BusError> {
+        let mut entries: Vec<(String, String)> = self
+            .names(None)
+            .await?
+            .into_iter()
+            .filter(|n| layout::is_legacy_record(n))
+            .map(|n| {
+                let e = self.legacy_entry(&n);
+                (n, e)
+            })
+            .collect();
+        let mut records = Records::new();
+        if let Some((_, meta)) = self.get(&self.key).await? {
+            records.insert("meta".to_owned(), meta);
+            entries.retain(|(n, _)| n != "meta");
+        }
+        // A record removed meanwhile is left out: another claim moved it.
+        for chunk in entries.chunks(AT_ONCE) {
+            let values =
+                futures_util::future::join_all(chunk.iter().map(|(_, e)| self.get(e))).await;
+            for ((name, _), value) in chunk.iter().zip(values) {
+                if let Some((_, v)) = value? {
+                    records.insert(name.clone(), v);
                 }
             }
-            _ => self.claim(fence, holder).await,
         }
+        let mut all: Vec<String> = entries.into_iter().map(|(_, e)| e).collect();
+        if records.contains_key("meta") {
+            all.push(self.key.clone());
+        }
+        Ok((records, all))
+    }
+
+    /// Claims the store for `holder` (its epoch begins), after checking that
+    /// it holds the lease if the store is fenced; `None` if it does not.
+    /// Moves records of the older layout, and removes garbage.
+    async fn claim(&self, holder: Option<&str>) -> Result<Option<Session>, BusError> {
+        if let (Some(lease), Some(h)) = (&self.lease, holder)
+            && lease.holder_now().await?.as_deref() != Some(h)
+        {
+            return Ok(None);
+        }
+        for _ in 0..CLAIM_ATTEMPTS {
+            let (seq, index, legacy) = match self.read_index().await? {
+                Some((seq, index)) => (seq, index, Vec::new()),
+                None => {
+                    let (records, entries) = self.legacy().await?;
+                    let writes: Vec<(String, &[u8])> = records
+                        .iter()
+                        .map(|(n, v)| (self.entry(&layout::saved_name(MIGRATED, n)), &v[..]))
+                        .collect();
+                    self.put_all(&writes).await?;
+                    let mut index = Index::default();
+                    if !records.is_empty() {
+                        index.epochs.insert(MIGRATED.0, MIGRATED.1);
+                    }
+                    (0, index, entries)
+                }
+            };
+            let Some(epoch) = self
+                .put(&self.entry(INDEX), &index.encode(), Some(seq))
+                .await?
+            else {
+                continue;
+            };
+            self.purge_all(&legacy).await;
+            let names = self.names(Some(layout::SAVED)).await?;
+            let (current, garbage) = layout::current(&index, names.iter().map(String::as_str));
+            self.purge_all(
+                &garbage
+                    .iter()
+                    .map(|g| self.entry(g))
+                    .collect::<Vec<String>>(),
+            )
+            .await;
+            return Ok(Some(Session {
+                holder: holder.map(str::to_owned),
+                seq: epoch,
+                epoch,
+                counter: 0,
+                index,
+                current,
+            }));
+        }
+        Err(BusError::Broker(
+            format!(
+                "the saved state in {} kept changing while this orchestrator claimed it",
+                self.describe()
+            )
+            .into(),
+        ))
+    }
+
+    /// The records `current` names; `None` if one of them is gone.
+    async fn read_current(
+        &self,
+        current: &BTreeMap<String, Generation>,
+    ) -> Result<Option<Records>, BusError> {
+        let entries: Vec<(String, String)> = current
+            .iter()
+            .map(|(n, g)| (n.clone(), self.entry(&layout::saved_name(*g, n))))
+            .collect();
+        self.get_all(&entries).await
+    }
+
+    /// Reads the state without claiming it: what the index commits, or the
+    /// records of the older layout where there is no index.
+    async fn read(&self) -> Result<Records, BusError> {
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some((_, index)) = self.read_index().await? else {
+                return Ok(self.legacy().await?.0);
+            };
+            let names = self.names(Some(layout::SAVED)).await?;
+            let (current, _) = layout::current(&index, names.iter().map(String::as_str));
+            if let Some(records) = self.read_current(&current).await? {
+                return Ok(records);
+            }
+        }
+        Err(BusError::Broker(
+            format!(
+                "the saved state in {} kept changing while it was read",
+                self.describe()
+            )
+            .into(),
+        ))
+    }
+
+    /// The holder a save or load of `fence` acts for: the fence on a fenced
+    /// store, no one on an unfenced one.
+    fn holder<'a>(&self, fence: Option<&'a str>) -> Option<&'a str> {
+        fence.filter(|_| self.lease.is_some())
+    }
+
+    /// Writes the entries of the next save of `session` (nothing is read
+    /// from them until it commits).
+    async fn stage(&self, session: &mut Session, write: &StateWrite) -> Result<Staged, BusError> {
+        session.counter += 1;
+        let generation = (session.epoch, session.counter);
+        let names: Vec<String> = write
+            .records
+            .keys()
+            .map(|n| self.entry(&layout::saved_name(generation, n)))
+            .collect();
+        let writes: Vec<(String, &[u8])> = names
+            .iter()
+            .cloned()
+            .zip(write.records.values().map(Vec::as_slice))
+            .collect();
+        self.put_all(&writes).await?;
+        Ok(Staged {
+            generation,
+            replace: write.replace,
+            names,
+        })
+    }
+
+    /// Commits a staged save: rewrites the index expecting the sequence of
+    /// this session's last write. `false` if another claim came first (the
+    /// staged entries are removed).
+    async fn commit(
+        &self,
+        session: &mut Session,
+        staged: Staged,
+        records: &Records,
+    ) -> Result<bool, BusError> {
+        let mut current = if staged.replace {
+            BTreeMap::new()
+        } else {
+            session.current.clone()
+        };
+        for name in records.keys() {
+            current.insert(name.clone(), staged.generation);
+        }
+        let index = session
+            .index
+            .after(staged.generation, staged.replace, &current);
+        let Some(seq) = self
+            .put(&self.entry(INDEX), &index.encode(), Some(session.seq))
+            .await?
+        else {
+            self.purge_all(&staged.names).await;
+            return Ok(false);
+        };
+        let superseded: Vec<String> = session
+            .current
+            .iter()
+            .filter(|(n, g)| current.get(*n) != Some(*g))
+            .map(|(n, g)| self.entry(&layout::saved_name(*g, n)))
+            .collect();
+        session.seq = seq;
+        session.index = index;
+        session.current = current;
+        self.purge_all(&superseded).await;
+        Ok(true)
     }
 }
 
@@ -340,96 +591,88 @@ impl NatsStore {
 impl StateStore for NatsStore {
     async fn load(&self, fence: Option<&str>) -> Result<Option<Records>, BusError> {
         self.ensure_stream().await?;
-        if let (Some(f), Some(holder)) = (&self.fence, fence)
-            && !self.claim(f, holder).await?
-        {
-            return Err(BusError::Broker(
-                "the lease is no longer held by this orchestrator".into(),
-            ));
-        }
-        let mut records = Records::new();
-        if let Some((_, meta)) = self.get(&self.key).await? {
-            records.insert("meta".to_owned(), meta);
-        }
-        let names = self.record_entries().await?;
-        for chunk in names.chunks(32) {
-            let values = futures_util::future::join_all(
-                chunk.iter().map(|n| self.get_owned(self.record_entry(n))),
-            )
-            .await;
-            for (name, value) in chunk.iter().zip(values) {
-                if let Some((_, v)) = value? {
-                    records.insert(name.clone(), v);
-                }
+        let Some(holder) = self.holder(fence) else {
+            let records = self.read().await?;
+            return Ok((!records.is_empty()).then_some(records));
+        };
+        let mut session = self.session.lock().await;
+        *session = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let Some(claimed) = self.claim(Some(holder)).await? else {
+                return Err(BusError::Broker(
+                    "the lease is no longer held by this orchestrator".into(),
+                ));
+            };
+            // Only a later claim removes a current entry: then claim again.
+            if let Some(records) = self.read_current(&claimed.current).await? {
+                *session = Some(claimed);
+                return Ok((!records.is_empty()).then_some(records));
             }
         }
-        Ok((!records.is_empty()).then_some(records))
+        Err(BusError::Broker(
+            format!(
+                "the saved state in {} kept changing while it was loaded",
+                self.describe()
+            )
+            .into(),
+        ))
     }
 
     async fn save(&self, write: &StateWrite, fence: Option<&str>) -> Result<Saved, BusError> {
         self.ensure_stream().await?;
-        if let (Some(f), Some(holder)) = (&self.fence, fence)
-            && !self.check_fence(f, holder).await?
-        {
-            return Ok(Saved::Fenced);
-        }
-        if write.replace {
-            let stale: Vec<String> = self
-                .record_entries()
-                .await?
-                .into_iter()
-                .filter(|n| !write.records.contains_key(n))
-                .collect();
-            for name in stale {
-                let body = serde_json::to_vec(&serde_json::json!({
-                    "filter": self.entry_subject(&self.record_entry(&name)),
-                }))
-                .unwrap_or_default();
-                let subject = format!("$JS.API.STREAM.PURGE.{}", self.stream());
-                self.api(&subject, &body, &[]).await?;
+        let holder = self.holder(fence);
+        let mut guard = self.session.lock().await;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let mut session = match guard.take() {
+                Some(s) if s.holder.as_deref() == holder => s,
+                _ => match self.claim(holder).await? {
+                    Some(s) => s,
+                    None => return Ok(Saved::Fenced),
+                },
+            };
+            let staged = self.stage(&mut session, write).await;
+            let staged = match staged {
+                Ok(s) => s,
+                Err(err) => {
+                    *guard = Some(session);
+                    return Err(err);
+                }
+            };
+            if self.commit(&mut session, staged, &write.records).await? {
+                *guard = Some(session);
+                return Ok(Saved::Written);
             }
-            if !write.records.contains_key("meta") && self.get(&self.key).await?.is_some() {
-                let subject = format!("$JS.API.STREAM.PURGE.{}", self.stream());
-                let body = serde_json::to_vec(&serde_json::json!({
-                    "filter": self.entry_subject(&self.key),
-                }))
-                .unwrap_or_default();
-                self.api(&subject, &body, &[]).await?;
+            if holder.is_some() {
+                return Ok(Saved::Fenced);
             }
+            // Unfenced: another writer claimed meanwhile; claim again.
         }
-        // Every record but `meta` first, 32 at a time; `meta` last.
-        let others: Vec<(&String, &Vec<u8>)> =
-            write.records.iter().filter(|(n, _)| *n != "meta").collect();
-        for chunk in others.chunks(32) {
-            let puts = futures_util::future::join_all(
-                chunk
-                    .iter()
-                    .map(|(n, v)| self.put_plain(self.record_entry(n), v)),
+        Err(BusError::Broker(
+            format!(
+                "the saved state in {} kept changing while it was saved",
+                self.describe()
             )
-            .await;
-            for put in puts {
-                put?;
-            }
-        }
-        if let Some(meta) = write.records.get("meta") {
-            self.put(&self.key, meta, None).await?;
-        }
-        Ok(Saved::Written)
+            .into(),
+        ))
     }
 
     async fn set_aside(&self, stamp_ms: u64) -> Result<Option<String>, BusError> {
         let Some(records) = self.load(None).await? else {
             return Ok(None);
         };
-        let copy = format!("{}.unreadable.{stamp_ms}", self.key);
-        for (name, value) in &records {
-            let entry = if name == "meta" {
-                copy.clone()
-            } else {
-                format!("{copy}.{name}")
-            };
-            self.put(&entry, value, None).await?;
-        }
+        let copy = format!("{}.{UNREADABLE}.{stamp_ms}", self.key);
+        let writes: Vec<(String, &[u8])> = records
+            .iter()
+            .map(|(name, value)| {
+                let entry = if name == "meta" {
+                    copy.clone()
+                } else {
+                    format!("{copy}.{name}")
+                };
+                (entry, value.as_slice())
+            })
+            .collect();
+        self.put_all(&writes).await?;
         Ok(Some(format!("NATS key-value {}/{copy}", self.bucket)))
     }
 
@@ -440,5 +683,177 @@ impl StateStore for NatsStore {
             self.key,
             self.bus.server()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyman_transport::Lease;
+    use keyman_transport::testing::NatsServer;
+    use std::time::{Duration, Instant};
+
+    const TTL: Duration = Duration::from_millis(400);
+
+    fn records(pairs: &[(&str, &str)]) -> Records {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn write(pairs: &[(&str, &str)]) -> StateWrite {
+        StateWrite {
+            records: records(pairs),
+            replace: false,
+        }
+    }
+
+    /// Two orchestrators' handles on one store, each fenced by its lease.
+    async fn two(server: &NatsServer, name: &str) -> [(crate::NatsLease, NatsStore); 2] {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let bus = NatsBus::connect(&server.url(), crate::NatsOptions::default())
+                .await
+                .expect("connect");
+            let lease = bus.lease("keyman", format!("leader.{name}"));
+            let store = bus
+                .state_store("keyman", format!("state.{name}"))
+                .fenced_by(&lease);
+            out.push((lease, store));
+        }
+        // JetStream may answer a moment after the server greets its first client.
+        let until = Instant::now() + Duration::from_secs(10);
+        while let Err(err) = out[0].1.ensure_stream().await {
+            assert!(Instant::now() < until, "JetStream never answered: {err}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let [a, b]: [(crate::NatsLease, NatsStore); 2] = out.try_into().expect("two");
+        [a, b]
+    }
+
+    /// Takes the lease for `holder` once the previous holder's has expired.
+    async fn take(lease: &crate::NatsLease, holder: &str) {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !lease.try_acquire(holder, TTL).await.expect("acquire") {
+            assert!(Instant::now() < until, "{holder} never got the lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The gap a check-then-write fence leaves: the old holder has passed
+    /// every check and written its records when another holder claims and
+    /// saves; its save must neither land nor be read, and leaves nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_save_written_before_another_claim_never_lands() {
+        let server = NatsServer::start().expect("nats-server starts");
+        let [(lease_a, a), (lease_b, b)] = two(&server, "gap").await;
+        take(&lease_a, "one").await;
+        a.load(Some("one")).await.expect("one loads");
+        let first = write(&[("meta", "m1"), ("r1", "a1"), ("r2", "a2")]);
+        assert_eq!(a.save(&first, Some("one")).await, Ok(Saved::Written));
+
+        // One's next save has written its entries: then it is paused.
+        let stale = write(&[("meta", "stale"), ("r1", "stale"), ("r3", "stale")]);
+        let mut paused = a.session.lock().await.take().expect("one's session");
+        let staged = a.stage(&mut paused, &stale).await.expect("staged");
+
+        take(&lease_b, "two").await;
+        let loaded = b.load(Some("two")).await.expect("two loads");
+        assert_eq!(
+            loaded,
+            Some(first.records.clone()),
+            "two read a save that never committed"
+        );
+        assert_eq!(
+            b.save(&write(&[("meta", "m2")]), Some("two")).await,
+            Ok(Saved::Written)
+        );
+
+        // One wakes up and commits.
+        assert_eq!(
+            a.commit(&mut paused, staged, &stale.records).await,
+            Ok(false),
+            "the paused save landed"
+        );
+        let expected = records(&[("meta", "m2"), ("r1", "a1"), ("r2", "a2")]);
+        assert_eq!(a.load(None).await, Ok(Some(expected.clone())));
+        // Its next save is refused too, and what it wrote is gone.
+        assert_eq!(a.save(&stale, Some("one")).await, Ok(Saved::Fenced));
+        assert_eq!(b.load(None).await, Ok(Some(expected)));
+        let saved = a.names(Some(layout::SAVED)).await.expect("names");
+        assert_eq!(saved.len(), 3, "entries left behind: {saved:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_the_layout_before_the_index_are_read_and_moved() {
+        let server = NatsServer::start().expect("nats-server starts");
+        let [(lease, store), _] = two(&server, "old").await;
+        // As keyman wrote them before the index: `meta` in the entry itself.
+        for (entry, value) in [
+            ("state.old", "meta-v1"),
+            ("state.old.00ab.1", "shard-1"),
+            ("state.old.00ab.2", "shard-2"),
+        ] {
+            store
+                .put(entry, value.as_bytes(), None)
+                .await
+                .expect("write");
+        }
+        let old = records(&[
+            ("meta", "meta-v1"),
+            ("00ab.1", "shard-1"),
+            ("00ab.2", "shard-2"),
+        ]);
+        assert_eq!(
+            store.load(None).await,
+            Ok(Some(old.clone())),
+            "read as it is"
+        );
+
+        take(&lease, "one").await;
+        assert_eq!(store.load(Some("one")).await, Ok(Some(old.clone())));
+        let mut names = store.names(None).await.expect("names");
+        names.sort();
+        assert_eq!(
+            names,
+            ["index", "s.0.0.00ab.1", "s.0.0.00ab.2", "s.0.0.meta"],
+            "the old entries stay beside the new ones"
+        );
+        assert_eq!(store.get("state.old").await, Ok(None));
+        assert_eq!(
+            store
+                .save(&write(&[("00ab.2", "shard-2b")]), Some("one"))
+                .await,
+            Ok(Saved::Written)
+        );
+        let mut now = old;
+        now.insert("00ab.2".to_owned(), b"shard-2b".to_vec());
+        assert_eq!(store.load(None).await, Ok(Some(now)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_index_of_a_newer_layout_is_refused_and_kept() {
+        let server = NatsServer::start().expect("nats-server starts");
+        let [(lease, store), _] = two(&server, "newer").await;
+        let newer = br#"{"layout": 3, "epochs": []}"#;
+        store
+            .put("state.newer.index", newer, None)
+            .await
+            .expect("write");
+        take(&lease, "one").await;
+        let err = store.load(Some("one")).await.expect_err("refused");
+        assert!(err.to_string().contains("layout 3"), "{err}");
+        assert_eq!(
+            store.save(&write(&[("meta", "m")]), Some("one")).await,
+            Err(err)
+        );
+        assert_eq!(
+            store
+                .get("state.newer.index")
+                .await
+                .map(|v| v.map(|(_, v)| v)),
+            Ok(Some(newer.to_vec()))
+        );
     }
 }

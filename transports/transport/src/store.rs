@@ -49,8 +49,8 @@ pub trait StateStore: Send + Sync + 'static {
     /// are refused); a holder that does not hold it gets an error.
     async fn load(&self, fence: Option<&str>) -> Result<Option<Records>, BusError>;
 
-    /// Writes `write` atomically where the store can (Redis, a file, memory;
-    /// NATS writes one entry at a time). With `fence`, a fenced store writes
+    /// Writes `write` atomically (Redis, a file and memory in one step; NATS
+    /// writes new entries, then lands them all with one compare-and-set). With `fence`, a fenced store writes
     /// only while that holder holds the lease, else returns [`Saved::Fenced`].
     async fn save(&self, write: &StateWrite, fence: Option<&str>) -> Result<Saved, BusError>;
 
