@@ -2,7 +2,7 @@
 //! no request is lost and none is answered twice.
 
 use crate::support::faults::{
-    ANN, REQ, Raw, RawSub, SERVING, median_and_worst, new_bytes, publish_bytes, signal, tail,
+    ANN, REQ, Raw, RawSub, SERVING, grep, median_and_worst, new_bytes, publish_bytes, signal, tail,
     wait_ack, wait_log, wait_saved,
 };
 use crate::support::{Broker, Serve};
@@ -99,6 +99,8 @@ fn takeover_answers_every_request(broker: &Broker) {
     let exchanges: Arc<Mutex<Vec<Exchange>>> = Arc::default();
     let extras: Arc<Mutex<Vec<Extra>>> = Arc::default();
     let mut takeovers = Vec::new();
+    // What each process logged when it took over (read before it is killed).
+    let mut taking_over: Vec<String> = Vec::new();
     std::thread::scope(|scope| {
         for client in 0..CLIENTS {
             let (stop, exchanges, extras) = (stop.clone(), exchanges.clone(), extras.clone());
@@ -173,6 +175,7 @@ fn takeover_answers_every_request(broker: &Broker) {
             signal(serves[serving].pid(), "KILL");
             let mut dead = serves.remove(serving);
             assert!(dead.wait_exit(WAIT).is_some(), "kill -9 did not end it");
+            taking_over.push(grep(&dead.log(), &["taking over"]));
             drop(dead);
             serves.push(Serve::start_with(broker, &STANDBY));
             let mut first = None;
@@ -213,6 +216,7 @@ fn takeover_answers_every_request(broker: &Broker) {
         stop.store(true, Ordering::SeqCst);
     });
 
+    taking_over.extend(serves.iter().map(|s| grep(&s.log(), &["taking over"])));
     let exchanges = exchanges.lock().expect("exchanges").clone();
     let extras = extras.lock().expect("extras").clone();
     let lost: Vec<&Exchange> = exchanges.iter().filter(|e| e.answered.is_none()).collect();
@@ -243,7 +247,7 @@ fn takeover_answers_every_request(broker: &Broker) {
     }
     assert!(
         lost.is_empty() && extras.is_empty() && bad.is_empty(),
-        "{} of {} requests never answered (clients: {lost_per_client:?}), {} second replies ({:?}), invalid replies: {:?}",
+        "{} of {} requests never answered (clients: {lost_per_client:?}), {} second replies ({:?}), invalid replies: {:?}; the takeovers logged:\n{}",
         lost.len(),
         exchanges.len(),
         extras.len(),
@@ -252,7 +256,8 @@ fn takeover_answers_every_request(broker: &Broker) {
             .take(3)
             .map(|e| (e.client, &e.reply))
             .collect::<Vec<_>>(),
-        bad.iter().take(3).collect::<Vec<_>>()
+        bad.iter().take(3).collect::<Vec<_>>(),
+        taking_over.join("\n")
     );
 }
 
