@@ -42,6 +42,7 @@ type StatusRow = (
     Option<u64>,
     Option<u64>,
     Option<u64>,
+    Option<u64>,
 );
 
 /// What `(name, value)` header pairs say about the key's quota.
@@ -337,7 +338,7 @@ impl Connection {
 
     /// Key counts and quota figures per platform: `(platform, fresh,
     /// expired, invalid, next_refresh, remaining, leased, burn_per_hour,
-    /// dry_at)`, the last five `None` when unknown.
+    /// dry_at, clock_lag_ms)`, the last six `None` when unknown.
     fn status(&self, py: Python<'_>, timeout: f64) -> PyResult<Vec<StatusRow>> {
         self.run(py, timeout, |conn, d| {
             let admin = conn.admin()?;
@@ -355,6 +356,7 @@ impl Connection {
                         s.leased,
                         s.burn_per_hour,
                         s.dry_at,
+                        s.clock_lag_ms,
                     )
                 })
                 .collect())

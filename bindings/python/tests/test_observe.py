@@ -407,3 +407,16 @@ def test_keys_never_appear_in_reprs_errors_or_logs(
     for text in texts:
         assert key not in text, text
         assert key[4:] not in text, text
+
+
+def test_status_says_how_far_the_platform_clock_lags(served: str, platform: str) -> None:
+    a, b = make_key("a"), make_key("b")
+    publish(served, platform, a, b)
+    assert status_of(served, platform).clock_lag_ms is None
+    with KeyClient(platform, None, url=served, timeout=5) as client:
+        key = client.request()
+        # A 403 whose reset had passed 3 s ago by our clock: the platform's clock is behind.
+        assert client.expire(key, int(time.time()) - 3) != key
+    status = status_of(served, platform)
+    # At least twice the 3 s (the second's fraction adds to it).
+    assert status.clock_lag_ms is not None and 6_000 <= status.clock_lag_ms <= 8_000, status

@@ -375,7 +375,7 @@ class PlatformStatus(_PlatformCounts):
     :class:`os.stat_result`: ``None`` where the orchestrator knows nothing.
     """
 
-    _quota_fields = ("next_refresh", "remaining", "leased", "burn_per_hour", "dry_at")
+    _quota_fields = ("next_refresh", "remaining", "leased", "burn_per_hour", "dry_at", "clock_lag_ms")
 
     def __new__(
         cls,
@@ -389,6 +389,7 @@ class PlatformStatus(_PlatformCounts):
         leased: Optional[int] = None,
         burn_per_hour: Optional[int] = None,
         dry_at: Optional[int] = None,
+        clock_lag_ms: Optional[int] = None,
     ) -> "PlatformStatus":
         self = super().__new__(cls, platform, fresh, expired, invalid)
         self.__dict__.update(
@@ -397,6 +398,7 @@ class PlatformStatus(_PlatformCounts):
             _leased=leased,
             _burn_per_hour=burn_per_hour,
             _dry_at=dry_at,
+            _clock_lag_ms=clock_lag_ms,
         )
         return self
 
@@ -425,6 +427,13 @@ class PlatformStatus(_PlatformCounts):
     def dry_at(self) -> Optional[int]:
         """When the remaining calls run out at that rate (Unix seconds)."""
         return self.__dict__.get("_dry_at")
+
+    @property
+    def clock_lag_ms(self) -> Optional[int]:
+        """How far the platform's clock runs behind ours, in milliseconds, as
+        learnt from rate-limit resets reported after they had passed by our
+        clock (keyman then holds such keys that much longer)."""
+        return self.__dict__.get("_clock_lag_ms")
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
@@ -560,8 +569,20 @@ class KeyPublisher(_Closing):
                 leased=leased,
                 burn_per_hour=burn_per_hour,
                 dry_at=dry_at,
+                clock_lag_ms=clock_lag_ms,
             )
-            for platform, fresh, expired, invalid, next_refresh, remaining, leased, burn_per_hour, dry_at in rows
+            for (
+                platform,
+                fresh,
+                expired,
+                invalid,
+                next_refresh,
+                remaining,
+                leased,
+                burn_per_hour,
+                dry_at,
+                clock_lag_ms,
+            ) in rows
         ]
 
     def shutdown(self, *, timeout: Optional[float] = None) -> None:

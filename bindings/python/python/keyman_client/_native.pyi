@@ -55,10 +55,12 @@ class Connection:
     def status(
         self, timeout: float
     ) -> List[
-        Tuple[str, int, int, int, Optional[int], Optional[int], Optional[int], Optional[int], Optional[int]]
+        Tuple[
+            str, int, int, int, Optional[int], Optional[int], Optional[int], Optional[int], Optional[int], Optional[int]
+        ]
     ]:
-        """``(platform, fresh, expired, invalid, next_refresh, remaining, leased, burn_per_hour, dry_at)``
-        per platform; the last five ``None`` when unknown."""
+        """``(platform, fresh, expired, invalid, next_refresh, remaining, leased, burn_per_hour, dry_at,
+        clock_lag_ms)`` per platform; the last six ``None`` when unknown."""
     def shutdown(self, timeout: float) -> None:
         """Asks the orchestrator to stop."""
     def close(self) -> None:
