@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use keyman::EngineConfig;
 use keyman::service::{
     Bus, BusError, BusEvent, ClientConfig, KeyAdmin, KeyClient, KeyPublisher, KeySource, Lease,
-    MemoryLease, MemoryStore, Orchestrator, Stopped, Subscription,
+    MemoryLease, MemoryStore, Orchestrator, Records, Saved, StateStore, StateWrite, Stopped,
+    Subscription,
 };
 use keyman_transport::MemoryBus;
 use std::collections::HashMap;
@@ -53,6 +54,32 @@ impl Lease for BreakableLease {
     }
 }
 
+/// A store whose loads take `delay`: a large state on a slow broker.
+struct SlowStore {
+    inner: MemoryStore,
+    delay: Duration,
+}
+
+#[async_trait]
+impl StateStore for SlowStore {
+    async fn load(&self, fence: Option<&str>) -> Result<Option<Records>, BusError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.load(fence).await
+    }
+
+    async fn save(&self, write: &StateWrite, fence: Option<&str>) -> Result<Saved, BusError> {
+        self.inner.save(write, fence).await
+    }
+
+    async fn set_aside(&self, stamp_ms: u64) -> Result<Option<String>, BusError> {
+        self.inner.set_aside(stamp_ms).await
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (slow)", self.inner.describe())
+    }
+}
+
 fn config() -> ClientConfig {
     ClientConfig {
         deadline: Duration::from_secs(2),
@@ -70,8 +97,16 @@ struct Running {
 
 impl Running {
     fn start(bus: &MemoryBus, store: &MemoryStore, lease: Arc<dyn Lease>) -> Running {
+        Running::start_with_store(bus, Arc::new(store.clone()), lease)
+    }
+
+    fn start_with_store(
+        bus: &MemoryBus,
+        store: Arc<dyn StateStore>,
+        lease: Arc<dyn Lease>,
+    ) -> Running {
         let orchestrator = Orchestrator::new(Arc::new(bus.clone()), EngineConfig::default())
-            .with_store(Arc::new(store.clone()))
+            .with_store(store)
             .with_save_interval(Duration::from_millis(20))
             .with_lease(lease, TTL);
         let holder = orchestrator.holder().to_owned();
@@ -433,5 +468,57 @@ async fn a_takeover_answers_what_the_dead_holder_left_unanswered_once() {
         admin.invalid_keys("p").await.expect("list invalid"),
         ["key-a-0123456789"]
     );
+    assert_eq!(second.stop().await, Stopped::Stopped);
+}
+
+/// A state that takes three times the lease's time to live to load: the
+/// lease is kept while it loads (the holder serves at all), and a standby
+/// that takes over from a dead holder answers each request it left exactly
+/// once, still holding the lease afterwards.
+#[tokio::test(start_paused = true)]
+async fn a_load_longer_than_the_lease_keeps_it_and_the_takeover_answers_each_request_once() {
+    let bus = MemoryBus::new();
+    let store: Arc<dyn StateStore> = Arc::new(SlowStore {
+        inner: MemoryStore::new(),
+        delay: TTL * 3,
+    });
+    let lease = MemoryLease::new("leader");
+    let first = Running::start_with_store(&bus, store.clone(), Arc::new(lease.clone()));
+    until_held_by(&lease, &first.holder).await;
+    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
+        .await
+        .expect("admin");
+    admin
+        .ping()
+        .await
+        .expect("the first orchestrator serves after its slow load");
+    admin
+        .publish("p", "key-a-0123456789")
+        .await
+        .expect("publish");
+    let second = Running::start_with_store(&bus, store, Arc::new(lease.clone()));
+    // Let the standby's watch open and the state be saved.
+    tokio::time::sleep(TTL * 2).await;
+
+    let ids: Vec<u32> = (2000..2008).collect();
+    let channels: Vec<String> = ids.iter().map(|id| format!("{REQ}-{id}")).collect();
+    let mut replies = bus.subscribe(&channels).await.expect("subscribe replies");
+    first.task.abort();
+    for id in &ids {
+        let new = format!(r#"{{"type": "NEW", "key_platform": "p", "requester_id": {id}}}"#);
+        bus.publish(REQ, new.as_bytes()).await.expect("publish NEW");
+    }
+    until_held_by(&lease, &second.holder).await;
+    let mut answers: HashMap<String, usize> = HashMap::new();
+    let until = Instant::now() + TTL * 10;
+    while let Ok(Some(event)) = tokio::time::timeout_at(until, replies.next()).await {
+        if let BusEvent::Message(m) = event {
+            *answers.entry(m.channel).or_default() += 1;
+        }
+    }
+    for channel in &channels {
+        assert_eq!(answers.get(channel), Some(&1), "{channel}: {answers:?}");
+    }
+    assert_eq!(lease.holder().as_deref(), Some(second.holder.as_str()));
     assert_eq!(second.stop().await, Stopped::Stopped);
 }

@@ -77,9 +77,12 @@ pub enum Stopped {
 /// [`Bus::subscribe_with_prefixes`] watches both request channels and their
 /// reply channels in one subscription and keeps a window (`max(5 s, 3 × ttl)`,
 /// at most 100 000 messages and 64 MiB) of the state changes and of the
-/// requests it has not seen answered. On takeover it loads the state, then
-/// applies those changes and answers those requests in arrival order before
-/// anything new, serving on from the same subscription. A request it saw
+/// requests it has not seen answered. On takeover it loads the state and
+/// reads its subscription up to a marker it publishes itself (so that every
+/// reply the old holder sent is in the window; it waits at most 5 s),
+/// renewing the lease all the while, however long the state takes to load;
+/// then it applies those changes and answers those requests in arrival order
+/// before anything new, serving on from the same subscription. A request it saw
 /// answered is never answered again; requests older than the window, or seen
 /// before a gap in the subscription, are not answered (both are logged with a
 /// count). A standby whose watch is younger than `ttl + 2 ttl / 3` leaves

@@ -3,6 +3,7 @@
 //! publishing around it.
 
 use super::super::BusEvent;
+use super::super::Lease;
 use super::leadership::{Action, Leadership, StepDown};
 use super::publishing::Outbox;
 use super::saving::{Loaded, Saving, load_state};
@@ -13,6 +14,7 @@ use crate::service::log::log_event;
 use crate::service::probe::ProbeRunner;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -45,20 +47,32 @@ impl Orchestrator {
     ) -> Result<Term, OrchestratorError> {
         // With a lease, loads and saves are fenced by it.
         let fence = leadership.as_ref().map(|_| self.holder.clone());
-        // Neither the store nor the broker may keep a stop waiting.
+        let lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
+        let holder = self.holder.clone();
+        // A renewal sent while loading or catching up, taken over by the loop.
+        let mut renewal: Option<Renewal> = None;
+        // Neither the store nor the broker may keep a stop waiting, and the
+        // lease is kept meanwhile (a large state may take longer to load than
+        // the lease lasts).
         let loaded = match self.store.clone() {
-            Some(store) => tokio::select! {
-                loaded = load_state(
+            Some(store) => {
+                let loading = load_state(
                     &mut self.engine,
                     store.as_ref(),
                     fence.as_deref(),
                     self.discard_unreadable,
-                ) => loaded?,
-                () = stop.as_mut() => {
-                    tracing::info!("stop requested while loading the state");
-                    return Ok(Term::Ended(Stopped::Stopped));
+                );
+                tokio::select! {
+                    kept = keeping_lease(leadership.as_mut(), lease.as_ref(), &holder, &mut renewal, loading) => match kept {
+                        Ok(loaded) => loaded?,
+                        Err(why) => return Ok(step_down(why, lease.as_ref(), "loading the state")),
+                    },
+                    () = stop.as_mut() => {
+                        tracing::info!("stop requested while loading the state");
+                        return Ok(Term::Ended(Stopped::Stopped));
+                    }
                 }
-            },
+            }
             None => Loaded { replace: false },
         };
         // What the store holds now: the changes replayed from the standby's
@@ -69,8 +83,13 @@ impl Orchestrator {
         let mut replayed = false;
         let mut sub = match watch {
             Some(mut watch) => {
+                let catching_up = self.catch_up(&mut watch);
                 tokio::select! {
-                    () = self.catch_up(&mut watch) => {}
+                    kept = keeping_lease(leadership.as_mut(), lease.as_ref(), &holder, &mut renewal, catching_up) => {
+                        if let Err(why) = kept {
+                            return Ok(step_down(why, lease.as_ref(), "taking over"));
+                        }
+                    }
                     () = stop.as_mut() => {
                         tracing::info!("stop requested while taking over");
                         return Ok(Term::Ended(Stopped::Stopped));
@@ -120,8 +139,6 @@ impl Orchestrator {
             .prober
             .clone()
             .map(|prober| ProbeRunner::new(prober, max_probes));
-        let lease = self.lease.as_ref().map(|(lease, _)| lease.clone());
-        let mut renewal: Option<Renewal> = None;
 
         let result = 'serve: loop {
             if let (Some(lead), Some(lease)) = (leadership.as_mut(), &lease) {
@@ -135,19 +152,8 @@ impl Orchestrator {
                                 lead.renewal_limit(),
                             ));
                         }
-                        Action::StepDown(StepDown::Expired) => {
-                            tracing::error!(
-                                lease = %lease.describe(),
-                                "could not renew the lease in time; stepping down and standing by"
-                            );
-                            break 'serve Ok(Term::SteppedDown);
-                        }
-                        Action::StepDown(StepDown::HeldByOther) => {
-                            tracing::error!(
-                                lease = %lease.describe(),
-                                "another orchestrator holds the lease; stepping down and standing by"
-                            );
-                            break 'serve Ok(Term::SteppedDown);
+                        Action::StepDown(why) => {
+                            break 'serve Ok(step_down(why, Some(lease), "serving"));
                         }
                     }
                 }
@@ -352,6 +358,68 @@ impl Orchestrator {
             );
         }
     }
+}
+
+/// Runs `work` while keeping the lease of `lead`: sends the renewals it asks
+/// for and takes in their outcomes; a renewal still on its way when `work`
+/// is done is left in `renewal` for the serve loop. `Err` if the term ended
+/// meanwhile (`work` is dropped). Without a lease, just runs `work`.
+async fn keeping_lease<T>(
+    lead: Option<&mut Leadership>,
+    lease: Option<&Arc<dyn Lease>>,
+    holder: &str,
+    renewal: &mut Option<Renewal>,
+    work: impl Future<Output = T>,
+) -> Result<T, StepDown> {
+    let (Some(lead), Some(lease)) = (lead, lease) else {
+        return Ok(work.await);
+    };
+    let mut work = std::pin::pin!(work);
+    loop {
+        while let Some(action) = lead.poll(now()) {
+            match action {
+                Action::Renew => {
+                    *renewal = Some(renew(
+                        lease.clone(),
+                        holder.to_owned(),
+                        lead.ttl(),
+                        lead.renewal_limit(),
+                    ));
+                }
+                Action::StepDown(why) => return Err(why),
+            }
+        }
+        let wake = Instant::from_std(lead.poll_timeout());
+        tokio::select! {
+            done = &mut work => return Ok(done),
+            (sent, outcome) = async {
+                match renewal.as_mut() {
+                    Some(renewal) => renewal.await,
+                    None => std::future::pending().await,
+                }
+            }, if renewal.is_some() => {
+                *renewal = None;
+                lead.handle_renewal(now(), sent.into_std(), outcome);
+            }
+            () = tokio::time::sleep_until(wake) => {}
+        }
+    }
+}
+
+/// Logs why the term ends while `doing`, and ends it.
+fn step_down(why: StepDown, lease: Option<&Arc<dyn Lease>>, doing: &str) -> Term {
+    let lease = lease.map(|l| l.describe()).unwrap_or_default();
+    match why {
+        StepDown::Expired => tracing::error!(
+            %lease,
+            "could not renew the lease in time while {doing}; stepping down and standing by"
+        ),
+        StepDown::HeldByOther => tracing::error!(
+            %lease,
+            "another orchestrator holds the lease (found while {doing}); stepping down and standing by"
+        ),
+    }
+    Term::SteppedDown
 }
 
 /// Sleeps until `at`, or forever if it is `None`.

@@ -18,8 +18,12 @@ use tokio::time::Instant;
 pub(super) type Renewal = Pin<Box<dyn Future<Output = (Instant, Renewed)> + Send>>;
 
 /// How long a standby that took the lease waits for its own marker to come
-/// back through its subscription (see [`Orchestrator::catch_up`]).
-const CATCH_UP_LIMIT: Duration = Duration::from_secs(1);
+/// back through its subscription (see [`Orchestrator::catch_up`]; it keeps
+/// the lease meanwhile). Past it, a reply of the old holder still on its way
+/// may be missed and its request answered a second time, so the wait is
+/// long: the marker comes back within milliseconds unless the machine or the
+/// broker is overloaded.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 
 /// What a standby watches: one subscription to the request channels and
 /// their reply channels, and the window it fills. On takeover the same
