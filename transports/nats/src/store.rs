@@ -420,6 +420,11 @@ impl NatsStore {
         if records.contains_key("meta") {
             all.push(self.key.clone());
         }
+        // The fence entry of that layout, which the index replaces.
+        let fence = format!("fence.{}", self.key);
+        if self.get(&fence).await?.is_some() {
+            all.push(fence);
+        }
         Ok((records, all))
     }
 
@@ -794,6 +799,7 @@ mod tests {
             ("state.old", "meta-v1"),
             ("state.old.00ab.1", "shard-1"),
             ("state.old.00ab.2", "shard-2"),
+            ("fence.state.old", r#"{"holder": "gone"}"#),
         ] {
             store
                 .put(entry, value.as_bytes(), None)
@@ -821,6 +827,7 @@ mod tests {
             "the old entries stay beside the new ones"
         );
         assert_eq!(store.get("state.old").await, Ok(None));
+        assert_eq!(store.get("fence.state.old").await, Ok(None));
         assert_eq!(
             store
                 .save(&write(&[("00ab.2", "shard-2b")]), Some("one"))
