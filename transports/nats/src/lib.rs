@@ -33,7 +33,8 @@
 //! - `link`: the connection's state as subscriptions see it, and the task feeding each one.
 //! - `chunk`: payloads larger than the server takes, split and put together again.
 //! - `options`: [`NatsOptions`].
-//! - `store`: [`NatsStore`], state in JetStream key-value entries; `layout`: how they are laid out.
+//! - `store`: [`NatsStore`], state in JetStream key-value entries (`store::entries`: the
+//!   JetStream API calls it is made of); `layout`: how they are laid out, as pure rules.
 //! - `lease`: [`NatsLease`], the serving orchestrator's lease in such an entry.
 //! - `url`: server URLs and the credentials in them; `base64`: what JetStream returns values in.
 
