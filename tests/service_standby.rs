@@ -88,6 +88,13 @@ fn config() -> ClientConfig {
     }
 }
 
+/// An admin client on `bus`.
+async fn admin(bus: &MemoryBus) -> KeyPublisher {
+    KeyPublisher::connect(Arc::new(bus.clone()), config())
+        .await
+        .expect("admin")
+}
+
 /// An orchestrator running in a task, stopped by `stop`.
 struct Running {
     holder: String,
@@ -209,9 +216,7 @@ async fn only_the_holder_answers_and_a_standby_takes_over_with_the_saved_state()
     until_held_by(&lease, &first.holder).await;
     let second = Running::start(&bus, &store, Arc::new(lease.clone()));
 
-    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
-        .await
-        .expect("admin");
+    let admin = admin(&bus).await;
     admin.ping().await.expect("the first orchestrator answers");
     for key in ["key-a-0123456789", "key-b-0123456789", "key-c-0123456789"] {
         admin.publish("p", key).await.expect("publish");
@@ -278,9 +283,7 @@ async fn a_holder_that_cannot_renew_steps_down_before_the_standby_takes_over() {
     );
     until_held_by(&lease, &first.holder).await;
     let second = Running::start(&bus, &store, Arc::new(lease.clone()));
-    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
-        .await
-        .expect("admin");
+    let admin = admin(&bus).await;
     admin.ping().await.expect("ping");
     admin
         .publish("p", "key-a-0123456789")
@@ -392,9 +395,7 @@ async fn a_takeover_answers_what_the_dead_holder_left_unanswered_once() {
         |key: &str| format!(r#"{{"type": "PUBLISH", "key_str": "{key}", "key_platform": "p"}}"#);
     let new = |id: u32| format!(r#"{{"type": "NEW", "key_platform": "p", "requester_id": {id}}}"#);
     let ann = "augur-oauth-announce";
-    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
-        .await
-        .expect("admin");
+    let admin = admin(&bus).await;
     admin.ping().await.expect("the first orchestrator answers");
     for key in ["key-a-0123456789", "key-b-0123456789"] {
         bus.publish(ann, publish(key).as_bytes()).await.unwrap();
@@ -485,9 +486,7 @@ async fn a_load_longer_than_the_lease_keeps_it_and_the_takeover_answers_each_req
     let lease = MemoryLease::new("leader");
     let first = Running::start_with_store(&bus, store.clone(), Arc::new(lease.clone()));
     until_held_by(&lease, &first.holder).await;
-    let admin = KeyPublisher::connect(Arc::new(bus.clone()), config())
-        .await
-        .expect("admin");
+    let admin = admin(&bus).await;
     admin
         .ping()
         .await
