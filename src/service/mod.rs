@@ -244,7 +244,9 @@ pub trait KeySource: Send + Sync {
 
     /// Returns the unused calls of `leased`'s lease (a REPORT with `done`,
     /// carrying what the last response said), for a worker that stops before
-    /// they are used. Nothing to do for a key without a lease. A lease never
+    /// they are used. Over a bus it waits until the orchestrator says it has
+    /// them back (keyman's orchestrator answers such a REPORT), so that a
+    /// STATUS or a lease asked for afterwards, from any process, counts them. Nothing to do for a key without a lease. A lease never
     /// returned ends at its deadline, counted as fully used.
     async fn release(&self, leased: LeasedKey) -> Result<(), KeyError> {
         let _ = leased;

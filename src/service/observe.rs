@@ -187,6 +187,13 @@ pub(crate) trait LeaseWire: KeySource {
     /// Sends `report` (a REPORT, no answer awaited) before `until`; a source
     /// whose orchestrator does not speak the extension sends nothing.
     async fn send_report(&self, report: Request, until: Instant) -> Result<(), KeyError>;
+    /// Sends `report` (the REPORT that ends a lease) and waits, until
+    /// `until`, for the orchestrator to say it has taken it in: once it
+    /// returns, the calls are back for others to lease. A source that handles
+    /// reports in place just sends it.
+    async fn send_final_report(&self, report: Request, until: Instant) -> Result<(), KeyError> {
+        self.send_report(report, until).await
+    }
     /// Reports `key` rate limited until `refresh_at`, without asking for another.
     async fn mark_expired(
         &self,
@@ -277,7 +284,7 @@ pub(crate) async fn release<S: LeaseWire + ?Sized>(
     match leased.report(true) {
         Some(report) => {
             let until = super::deadline_after(deadline);
-            source.send_report(report, until).await
+            source.send_final_report(report, until).await
         }
         None => Ok(()),
     }

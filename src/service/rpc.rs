@@ -33,6 +33,8 @@ pub(crate) enum Expect {
     List,
     /// (ext) a status report.
     Status,
+    /// (ext) `{"ok": true}`: a REPORT taken in.
+    Taken,
 }
 
 impl Expect {
@@ -52,6 +54,7 @@ impl Expect {
                 Reply::List(_) | Reply::ListError(_) | Reply::Error { .. }
             ),
             Expect::Status => matches!(reply, Reply::Status(_) | Reply::Error { .. }),
+            Expect::Taken => matches!(reply, Reply::Ok | Reply::Error { .. }),
         }
     }
 }

@@ -334,3 +334,63 @@ async fn leases_fall_back_to_plain_keys_and_send_no_report_to_augurs_orchestrato
         "release sent something to Augur's orchestrator"
     );
 }
+
+/// A bus that loses the first REPORT published on it and passes everything
+/// else: a message lost on the way, as a broker restart may lose one.
+struct LosesFirstReport {
+    bus: MemoryBus,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Bus for LosesFirstReport {
+    async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), BusError> {
+        let report = payload.windows(8).any(|w| w == b"\"REPORT\"");
+        if report && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.bus.publish(channel, payload).await
+    }
+    async fn subscribe(&self, channels: &[String]) -> Result<Subscription, BusError> {
+        self.bus.subscribe(channels).await
+    }
+}
+
+/// `release` returns once the orchestrator has the calls back: a STATUS asked
+/// right after it, by another client, counts them as free, even when the
+/// first REPORT was lost (it is sent again until it is answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_returns_once_the_orchestrator_has_the_calls_back() {
+    let mem = MemoryBus::new();
+    let orch =
+        tokio::spawn(Orchestrator::new(Arc::new(mem.clone()), EngineConfig::default()).run());
+    let admin = KeyPublisher::connect(Arc::new(mem.clone()), config(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    admin.ping().await.unwrap();
+    admin
+        .publish_account(P, "ghp_a", None, Some(10))
+        .await
+        .unwrap();
+    admin.ping().await.unwrap();
+    let bus: Arc<dyn Bus> = Arc::new(LosesFirstReport {
+        bus: mem.clone(),
+        lost: std::sync::atomic::AtomicBool::new(false),
+    });
+    let worker = KeyClient::connect(bus, config(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let leased = worker.lease(P, 8).await.expect("a lease");
+    assert_eq!(leased.lease().map(|l| l.calls), Some(8));
+    let leased_now = async || {
+        let status = admin.status().await.expect("status");
+        status
+            .iter()
+            .find(|s| s.platform == P)
+            .and_then(|s| s.leased)
+    };
+    assert_eq!(leased_now().await, Some(8));
+    worker.release(leased).await.expect("release");
+    assert_eq!(leased_now().await, None, "the calls are still lent");
+    orch.abort();
+}

@@ -176,6 +176,46 @@ impl LeaseWire for KeyClient {
         self.send_until(&report, until, deadline).await
     }
 
+    async fn send_final_report(&self, report: Request, until: Instant) -> Result<(), KeyError> {
+        if !self.extended() {
+            return Ok(());
+        }
+        let Request::Report {
+            key,
+            platform,
+            observation,
+            lease,
+            reply: _,
+        } = report
+        else {
+            return self.send_report(report, until).await;
+        };
+        let inner = &self.inner;
+        let id = inner.rpc.next_id();
+        let report = Request::Report {
+            key,
+            platform: platform.clone(),
+            observation,
+            lease,
+            reply: Some(inner.reply_to(id)),
+        };
+        let deadline = until.saturating_duration_since(Instant::now());
+        let channel = &inner.config.channels.request;
+        let ReplyMessage { reply, .. } = inner
+            .rpc
+            .call(channel, report.encode(), id, Expect::Taken, until)
+            .await
+            .map_err(|e| match e {
+                KeyError::Timeout(_) => KeyError::Timeout(deadline),
+                other => other,
+            })?;
+        match reply {
+            Reply::Ok => Ok(()),
+            Reply::Error { code, message } => Err(error_reply(code, message, &platform)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn mark_expired(
         &self,
         platform: &str,

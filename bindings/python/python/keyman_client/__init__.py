@@ -334,15 +334,16 @@ class KeyClient(_Closing):
 
     def release(self, lease: Lease, *, timeout: Optional[float] = None) -> None:
         """Returns the unused calls of ``lease`` to its key's account (for a
-        worker that stops before they are used); the lease has ended
-        afterwards, also when the return could not be sent in time (its calls
+        worker that stops before they are used), and waits until keyman's
+        orchestrator has them back (a lease or ``status()`` asked afterwards,
+        from any process, counts them); the lease has ended afterwards, also when the return could not be sent in time (its calls
         then count as used until ``lease.until``). Nothing to do for a lease
         that has ended, a key without a lease, or a lease taken by another
         process (before a fork).
 
         Raises:
             InvalidArgument: (a ``ValueError``) if ``lease`` is not a :class:`Lease`.
-            Timeout: the return could not be sent in time, or another thread's
+            Timeout: the return was not taken in within the deadline, or another thread's
                 ``observe`` of the lease took all of it (then the lease is as it was).
             Disconnected: the broker could not be reached in time (the lease
                 has ended), or the client is closed (the lease is as it was).
