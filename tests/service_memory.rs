@@ -301,3 +301,56 @@ async fn the_longest_deadline_does_not_overflow_the_clock() {
     admin.shutdown().await.unwrap();
     orch.await.unwrap().unwrap();
 }
+
+/// A call is sent again only once it has waited the resend interval since it
+/// was sent, not at whatever tick of the client's timer comes first: an
+/// orchestrator that answers each NEW in 300 ms sees each of ten NEWs once
+/// (a second copy of a lease request would lend calls to nobody).
+#[tokio::test(start_paused = true)]
+async fn a_call_answered_within_the_resend_interval_is_sent_once() {
+    let mem = MemoryBus::new();
+    let mut requests = mem
+        .subscribe(&["worker-oath-request".to_string()])
+        .await
+        .expect("subscribe");
+    let responder_bus = mem.clone();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen_by_responder = seen.clone();
+    tokio::spawn(async move {
+        while let Some(event) = requests.next().await {
+            let BusEvent::Message(m) = event else {
+                continue;
+            };
+            let Ok(Request::New { reply, .. }) = decode_request(&m.payload, 1 << 20) else {
+                continue;
+            };
+            let id = reply.request_id.map(|i| i.to_string()).unwrap_or_default();
+            seen_by_responder.lock().expect("seen").push(id.clone());
+            let bus = responder_bus.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let channel = format!("worker-oath-request-{}", reply.requester_id);
+                let answer = format!(r#"{{"key": "ghp_k", "request_id": {id}}}"#);
+                bus.publish(&channel, answer.as_bytes())
+                    .await
+                    .expect("reply");
+            });
+        }
+    });
+    let config = ClientConfig {
+        deadline: Duration::from_secs(5),
+        resend_interval: Duration::from_secs(1),
+        ..ClientConfig::default()
+    };
+    let worker = KeyClient::connect(Arc::new(PubSubOnly(mem.clone())), config)
+        .await
+        .expect("connect");
+    for _ in 0..10 {
+        assert_eq!(worker.request("p").await.as_deref(), Ok("ghp_k"));
+    }
+    let seen = seen.lock().expect("seen").clone();
+    let mut unique = seen.clone();
+    unique.dedup();
+    assert_eq!(seen, unique, "requests sent twice: {seen:?}");
+    assert_eq!(seen.len(), 10);
+}

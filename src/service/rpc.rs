@@ -63,6 +63,8 @@ struct Waiter {
     expect: Expect,
     channel: String,
     payload: Vec<u8>,
+    /// When it was last sent.
+    sent: Instant,
     tx: oneshot::Sender<Result<ReplyMessage, KeyError>>,
 }
 
@@ -112,11 +114,18 @@ impl Shared {
         }
     }
 
-    fn outstanding(&self) -> Vec<(String, Vec<u8>)> {
+    /// The calls still waiting that were last sent before `before` (all of
+    /// them for `None`), marked as sent now.
+    fn outstanding(&self, before: Option<Instant>) -> Vec<(String, Vec<u8>)> {
+        let now = Instant::now();
         self.lock()
             .waiters
-            .values()
-            .map(|w| (w.channel.clone(), w.payload.clone()))
+            .values_mut()
+            .filter(|w| before.is_none_or(|b| w.sent <= b))
+            .map(|w| {
+                w.sent = now;
+                (w.channel.clone(), w.payload.clone())
+            })
             .collect()
     }
 
@@ -193,7 +202,13 @@ impl Rpc {
             let max = config.max_reply;
             let resend_every = config.resend_interval;
             Some(tokio::spawn(async move {
-                let mut resend = tokio::time::interval(resend_every);
+                // Each call is sent again once it has waited `resend_every`
+                // since it was last sent (checked twice per interval): a call
+                // sent just before a tick is not sent again at it, which made
+                // the orchestrator see a request twice within a millisecond
+                // and, for a lease request, lend calls to nobody.
+                let mut resend =
+                    tokio::time::interval((resend_every / 2).max(Duration::from_millis(1)));
                 resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
@@ -204,7 +219,7 @@ impl Rpc {
                             },
                             Some(BusEvent::Reconnected) => {
                                 tracing::info!(channel = %reply_channel, "reconnected; sending waiting requests again");
-                                resend_all(&shared).await;
+                                resend_all(&shared, None).await;
                             }
                             Some(BusEvent::Disconnected { reason }) => {
                                 tracing::warn!(channel = %reply_channel, %reason, "disconnected from the broker");
@@ -216,7 +231,10 @@ impl Rpc {
                         },
                         _ = resend.tick() => {
                             if shared.echo_seen.load(Ordering::Relaxed) {
-                                resend_all(&shared).await;
+                                let due = Instant::now().checked_sub(resend_every);
+                                if let Some(before) = due {
+                                    resend_all(&shared, Some(before)).await;
+                                }
                             }
                         }
                     }
@@ -267,6 +285,7 @@ impl Rpc {
                 expect,
                 channel: channel.to_string(),
                 payload: payload.clone(),
+                sent: Instant::now(),
                 tx,
             },
         );
@@ -334,8 +353,9 @@ impl Rpc {
     }
 }
 
-async fn resend_all(shared: &Shared) {
-    for (channel, payload) in shared.outstanding() {
+/// Sends again the waiting calls last sent before `before` (all for `None`).
+async fn resend_all(shared: &Shared, before: Option<Instant>) {
+    for (channel, payload) in shared.outstanding(before) {
         if let Err(e) = shared.bus.publish(&channel, &payload).await {
             tracing::debug!(error = %e, "could not send a waiting request again");
             break;

@@ -167,12 +167,7 @@ def test_leases_never_lend_more_than_is_left_and_release_returns_the_calls(serve
             assert time.monotonic() - started < 0.6 + 0.5
             assert status_of(served, platform).leased == 10
             client.release(first)
-            after = status_of(served, platform)
-            if after.leased != 2:
-                # An open fault (about 1 run in 10): say whether it lasts.
-                time.sleep(1.0)
-                later = status_of(served, platform)
-                pytest.fail(f"released {first!r}, yet {after!r}; a second later {later!r}")
+            assert status_of(served, platform).leased == 2
             with client.lease(8, platform) as third:
                 assert third.calls == 8
                 assert status_of(served, platform).leased == 10
