@@ -88,6 +88,28 @@ impl KeyClient {
         self.inner.rpc.echo_seen()
     }
 
+    /// Sends `msg` (made with request id `id`) on the request channel and
+    /// waits until `until` for its reply; a timeout says `deadline`.
+    async fn call(
+        &self,
+        msg: &Request,
+        id: u64,
+        expect: Expect,
+        until: Instant,
+        deadline: Duration,
+    ) -> Result<Reply, KeyError> {
+        let channel = &self.inner.config.channels.request;
+        self.inner
+            .rpc
+            .call(channel, msg.encode(), id, expect, until)
+            .await
+            .map(|ReplyMessage { reply, .. }| reply)
+            .map_err(|e| match e {
+                KeyError::Timeout(_) => KeyError::Timeout(deadline),
+                other => other,
+            })
+    }
+
     /// Asks for a key of `platform` (NEW; with `lease: n` when `lease` is
     /// given) until one comes or `deadline` passes, sleeping through
     /// `{"wait": n}` answers.
@@ -124,16 +146,7 @@ impl KeyClient {
                     hold_ms,
                 },
             };
-            let channel = &inner.config.channels.request;
-            let ReplyMessage { reply, .. } = inner
-                .rpc
-                .call(channel, msg.encode(), id, Expect::Key, until)
-                .await
-                .map_err(|e| match e {
-                    KeyError::Timeout(_) => KeyError::Timeout(deadline),
-                    other => other,
-                })?;
-            match reply {
+            match self.call(&msg, id, Expect::Key, until, deadline).await? {
                 Reply::Key(k) => return Ok(LeasedKey::new(platform, k, wanted, None)),
                 Reply::Lease {
                     key,
@@ -200,16 +213,10 @@ impl LeaseWire for KeyClient {
             reply: Some(inner.reply_to(id)),
         };
         let deadline = until.saturating_duration_since(Instant::now());
-        let channel = &inner.config.channels.request;
-        let ReplyMessage { reply, .. } = inner
-            .rpc
-            .call(channel, report.encode(), id, Expect::Taken, until)
-            .await
-            .map_err(|e| match e {
-                KeyError::Timeout(_) => KeyError::Timeout(deadline),
-                other => other,
-            })?;
-        match reply {
+        match self
+            .call(&report, id, Expect::Taken, until, deadline)
+            .await?
+        {
             Reply::Ok => Ok(()),
             Reply::Error { code, message } => Err(error_reply(code, message, &platform)),
             other => Err(unexpected(&other)),
