@@ -141,22 +141,9 @@ impl Orchestrator {
             .map(|prober| ProbeRunner::new(prober, max_probes));
 
         let result = 'serve: loop {
-            if let (Some(lead), Some(lease)) = (leadership.as_mut(), &lease) {
-                while let Some(action) = lead.poll(now()) {
-                    match action {
-                        Action::Renew => {
-                            renewal = Some(renew(
-                                lease.clone(),
-                                self.holder.clone(),
-                                lead.ttl(),
-                                lead.renewal_limit(),
-                            ));
-                        }
-                        Action::StepDown(why) => {
-                            break 'serve Ok(step_down(why, Some(lease), "serving"));
-                        }
-                    }
-                }
+            if let Err(why) = poll_lease(leadership.as_mut(), lease.as_ref(), &holder, &mut renewal)
+            {
+                break 'serve Ok(step_down(why, lease.as_ref(), "serving"));
             }
             let wake = self.engine.poll_timeout();
             let sleep = async {
@@ -376,19 +363,7 @@ async fn keeping_lease<T>(
     };
     let mut work = std::pin::pin!(work);
     loop {
-        while let Some(action) = lead.poll(now()) {
-            match action {
-                Action::Renew => {
-                    *renewal = Some(renew(
-                        lease.clone(),
-                        holder.to_owned(),
-                        lead.ttl(),
-                        lead.renewal_limit(),
-                    ));
-                }
-                Action::StepDown(why) => return Err(why),
-            }
-        }
+        poll_lease(Some(&mut *lead), Some(lease), holder, renewal)?;
         let wake = Instant::from_std(lead.poll_timeout());
         tokio::select! {
             done = &mut work => return Ok(done),
@@ -404,6 +379,33 @@ async fn keeping_lease<T>(
             () = tokio::time::sleep_until(wake) => {}
         }
     }
+}
+
+/// Does what the leadership asks for now: starts a renewal of `lease` into
+/// `renewal`, or says why the term ends.
+fn poll_lease(
+    lead: Option<&mut Leadership>,
+    lease: Option<&Arc<dyn Lease>>,
+    holder: &str,
+    renewal: &mut Option<Renewal>,
+) -> Result<(), StepDown> {
+    let (Some(lead), Some(lease)) = (lead, lease) else {
+        return Ok(());
+    };
+    while let Some(action) = lead.poll(now()) {
+        match action {
+            Action::Renew => {
+                *renewal = Some(renew(
+                    lease.clone(),
+                    holder.to_owned(),
+                    lead.ttl(),
+                    lead.renewal_limit(),
+                ));
+            }
+            Action::StepDown(why) => return Err(why),
+        }
+    }
+    Ok(())
 }
 
 /// Logs why the term ends while `doing`, and ends it.

@@ -307,24 +307,30 @@ impl NatsStore {
 
     /// Commits a staged save: rewrites the index expecting the sequence of
     /// this session's last write. `false` if another claim came first (the
-    /// staged entries are removed).
+    /// staged entries are removed); after `false` or an error the session no
+    /// longer matches the store and is dropped.
     async fn commit(
         &self,
         session: &mut Session,
         staged: Staged,
         records: &Records,
     ) -> Result<bool, BusError> {
-        let mut current = if staged.replace {
-            BTreeMap::new()
-        } else {
-            session.current.clone()
-        };
+        // The caller drops the session unless this commit lands (another
+        // claim came first, or an error): it is updated in place.
+        let mut superseded = Vec::new();
+        if staged.replace {
+            for (name, g) in std::mem::take(&mut session.current) {
+                superseded.push(self.entry(&layout::saved_name(g, &name)));
+            }
+        }
         for name in records.keys() {
-            current.insert(name.clone(), staged.generation);
+            if let Some(old) = session.current.insert(name.clone(), staged.generation) {
+                superseded.push(self.entry(&layout::saved_name(old, name)));
+            }
         }
         let index = session
             .index
-            .after(staged.generation, staged.replace, &current);
+            .after(staged.generation, staged.replace, &session.current);
         let Some(seq) = self
             .put(&self.entry(INDEX), &index.encode(), Some(session.seq))
             .await?
@@ -332,15 +338,8 @@ impl NatsStore {
             self.purge_all(&staged.names).await;
             return Ok(false);
         };
-        let superseded: Vec<String> = session
-            .current
-            .iter()
-            .filter(|(n, g)| current.get(*n) != Some(*g))
-            .map(|(n, g)| self.entry(&layout::saved_name(*g, n)))
-            .collect();
         session.seq = seq;
         session.index = index;
-        session.current = current;
         self.purge_all(&superseded).await;
         Ok(true)
     }
